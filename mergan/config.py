@@ -83,6 +83,7 @@ class EvalConfig:
     fid: bool = True
     inception_weights: str | None = None  # path to pt_inception weights; MERGAN_INCEPTION_WEIGHTS also read
     evaluator_epochs: int = 6
+    evaluator_weights: str | None = None  # bring-your-own evaluator state_dict (skips training and cache)
     cache_dir: str | None = None  # evaluator cache; None: ~/.cache/mergan (MERGAN_CACHE_DIR)
     grid_per_class: int = 8  # sample-grid columns per class
 
@@ -385,8 +386,10 @@ def validate_config(config: ExperimentConfig) -> ExperimentConfig:
     _positive("run.log_every", run.log_every)
     if data.tasks is not None:
         parse_tasks(data.tasks)
-    if ev.inception_weights and not os.path.isfile(ev.inception_weights):
-        raise ConfigError(f"eval.inception_weights: {ev.inception_weights} is not a file")
+    for name in ("inception_weights", "evaluator_weights"):
+        path = getattr(ev, name)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"eval.{name}: {path} is not a file")
     return config
 
 

@@ -204,7 +204,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   iterations_per_task=400, critic_steps=2, lr_g=2e-4, lr_d=2e-4,
                   eval_samples_per_class=500),
     # The paper's 32x32 DCGAN pair with conditional batch norm (digits).
-    "dcgan32": dict(arch="dcgan", image_size=32, z_dim=128, g_width=128, d_width=32,
+    "dcgan32": dict(arch="dcgan", image_size=32, z_dim=128, g_width=32, d_width=32,
                     iterations_per_task=4000, **PAPER_OPTIM),
     # The paper's 64x64 ResNet pair (LSUN-sized images).
     "resnet64": dict(arch="resnet", image_size=64, z_dim=128, g_width=64, d_width=64,

@@ -1,0 +1,166 @@
+"""``mergan train | eval | classifier | sync | report``: the command line.
+
+The CLI is the composition root: the trainer knows nothing of MLflow, but ``mergan train``
+records its run there (``trainables.tracking``), like a sweep trial does, unless ``--no-mlflow``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import Any
+
+from mergan.callbacks import Callback, DivergenceError, StepInfo, TaskResult
+from mergan.config import PAPER_ITERATIONS, PRESETS, ConfigError, build_config
+
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field (``--lr-g``, ``--lambda-ra`` ...), all defaulting to 'not given'."""
+    from mergan.config import ExperimentConfig
+
+    sections = ExperimentConfig().sections()
+    for section_name, section in sections.items():
+        group = parser.add_argument_group(f"{section_name} settings")
+        for f in fields(section):
+            flags = [f"--{f.name.replace('_', '-')}"]
+            if f.name == "iterations_per_task":
+                flags.append("--iterations")
+            group.add_argument(*flags, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
+                               help=f"{section_name}.{f.name} (default {getattr(section, f.name)!r}, or the preset's)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    values = {k[len("cfg__"):]: v for k, v in vars(args).items() if k.startswith("cfg__")}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. --set optim.lr_g=1e-4")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def config_from_args(args: argparse.Namespace):
+    overrides = _overrides(args)
+    if args.preset:
+        overrides["preset"] = args.preset
+    config = build_config(overrides=overrides, yaml_path=args.config)
+    if args.paper_iterations:
+        config.optim.iterations_per_task = PAPER_ITERATIONS[config.data.dataset]
+        if "iterations_per_task" in overrides:  # an explicit count on top of the paper's raises it
+            config.set("iterations_per_task", overrides["iterations_per_task"])
+    return config
+
+
+class ProgressPrinter(Callback):
+    """A tqdm bar per task (task, step, losses, steps/s) and a short summary after each task."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.bar = None
+
+    def on_step(self, trainer, info: StepInfo) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=info.steps_in_task, desc=f"task {info.task}/{len(trainer.tasks)}",
+                            file=self.stream, dynamic_ncols=True, leave=False)
+        self.bar.update(info.step - self.bar.n)
+        shown = {k: info.losses[k] for k in ("loss_d", "loss_g", "loss_ra", "loss_ewc") if k in info.losses}
+        self.bar.set_postfix({**{k: f"{v:.3g}" for k, v in shown.items()}, "it/s": f"{info.steps_per_second:.1f}"})
+
+    def on_task_end(self, trainer, result: TaskResult) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        metrics = result.metrics
+        row = result.accuracy_matrix[-1] if result.accuracy_matrix else []
+        accuracies = " ".join(f"{v:.2f}" if v is not None else "-" for v in row)
+        line = (f"task {result.task}/{result.num_tasks} classes {result.classes}: "
+                f"train {result.train_seconds:.1f}s eval {result.eval_seconds:.1f}s")
+        if metrics:
+            line += f" | acc per task [{accuracies}] avg_acc {metrics.get('avg_acc', float('nan')):.3f}"
+            for name in ("forgetting", "bwt", "fid_classifier", "fid_inception", "reverse_acc"):
+                if name in metrics:
+                    line += f" {name} {metrics[name]:.3g}"
+        if result.samples_path:
+            line += f" | samples {result.samples_path}"
+        print(line, file=self.stream, flush=True)
+
+
+def _tracking_callback(args, config) -> Callback | None:
+    if args.no_mlflow:
+        return None
+    from trainables.tracking import MLflowCallback, resolve_tracking_uri
+
+    return MLflowCallback(tracking_uri=resolve_tracking_uri(args.tracking_uri), experiment_name=args.experiment,
+                          log_checkpoint=not args.no_log_checkpoint)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mergan.trainer import Trainer
+
+    if args.resume:
+        overrides = _overrides(args)
+        trainer = Trainer.from_checkpoint(args.resume, overrides=overrides)
+        callbacks = [ProgressPrinter(), _tracking_callback(args, trainer.config)]
+        trainer.callbacks.callbacks.extend(c for c in callbacks if c is not None)
+        print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {args.resume}", file=sys.stderr)
+    else:
+        config = config_from_args(args)
+        trainer = Trainer(config, callbacks=[ProgressPrinter(), _tracking_callback(args, config)])
+    config = trainer.config
+    print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
+          f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device {trainer.device}, "
+          f"out {trainer.out_dir}", file=sys.stderr)
+    trainer.fit()
+    print(f"done: checkpoints and samples in {trainer.out_dir}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mergan", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train one method on one task stream",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--preset", choices=list(PRESETS), default=None,
+                       help="model and hyperparameter preset (default: small, or the YAML file's)")
+    train.add_argument("--config", help="YAML file of config fields (flat, dotted or by section)")
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="set any config field")
+    train.add_argument("--paper-iterations", action="store_true",
+                       help="the paper's iterations per task for the dataset (MNIST 4,000, SVHN 8,000, "
+                            "LSUN 20,000); --iterations N on top raises it")
+    train.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint (file, task or run folder)")
+    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    train.add_argument("--experiment", default="mergan", help="MLflow experiment name")
+    train.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
+    train.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
+    _add_config_flags(train)
+    train.set_defaults(handler=cmd_train)
+    for module in ("mergan.evaluation.commands", "trainables.tracking", "analysis.report"):
+        try:
+            registered = __import__(module, fromlist=["add_subcommands"])
+        except ImportError as error:
+            if error.name and module.startswith(error.name):  # that part is not installed yet
+                continue
+            raise
+        registered.add_subcommands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"mergan {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except DivergenceError as error:
+        print(f"mergan {args.command}: {error}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The hooks a continual-learning method plugs into the trainer's one training loop.
+
+A method changes training only through these hooks (Avalanche-style plugins):
+- ``real_classes(t)``: whose real images task t trains on (JT: every task so far);
+- ``before_task`` / ``after_task``: freeze a generator copy, draw a replay set, estimate a Fisher;
+- ``replay(n_real)``: images (and labels) joined to the real batch, scored and classified as real;
+- ``generator_terms`` / ``critic_terms``: extra named loss terms added to each step;
+- ``sampler``: how the evaluation draws images of a class;
+- ``state_dict`` / ``load_state_dict``: what a checkpoint keeps.
+Task indices ``t`` are 0-based here; user-facing task numbers are ``t + 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from mergan.trainer import Trainer
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """An eval-mode copy with no gradients: the generator as it was at the end of the previous task."""
+    clone = copy.deepcopy(module).eval()
+    for parameter in clone.parameters():
+        parameter.requires_grad_(False)
+    return clone
+
+
+def earlier_classes(trainer: "Trainer", t: int) -> list[int]:
+    return [c for task in trainer.tasks[:t] for c in task]
+
+
+def per_class_replay_count(trainer: "Trainer", t: int, n_real: int) -> int:
+    """Replayed images per earlier class in a batch with ``n_real`` real images.
+
+    Default (the authors' code): n_real // (t + 1), i.e. 64 // t with 1-based t. With
+    ``method.replay_share`` s, the replayed part is a share s of the whole batch.
+    """
+    share = trainer.config.method.replay_share
+    n_earlier = len(earlier_classes(trainer, t))
+    if share is None:
+        return max(1, n_real // (t + 1))
+    return max(1, round(n_real * share / (1 - share) / n_earlier))
+
+
+class Method:
+    """The plain sequential baseline (SFT): every hook does nothing."""
+
+    name = "sft"
+    conditional = True  # False: the generator and critic are unconditional (one class)
+    needs_previous_task = False
+
+    def setup(self, trainer: "Trainer") -> None:
+        pass
+
+    def real_classes(self, trainer: "Trainer", t: int) -> list[int]:
+        return list(trainer.tasks[t])
+
+    def before_task(self, trainer: "Trainer", t: int) -> None:
+        pass
+
+    def after_task(self, trainer: "Trainer", t: int) -> None:
+        pass
+
+    def replay(self, trainer: "Trainer", t: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+    def replay_labels(self, trainer: "Trainer", t: int, n_real: int) -> torch.Tensor | None:
+        """Labels of a replayed batch without drawing its images (the generator step only needs labels)."""
+        return None
+
+    def generator_terms(self, trainer: "Trainer", t: int) -> dict[str, torch.Tensor]:
+        return {}
+
+    def critic_terms(self, trainer: "Trainer", t: int) -> dict[str, torch.Tensor]:
+        return {}
+
+    def sampler(self, trainer: "Trainer") -> "GeneratorSampler":
+        return GeneratorSampler(trainer.generator, trainer.config.model.z_dim)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, trainer: "Trainer") -> None:
+        pass
+
+
+class GeneratorSampler:
+    """Draws class c from a class-conditional generator: ``sample(labels, z)``, in eval mode."""
+
+    def __init__(self, generator: nn.Module, z_dim: int):
+        self.generator, self.z_dim = generator, z_dim
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z, labels)
+        finally:
+            self.generator.train(was_training)
+
+
+class CompositeMethod(Method):
+    """Several methods acting on different parts of training (``jtr+ra``, ``ra+ewc``)."""
+
+    def __init__(self, methods: list[Method]):
+        self.methods = methods
+        self.name = "+".join(m.name for m in methods)
+        self.conditional = all(m.conditional for m in methods)
+        self.needs_previous_task = any(m.needs_previous_task for m in methods)
+
+    def setup(self, trainer: "Trainer") -> None:
+        for method in self.methods:
+            method.setup(trainer)
+
+    def real_classes(self, trainer: "Trainer", t: int) -> list[int]:
+        return self.methods[0].real_classes(trainer, t)
+
+    def before_task(self, trainer: "Trainer", t: int) -> None:
+        for method in self.methods:
+            method.before_task(trainer, t)
+
+    def after_task(self, trainer: "Trainer", t: int) -> None:
+        for method in self.methods:
+            method.after_task(trainer, t)
+
+    def replay(self, trainer, t, n_real):
+        batches = [b for b in (m.replay(trainer, t, n_real) for m in self.methods) if b is not None]
+        if not batches:
+            return None
+        return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
+    def replay_labels(self, trainer, t, n_real):
+        labels = [y for y in (m.replay_labels(trainer, t, n_real) for m in self.methods) if y is not None]
+        return torch.cat(labels) if labels else None
+
+    def generator_terms(self, trainer, t):
+        return {k: v for m in self.methods for k, v in m.generator_terms(trainer, t).items()}
+
+    def critic_terms(self, trainer, t):
+        return {k: v for m in self.methods for k, v in m.critic_terms(trainer, t).items()}
+
+    def state_dict(self) -> dict:
+        return {m.name: m.state_dict() for m in self.methods}
+
+    def load_state_dict(self, state: dict, trainer: "Trainer") -> None:
+        for method in self.methods:
+            method.load_state_dict(state.get(method.name, {}), trainer)

@@ -1,0 +1,162 @@
+"""DGR, deep generative replay (Shin et al. 2017), as the MeRGAN paper compares against it.
+
+An unconditional WGAN-GP generator (one class, no auxiliary loss) trains on the current task's
+real images plus images replayed by its frozen previous copy (the same share of each batch as
+JTR's replay). A separate solver classifier, after each task, trains on the task's real images
+(true labels) plus images replayed by the previous generator, labelled by the previous solver.
+
+So that DGR is evaluated like the conditional methods, drawing "class c" from DGR means drawing
+unconditional samples and keeping those the solver labels c (rejection sampling). If after
+``_MAX_ROUNDS`` rounds a class still has too few, the rest are the samples the solver finds most
+c-like: the evaluator then judges how c-like they really are, so a DGR that forgot c scores low
+on c instead of failing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mergan.methods.base import Method, earlier_classes, frozen_copy, per_class_replay_count
+
+_MAX_ROUNDS = 20
+
+
+class Solver(nn.Module):
+    """A small CNN classifier over every class of the dataset."""
+
+    def __init__(self, num_classes: int, channels: int, image_size: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, num_classes),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+class DeepGenerativeReplay(Method):
+    name = "dgr"
+    conditional = False
+    needs_previous_task = True
+
+    def __init__(self):
+        self.previous_generator = None
+        self.previous_solver = None
+        self.solver: Solver | None = None
+
+    def setup(self, trainer) -> None:
+        ds = trainer.dataset
+        self.solver = Solver(ds.num_classes, ds.channels, trainer.config.model.image_size).to(trainer.device)
+
+    def before_task(self, trainer, t: int) -> None:
+        self.previous_generator = frozen_copy(trainer.generator) if t > 0 else None
+        self.previous_solver = frozen_copy(self.solver) if t > 0 else None
+
+    def replay_labels(self, trainer, t: int, n_real: int) -> torch.Tensor | None:
+        if self.previous_generator is None:
+            return None
+        count = per_class_replay_count(trainer, t, n_real) * len(earlier_classes(trainer, t))
+        return torch.zeros(count, dtype=torch.long, device=trainer.device)  # unconditional: one class
+
+    def replay(self, trainer, t: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        labels = self.replay_labels(trainer, t, n_real)
+        if labels is None:
+            return None
+        return self._draw_previous(trainer, labels.shape[0]), labels
+
+    def _draw_previous(self, trainer, n: int) -> torch.Tensor:
+        z = torch.randn(n, trainer.config.model.z_dim, device=trainer.device)
+        with torch.no_grad():
+            return self.previous_generator(z, torch.zeros(n, dtype=torch.long, device=trainer.device))
+
+    def replay_for_solver(self, trainer, t: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images of the previous generator with the labels the previous solver gives them."""
+        images = self._draw_previous(trainer, n)
+        with torch.no_grad():
+            return images, self.previous_solver(images).argmax(1)
+
+    def after_task(self, trainer, t: int) -> None:
+        """Train the solver on the task's real images plus replay labelled by the previous solver."""
+        config = trainer.config
+        optimizer = torch.optim.Adam(self.solver.parameters(), lr=config.method.dgr_solver_lr)
+        batches = trainer.real_batches(list(trainer.tasks[t]), conditional_labels=True)
+        self.solver.train()
+        for _ in range(config.method.dgr_solver_iterations):
+            images, labels = batches.next()
+            if self.previous_solver is not None:
+                count = per_class_replay_count(trainer, t, labels.shape[0]) * len(earlier_classes(trainer, t))
+                replay_images, replay_labels = self.replay_for_solver(trainer, t, count)
+                images, labels = torch.cat([images, replay_images]), torch.cat([labels, replay_labels])
+            loss = F.cross_entropy(self.solver(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        self.solver.eval()
+
+    def sampler(self, trainer) -> "SolverFilteredSampler":
+        return SolverFilteredSampler(trainer.generator, self.solver, trainer.config.model.z_dim)
+
+    def state_dict(self) -> dict:
+        return {
+            "solver": self.solver.state_dict(),
+            "previous_solver": self.previous_solver.state_dict() if self.previous_solver else None,
+            "previous_generator": self.previous_generator.state_dict() if self.previous_generator else None,
+        }
+
+    def load_state_dict(self, state: dict, trainer) -> None:
+        self.solver.load_state_dict(state["solver"])
+        if state.get("previous_solver") is not None:
+            self.previous_solver = frozen_copy(self.solver)
+            self.previous_solver.load_state_dict(state["previous_solver"])
+        if state.get("previous_generator") is not None:
+            self.previous_generator = frozen_copy(trainer.generator)
+            self.previous_generator.load_state_dict(state["previous_generator"])
+
+
+class SolverFilteredSampler:
+    """Draws "class c" from an unconditional generator by keeping samples the solver labels c."""
+
+    def __init__(self, generator: nn.Module, solver: nn.Module, z_dim: int):
+        self.generator, self.solver, self.z_dim = generator, solver, z_dim
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        device = z.device
+        # Extra noise comes from a generator seeded by z, so the same z gives the same images and
+        # the global RNG (training's) is never touched.
+        rng = torch.Generator(device=device).manual_seed(int(z.flatten()[:8].abs().sum().item() * 1e6) % 2**31)
+        was_training = self.generator.training
+        self.generator.eval()
+        self.solver.eval()
+        wanted = {int(c): int((labels == c).sum()) for c in labels.unique()}
+        kept: dict[int, list[torch.Tensor]] = {c: [] for c in wanted}
+        best: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        noise = z
+        for _ in range(_MAX_ROUNDS):
+            images = self.generator(noise, torch.zeros(noise.shape[0], dtype=torch.long, device=device))
+            probs = F.softmax(self.solver(images), dim=1)
+            predicted = probs.argmax(1)
+            for c in wanted:
+                have = sum(x.shape[0] for x in kept[c])
+                if have < wanted[c]:
+                    kept[c].append(images[predicted == c][: wanted[c] - have])
+                scores = probs[:, c]
+                pool_images = images if c not in best else torch.cat([best[c][0], images])
+                pool_scores = scores if c not in best else torch.cat([best[c][1], scores])
+                top = pool_scores.topk(min(wanted[c], pool_scores.shape[0])).indices
+                best[c] = (pool_images[top], pool_scores[top])
+            if all(sum(x.shape[0] for x in kept[c]) >= wanted[c] for c in wanted):
+                break
+            noise = torch.randn(z.shape, generator=rng, device=device)
+        self.generator.train(was_training)
+        out = torch.empty((labels.shape[0], *images.shape[1:]), device=device, dtype=images.dtype)
+        for c, n in wanted.items():
+            chosen = torch.cat(kept[c]) if kept[c] else images[:0]
+            if chosen.shape[0] < n:
+                chosen = torch.cat([chosen, best[c][0][: n - chosen.shape[0]]])
+            out[labels == c] = chosen[:n]
+        return out

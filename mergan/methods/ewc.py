@@ -1,0 +1,93 @@
+"""EWC on the generator (Kirkpatrick et al. 2017, for GANs after Seff et al. 2017).
+
+After each task the diagonal Fisher information of the generator's weights is estimated and
+added to the Fisher of earlier tasks; theta* becomes the current weights. Every later generator
+step adds lambda_EWC / 2 * sum_i F_i (theta_i - theta*_i)^2 (paper: lambda_EWC = 1e9).
+
+Estimator: the empirical Fisher of the generator's own objective, as Seff et al. use it:
+F_i = mean over n samples of (d loss_G(z, c) / d theta_i)^2 with per-sample gradients
+(torch.func.vmap), loss_G = -D(G(z, c)) + lambda_CLS * CE(aux(G(z, c)), c), and (z, c) drawn
+over every class learned so far (``ewc_fisher_samples`` samples). Per-sample squares, not the
+square of a batch mean, because the batch mean's square shrinks with the batch size and would
+make lambda_EWC depend on it. The generator and critic are in eval mode while estimating, so
+batch norm uses its running statistics and a sample's gradient does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from mergan.methods.base import Method
+
+_CHUNK = 64  # samples per vmapped per-sample-gradient pass
+
+
+def estimate_fisher(generator, critic, classes: list[int], num_samples: int, z_dim: int, lambda_cls: float,
+                    device: torch.device) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher of the generator loss, per parameter name."""
+    was_training = generator.training, critic.training
+    generator.eval()
+    critic.eval()
+    params = {k: v.detach() for k, v in generator.named_parameters()}
+    buffers = {k: v.detach() for k, v in generator.named_buffers()}
+
+    def sample_loss(p, z, label):
+        image = functional_call(generator, (p, buffers), (z[None], label[None]))
+        score, logits = critic(image)
+        return -score.sum() + lambda_cls * F.cross_entropy(logits, label[None])
+
+    per_sample_grad = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+    fisher = {k: torch.zeros_like(v) for k, v in params.items()}
+    class_tensor = torch.tensor(classes, device=device)
+    done = 0
+    while done < num_samples:
+        n = min(_CHUNK, num_samples - done)
+        labels = class_tensor[torch.randint(len(classes), (n,), device=device)]
+        z = torch.randn(n, z_dim, device=device)
+        grads = per_sample_grad(params, z, labels)
+        for k in fisher:
+            fisher[k] += grads[k].pow(2).sum(0)
+        done += n
+    generator.train(was_training[0])
+    critic.train(was_training[1])
+    return {k: v / num_samples for k, v in fisher.items()}
+
+
+def ewc_penalty(parameters: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor],
+                fisher: dict[str, torch.Tensor]) -> torch.Tensor:
+    """1/2 * sum_i F_i (theta_i - theta*_i)^2 (without lambda)."""
+    total = sum((fisher[k] * (parameters[k] - anchor[k]).pow(2)).sum() for k in fisher)
+    return 0.5 * total
+
+
+class ElasticWeightConsolidation(Method):
+    name = "ewc"
+    needs_previous_task = True
+
+    def __init__(self):
+        self.fisher: dict[str, torch.Tensor] | None = None
+        self.anchor: dict[str, torch.Tensor] | None = None
+
+    def after_task(self, trainer, t: int) -> None:
+        config = trainer.config
+        seen = [c for task in trainer.tasks[: t + 1] for c in task]
+        fisher = estimate_fisher(trainer.generator, trainer.critic, seen, config.method.ewc_fisher_samples,
+                                 config.model.z_dim, config.optim.lambda_cls, trainer.device)
+        self.fisher = fisher if self.fisher is None else {k: self.fisher[k] + fisher[k] for k in fisher}
+        self.anchor = {k: v.detach().clone() for k, v in trainer.generator.named_parameters()}
+
+    def generator_terms(self, trainer, t: int) -> dict[str, torch.Tensor]:
+        if self.fisher is None:
+            return {}
+        parameters = dict(trainer.generator.named_parameters())
+        return {"loss_ewc": trainer.config.method.lambda_ewc * ewc_penalty(parameters, self.anchor, self.fisher)}
+
+    def state_dict(self) -> dict:
+        return {"fisher": self.fisher, "anchor": self.anchor}
+
+    def load_state_dict(self, state: dict, trainer) -> None:
+        to = trainer.device
+        self.fisher = {k: v.to(to) for k, v in state["fisher"].items()} if state.get("fisher") else None
+        self.anchor = {k: v.to(to) for k, v in state["anchor"].items()} if state.get("anchor") else None

@@ -1,0 +1,329 @@
+"""The sequential trainer: one loop over tasks and steps, methods as plugins, progress via callbacks.
+
+Each task: the method's ``before_task``; fresh Adam optimizers (the paper resets them per task);
+``iterations_per_task`` generator steps, each after ``critic_steps`` critic steps on a real batch
+of the task's classes (plus the method's replay); the method's ``after_task``; evaluation; a
+checkpoint; the callbacks' ``on_task_end``. The loop never syncs with the device except every
+``log_every`` steps, when losses are read, checked for NaN/inf and handed to ``on_step``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mergan.callbacks import Callback, CallbackList, DivergenceError, StepInfo, TaskResult
+from mergan.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from mergan.config import ConfigError, ExperimentConfig, config_from_dict, save_yaml, validate_config
+from mergan.data import ClassDataset, ImageSet, load_dataset, task_stream
+from mergan.losses import critic_loss, generator_loss
+from mergan.methods import build_method
+from mergan.models import build_models
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device: 'cuda' was asked for but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Whatever runs inside (evaluation) leaves the training RNG exactly as it found it."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+class RealBatches:
+    """Random batches of real images of some classes; indices and labels live where the images do."""
+
+    def __init__(self, images: ImageSet, classes: list[int], batch_size: int, device: torch.device,
+                 conditional: bool = True):
+        index_device = device if images.in_memory else torch.device("cpu")
+        labels = images.labels
+        members = torch.isin(labels, torch.tensor(classes, dtype=labels.dtype)).nonzero().squeeze(1)
+        if members.numel() == 0:
+            raise ConfigError(f"data.tasks: no training images of classes {classes}")
+        self.images, self.batch_size, self.conditional = images, batch_size, conditional
+        self.members = members.to(index_device)
+        self.member_labels = labels[members].to(device)
+        self.device = device
+
+    def _draw(self, n: int) -> torch.Tensor:
+        return torch.randint(self.members.shape[0], (n,), device=self.members.device)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        picks = self._draw(self.batch_size)
+        images = self.images.get(self.members[picks]).to(self.device, non_blocking=True)
+        labels = self.member_labels[picks.to(self.device)]
+        return images, labels if self.conditional else torch.zeros_like(labels)
+
+    def labels(self, n: int) -> torch.Tensor:
+        """Labels drawn like a real batch's, without loading images (for the generator step)."""
+        labels = self.member_labels[self._draw(n).to(self.device)]
+        return labels if self.conditional else torch.zeros_like(labels)
+
+
+class Trainer:
+    def __init__(self, config: ExperimentConfig, callbacks: list[Callback] | None = None,
+                 dataset: ClassDataset | None = None):
+        validate_config(config)
+        self.config = config
+        self.device = resolve_device(config.run.device)
+        self.callbacks = CallbackList(callbacks)
+        self.out_dir = Path(config.run.out_dir)
+        self.dataset = dataset if dataset is not None else load_dataset(config.data, config.model.image_size)
+        self.tasks = task_stream(self.dataset, config.data)
+        self.method = build_method(config.method.method)
+        if self.method.needs_previous_task and len(self.tasks) < 2:
+            raise ConfigError(f"method.method: {config.method.method!r} protects earlier tasks, but the task "
+                              f"stream has only {len(self.tasks)} task ({self.tasks}); give at least two tasks")
+        seed_everything(config.run.seed)
+        self.train_set = self.dataset.train.to(self.device)
+        num_classes = self.dataset.num_classes if self.method.conditional else 1
+        generator, critic = build_models(config.model, num_classes, self.dataset.channels)
+        self.generator, self.critic = generator.to(self.device), critic.to(self.device)
+        self.method.setup(self)
+        self.tasks_done = 0
+        self.global_step = 0
+        self.accuracy_matrix: list[list[float | None]] = []
+        self.results: list[TaskResult] = []
+        self._evaluator = None
+
+    # -- construction from a checkpoint ---------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, callbacks: list[Callback] | None = None,
+                        overrides: dict[str, Any] | None = None,
+                        dataset: ClassDataset | None = None) -> "Trainer":
+        """A trainer at the end of the checkpoint's task; ``fit()`` continues with the next one.
+
+        ``overrides`` may change where and how the run goes on (device, out_dir, eval settings);
+        the checkpoint's own config is kept otherwise."""
+        file = find_checkpoint(path)
+        state = load_checkpoint(file)
+        config = config_from_dict(state["config"])
+        for key, value in (overrides or {}).items():
+            config.set(key, value)
+        trainer = cls(config, callbacks=callbacks, dataset=dataset)
+        if [list(t) for t in trainer.tasks] != state["tasks"]:
+            raise ConfigError(f"{file}: the checkpoint's task stream {state['tasks']} differs from the "
+                              f"config's {trainer.tasks}")
+        trainer.generator.load_state_dict(state["generator"])
+        trainer.critic.load_state_dict(state["critic"])
+        trainer.method.load_state_dict(state["method"], trainer)
+        trainer.tasks_done = int(state["task"])
+        trainer.global_step = int(state["global_step"])
+        trainer.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]
+        trainer.results = [TaskResult(**r) for r in json.loads(state["results_json"])]
+        set_rng_state(state["rng"])
+        return trainer
+
+    # -- the run ----------------------------------------------------------------------------
+    def fit(self) -> list[TaskResult]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(self.config, self.out_dir / "config.yaml")
+        self.callbacks.on_run_start(self)
+        for t in range(self.tasks_done, len(self.tasks)):
+            started = time.perf_counter()
+            self.train_task(t)
+            self.method.after_task(self, t)
+            self.tasks_done = t + 1
+            self.finish_task(t, train_seconds=time.perf_counter() - started)
+        self.callbacks.on_run_end(self, self.results)
+        return self.results
+
+    def real_batches(self, classes: list[int], conditional_labels: bool | None = None) -> RealBatches:
+        conditional = self.method.conditional if conditional_labels is None else conditional_labels
+        return RealBatches(self.train_set, classes, self.config.optim.batch_size, self.device, conditional)
+
+    def train_task(self, t: int) -> None:
+        """``iterations_per_task`` generator steps on task t (0-based), each after ``critic_steps`` critic steps."""
+        cfg = self.config.optim
+        generator, critic, method = self.generator, self.critic, self.method
+        method.before_task(self, t)
+        optimizer_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        optimizer_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        batches = self.real_batches(method.real_classes(self, t))
+        z_dim = self.config.model.z_dim
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                    else contextlib.nullcontext())
+        generator.train()
+        critic.train()
+        sums: dict[str, torch.Tensor] = {}
+        since, window_start = 0, time.perf_counter()
+        log_every = self.config.run.log_every
+        for step in range(1, cfg.iterations_per_task + 1):
+            critic.requires_grad_(True)
+            for _ in range(cfg.critic_steps):
+                real, labels = batches.next()
+                replay = method.replay(self, t, labels.shape[0])
+                scored, scored_labels = ((torch.cat([real, replay[0]]), torch.cat([labels, replay[1]]))
+                                         if replay is not None else (real, labels))
+                z = torch.randn(scored_labels.shape[0], z_dim, device=self.device)
+                with autocast:
+                    with torch.no_grad():
+                        fake = generator(z, scored_labels)
+                    loss_d, parts = critic_loss(critic, scored, scored_labels, fake, cfg.lambda_gp, cfg.lambda_cls,
+                                                penalty_real=real)
+                    extra_d = method.critic_terms(self, t)
+                    total_d = loss_d + sum(extra_d.values()) if extra_d else loss_d
+                optimizer_d.zero_grad(set_to_none=True)
+                total_d.backward()
+                optimizer_d.step()
+            critic.requires_grad_(False)  # the generator step needs no critic weight gradients
+            replay_labels = method.replay_labels(self, t, cfg.batch_size)
+            labels = batches.labels(cfg.batch_size)
+            if replay_labels is not None:
+                labels = torch.cat([labels, replay_labels])
+            z = torch.randn(labels.shape[0], z_dim, device=self.device)
+            with autocast:
+                loss_g, parts_g = generator_loss(critic, generator(z, labels), labels, cfg.lambda_cls)
+                extra_g = method.generator_terms(self, t)
+                total_g = loss_g + sum(extra_g.values()) if extra_g else loss_g
+            optimizer_g.zero_grad(set_to_none=True)
+            total_g.backward()
+            optimizer_g.step()
+            self.global_step += 1
+            since += 1
+            for name, value in {"loss_d": total_d, "loss_g": total_g, **parts, **parts_g, **extra_d,
+                                **extra_g}.items():
+                value = value.detach().float()
+                sums[name] = sums[name] + value if name in sums else value
+            if step % log_every == 0 or step == cfg.iterations_per_task:
+                losses = self._read_losses(sums, since, t, step)
+                now = time.perf_counter()
+                info = StepInfo(task=t + 1, step=step, steps_in_task=cfg.iterations_per_task,
+                                global_step=self.global_step, losses=losses,
+                                steps_per_second=since / max(now - window_start, 1e-9))
+                self.callbacks.on_step(self, info)
+                sums, since, window_start = {}, 0, time.perf_counter()
+        critic.requires_grad_(True)
+
+    def _read_losses(self, sums: dict[str, torch.Tensor], count: int, t: int, step: int) -> dict[str, float]:
+        """Mean of each loss since the last read; the loop's only host sync. NaN/inf stops the run."""
+        names = list(sums)
+        values = (torch.stack([sums[n] for n in names]) / count).tolist()
+        losses = dict(zip(names, values))
+        bad = [n for n, v in losses.items() if not np.isfinite(v)]
+        if bad:
+            raise DivergenceError(f"training diverged: {', '.join(bad)} became {losses[bad[0]]} in task {t + 1} "
+                                  f"before step {step} (lr_g={self.config.optim.lr_g}, "
+                                  f"lr_d={self.config.optim.lr_d}); lower the learning rates or the method's "
+                                  f"lambda")
+        return losses
+
+    # -- after each task ----------------------------------------------------------------------
+    def sampler(self):
+        """What the evaluation draws images from (``sample(labels, z)``)."""
+        return self.method.sampler(self)
+
+    def seen_classes(self, tasks_done: int | None = None) -> list[int]:
+        done = self.tasks_done if tasks_done is None else tasks_done
+        return [c for task in self.tasks[:done] for c in task]
+
+    def should_evaluate(self, t: int) -> bool:
+        when = self.config.eval.eval_when
+        return when == "every" or (when == "final" and t == len(self.tasks) - 1)
+
+    def evaluator(self):
+        if self._evaluator is None:
+            from mergan.evaluation import get_evaluator
+
+            with preserved_rng():
+                self._evaluator = get_evaluator(self.dataset, self.config.eval, self.device)
+        return self._evaluator
+
+    def evaluate(self, t: int):
+        """Evaluate the generator after task t (0-based); leaves the training RNG untouched."""
+        from mergan.evaluation import evaluate_after_task
+
+        with preserved_rng():
+            return evaluate_after_task(self.sampler(), self.dataset, self.tasks, t, self.config.eval,
+                                       self.evaluator(), self.device, self.accuracy_matrix,
+                                       seed=self.config.run.seed, samples_dir=self.out_dir / "samples")
+
+    def finish_task(self, t: int, train_seconds: float) -> TaskResult:
+        result = TaskResult(task=t + 1, num_tasks=len(self.tasks), classes=list(self.tasks[t]),
+                            seen_classes=self.seen_classes(), train_seconds=train_seconds)
+        if self.should_evaluate(t):
+            started = time.perf_counter()
+            evaluation = self.evaluate(t)
+            result.eval_seconds = time.perf_counter() - started
+            result.metrics = dict(evaluation.metrics)
+            result.class_accuracy = {int(k): float(v) for k, v in evaluation.class_accuracy.items()}
+            result.samples_path = str(evaluation.samples_path) if evaluation.samples_path else None
+            self.accuracy_matrix.append([float(v) for v in evaluation.row])
+            evaluator = self.evaluator()
+            result.extra = {"evaluator_cache_key": evaluator.cache_key,
+                            "evaluator_test_accuracy": float(evaluator.test_accuracy)}
+        else:
+            self.accuracy_matrix.append([None] * (t + 1))
+        result.accuracy_matrix = [list(row) for row in self.accuracy_matrix]
+        self.results.append(result)
+        if self.config.run.save_checkpoints:
+            result.checkpoint_path = str(self.save_checkpoint())
+        self._write_results()
+        self.callbacks.on_task_end(self, result)
+        return result
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "config": self.config.to_dict(),
+            "task": self.tasks_done,
+            "tasks": [list(t) for t in self.tasks],
+            "global_step": self.global_step,
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "method": self.method.state_dict(),
+            "rng": rng_state(),
+            "accuracy_matrix": self.accuracy_matrix,
+            "results_json": json.dumps([asdict(r) for r in self.results]),
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write ``<out_dir>/task_<t>/checkpoint.pt`` atomically; returns its directory."""
+        directory = self.out_dir / f"task_{self.tasks_done}"
+        save_checkpoint(self.checkpoint_state(), directory / "checkpoint.pt")
+        save_yaml(self.config, directory / "config.yaml")
+        return directory
+
+    def _write_results(self) -> None:
+        path = self.out_dir / "results.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"tasks": self.tasks, "accuracy_matrix": self.accuracy_matrix,
+                                   "results": [asdict(r) for r in self.results]}, indent=1))
+        os.replace(tmp, path)

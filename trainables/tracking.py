@@ -1,0 +1,644 @@
+"""MLflow logging for mergan runs and sweeps: a trainer Callback, nested sweep runs, an outbox.
+
+Where runs go: ``tracking_uri`` when given, else ``MLFLOW_TRACKING_URI``, else an SQLite store
+``mlflow.db`` in the working folder (artifacts beside it in ``mlartifacts/``). The same code
+talks to a remote ``mlflow server`` (``platform/mlflow_server.py`` starts one).
+
+What a run holds (see ``docs/interfaces.md`` for the metric names):
+- params: ``ExperimentConfig.flat()`` plus the evaluator's identity; tags: method, dataset,
+  git commit, mergan version, device, sweep and trial ids;
+- metrics at ``step = task`` (``acc_task_{j}``, ``avg_acc``, ``bwt`` ... everything in
+  ``TaskResult.metrics``) and at ``step = global training step`` (losses, steps_per_second);
+- artifacts: ``config.yaml``, ``accuracy/accuracy_matrix.{csv,json,png}``,
+  ``samples/task_{t}.png``, ``checkpoint/checkpoint.pt`` (final, optional).
+
+Sweeps nest: :func:`start_sweep_run` makes the parent, each trial's :class:`MLflowCallback`
+gets ``parent_run_id`` and ``trial_id`` and so a child run; :func:`finish_sweep_run` records the
+best trial. A restarted trial finds its run again (by ``run_id`` or the trial-id tag) and skips
+what it holds already. When the tracking store cannot be reached, records go to an outbox
+folder (``<out_dir>/mlflow_outbox`` by default) and are sent when it answers again, or by
+``mergan sync``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from typing_extensions import Self
+
+import mergan
+from mergan.callbacks import Callback, StepInfo, TaskResult
+from mergan.config import ExperimentConfig, save_yaml
+from trainables.tracking_artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
+from trainables.tracking_outbox import (
+    PLACEHOLDER,
+    TAG_RUN_KEY,
+    FlushResult,
+    Op,
+    Outbox,
+    Sender,
+    TrackingWarning,
+    flush_file,
+    get_or_create_experiment,
+    is_permanent,
+    now_ms,
+    outbox_files,
+    read_file,
+)
+
+__all__ = [
+    "MLflowCallback", "TrackingWarning", "add_subcommands", "configure_http_client", "finish_sweep_run",
+    "git_commit", "resolve_tracking_uri", "run_id_from_out_dir", "start_sweep_run", "sync_outbox",
+    "trial_run_name",
+]
+
+logger = logging.getLogger("trainables.tracking")
+
+DEFAULT_EXPERIMENT = "mergan"
+OUTBOX_ENV = "MERGAN_MLFLOW_OUTBOX"  # a folder for every run's outbox instead of <out_dir>/mlflow_outbox
+RUN_FILE = "mlflow_run.json"  # written in out_dir: which MLflow run holds this out_dir's records
+# MLflow's HTTP client retries for minutes by default (7 retries, backoff factor 2, 120 s timeout).
+# A run keeps its records in the outbox instead, so a failing server should be noticed in seconds.
+HTTP_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+# Hyperparameters that name a run, by method (the seed is always added).
+METHOD_NAME_KEYS = {"ra": ("lambda_ra",), "ewc": ("lambda_ewc",), "jtr": ("replay_mode",)}
+
+
+# -- where runs go ------------------------------------------------------------------------
+def configure_http_client() -> None:
+    """Set short MLflow HTTP retries/timeouts (``HTTP_ENV_DEFAULTS``) unless the user set them."""
+    for name, value in HTTP_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (an absolute path,
+    so that Ray workers, which change their working folder, write to the same store)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and ":memory:" not in uri:
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def default_artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """For an SQLite store: ``<db folder>/mlartifacts/<experiment>``; servers choose their own."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri[len("sqlite:///"):])
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+    return (database.parent / "mlartifacts" / safe).as_uri()
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The commit of the git checkout holding ``path`` (default: this code), or None."""
+    folder = Path(path) if path else Path(mergan.__file__).resolve().parent
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                              timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def _probe(tracking_uri: str) -> bool:
+    """A quick reachability check: ``/health`` for servers (no retries); stores on disk are tried."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return True
+    import requests
+
+    try:
+        return requests.get(tracking_uri.rstrip("/") + "/health", timeout=(2, 3)).ok
+    except requests.RequestException:
+        return False
+
+
+# -- naming -------------------------------------------------------------------------------
+def format_value(value: Any) -> str:
+    """Short text for a run name: 0.003 -> '3e-3', 10.0 -> '10', 1e9 -> '1e9'."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e4:
+        return str(int(value))
+    plain = f"{value:.3g}"
+    mantissa, _, exponent = f"{value:.2e}".partition("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    compact = f"{mantissa}e{int(exponent)}"
+    return compact if len(compact) < len(plain) else plain
+
+
+def trial_run_name(method: str, values: Mapping[str, Any]) -> str:
+    """``trial_run_name("ra", {"lambda_ra": 3e-3, "seed": 0})`` -> ``"ra lambda_ra=3e-3 seed=0"``."""
+    parts = [method] + [f"{key.rsplit('.', 1)[-1]}={format_value(value)}" for key, value in values.items()]
+    return " ".join(parts)
+
+
+def _name_values(config: ExperimentConfig, keys: Sequence[str] | None) -> dict[str, Any]:
+    bare = {name.rsplit(".", 1)[-1]: value for name, value in config.flat().items()}
+    if keys is None:
+        keys = [k for method in config.methods for k in METHOD_NAME_KEYS.get(method, ())]
+    chosen = {k.rsplit(".", 1)[-1]: bare[k.rsplit(".", 1)[-1]] for k in keys
+              if k.rsplit(".", 1)[-1] in bare and k.rsplit(".", 1)[-1] not in ("method", "seed")}
+    return {**chosen, "seed": config.run.seed}
+
+
+# -- the trainer callback -----------------------------------------------------------------
+class MLflowCallback(Callback):
+    """Logs one mergan run to MLflow; see the module docstring for what the run holds.
+
+    Arguments: ``tracking_uri`` (see :func:`resolve_tracking_uri`); ``experiment`` (default
+    ``MLFLOW_EXPERIMENT_NAME`` or "mergan"; a child run uses its parent's); ``run_id`` to continue
+    an existing run; ``parent_run_id``, ``sweep_id``, ``trial_id`` inside a sweep (a run with the
+    same trial id under the same parent is continued); ``run_name`` (default: method, the key
+    hyperparameters ``name_keys`` and the seed); ``config`` (default ``trainer.config``);
+    ``outbox_dir`` (default ``MERGAN_MLFLOW_OUTBOX`` or ``<out_dir>/mlflow_outbox``); step metrics
+    are sent at most every ``flush_interval_s``; while the store is unreachable, it is probed at
+    most every ``probe_interval_s`` (and always at the end of a task and of the run).
+
+    Use it as a context manager to mark the run FAILED/KILLED when training raises.
+    """
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None, *,
+                 run_id: str | None = None, parent_run_id: str | None = None, sweep_id: str | None = None,
+                 trial_id: str | None = None, run_name: str | None = None,
+                 name_keys: Sequence[str] | None = None, tags: Mapping[str, Any] | None = None,
+                 config: ExperimentConfig | None = None, outbox_dir: str | os.PathLike | None = None,
+                 log_checkpoint: bool = True, log_samples: bool = True,
+                 flush_interval_s: float = 10.0, probe_interval_s: float = 10.0):
+        configure_http_client()
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        self.parent_run_id = parent_run_id
+        self.sweep_id, self.trial_id = sweep_id, trial_id
+        self.run_name, self.name_keys = run_name, name_keys
+        self.extra_tags = dict(tags or {})
+        self.config = config
+        self.log_checkpoint, self.log_samples = log_checkpoint, log_samples
+        self.flush_interval_s, self.probe_interval_s = flush_interval_s, probe_interval_s
+        self.session = uuid.uuid4().hex
+        self._run_ref: str | None = run_id  # a real run id, or a placeholder while offline
+        self._outbox_dir = outbox_dir
+        self._outbox: Outbox | None = None
+        self._sender: Sender | None = None
+        self._online = True
+        self._last_probe = 0.0
+        self._steps: list[list[Any]] = []  # [key, value, timestamp, step] waiting to be batched
+        self._last_flush = time.monotonic()
+        self._skip_task = 0  # tasks (and steps) the run held already when this session started
+        self._skip_step = 0
+        self._logged_params: set[str] = set()
+        self._checkpoint: str | None = None
+        self._out_dir: Path | None = None
+        self._finished = False
+
+    # -- public state --------------------------------------------------------------------
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run id (None, or a ``local:`` placeholder, until the store answered)."""
+        if self._sender is not None and self._run_ref:
+            return self._sender.resolve(self._run_ref)
+        return self._run_ref
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    @property
+    def outbox_path(self) -> Path | None:
+        return self._outbox.path if self._outbox else None
+
+    def pending_records(self) -> int:
+        """Records waiting in this run's outbox folder (0 when everything reached the store)."""
+        if self._outbox is None:
+            return 0
+        return sum(len(read_file(p)[1]) for p in outbox_files([self._outbox.directory]))
+
+    # -- hooks ---------------------------------------------------------------------------
+    def on_run_start(self, trainer: Any) -> None:
+        config = self.config = self.config or trainer.config
+        self._out_dir = Path(config.run.out_dir).resolve()
+        outbox_dir = Path(self._outbox_dir or os.environ.get(OUTBOX_ENV) or self._out_dir / "mlflow_outbox")
+        self._outbox = Outbox(outbox_dir, self.session, self.tracking_uri)
+        self._sender = Sender(self.tracking_uri)
+        self._finished = False
+        self._flush_earlier_sessions()
+        flat = config.flat()
+        tags = self._tags(config, trainer)
+        ops: list[Op] = []
+        if self._run_ref is None:
+            self._run_ref = self._pending_trial_run() or self._create_run_op(config, tags, ops)
+        else:
+            ops.append({"op": "status", "run": self._run_ref, "status": "RUNNING"})
+        staged = self._stage_dir("config")
+        save_yaml(config, staged / "config.yaml")
+        ops.append(self._artifact_op(staged / "config.yaml", None, staged=True))
+        ops.append({"op": "batch", "run": self._run_ref, "params": [[k, str(v)] for k, v in flat.items()],
+                    "tags": [[k, v] for k, v in tags.items()]})
+        self._emit(ops)
+        if self._online and self.run_id and not self.run_id.startswith(PLACEHOLDER):
+            state = self._sender.state(self.run_id)
+            self._skip_task, self._skip_step = state.last_task, state.last_step
+            if self._skip_task or self._skip_step:
+                logger.info("MLflow run %s holds tasks 1..%d and steps up to %d already; skipping those",
+                            self.run_id, self._skip_task, self._skip_step)
+        self._write_run_file()
+
+    def on_step(self, trainer: Any, info: StepInfo) -> None:
+        if info.global_step <= self._skip_step or self._sender is None:
+            return
+        stamp = now_ms()
+        values = {**info.losses, "steps_per_second": info.steps_per_second}
+        self._steps.extend([key, float(value), stamp, info.global_step]
+                           for key, value in values.items() if _is_number(value))
+        if len(self._steps) >= 900 or time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self._flush_steps()
+        if not self._online:
+            self._reconnect()
+
+    def on_task_end(self, trainer: Any, result: TaskResult) -> None:
+        if self._sender is None:
+            return
+        self._flush_steps()
+        if result.checkpoint_path:
+            self._checkpoint = result.checkpoint_path
+        if result.task <= self._skip_task:
+            return
+        self._emit(self._task_ops(result))
+        self._reconnect(force=True)
+
+    def on_run_end(self, trainer: Any, results: list[TaskResult]) -> None:
+        for result in results:
+            if result.checkpoint_path:
+                self._checkpoint = result.checkpoint_path
+        self.close("FINISHED")
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Send what is buffered, log the final checkpoint (FINISHED only) and end the run."""
+        if self._sender is None or self._finished:
+            return
+        self._finished = True
+        self._flush_steps()
+        ops: list[Op] = []
+        if status == "FINISHED" and self.log_checkpoint and self._checkpoint:
+            path = Path(self._checkpoint) / "checkpoint.pt"
+            if path.is_file():
+                ops.append(self._artifact_op(path, "checkpoint"))
+        ops.append({"op": "status", "run": self._run_ref, "status": status, "time": now_ms()})
+        self._emit(ops)
+        if self._reconnect(force=True):
+            self._tidy()
+        else:
+            warnings.warn(f"MLflow at {self.tracking_uri} could not be reached: {self.pending_records()} "
+                          f"records of this run wait in {self._outbox.directory}; send them with "
+                          f"`mergan sync --outbox {self._outbox.directory}`", TrackingWarning, stacklevel=2)
+
+    def _tidy(self) -> None:
+        """Remove this session's empty staging folder, and the outbox folder once it holds nothing."""
+        shutil.rmtree(self._outbox.files, ignore_errors=True)
+        folder = self._outbox.directory
+        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".lock"}:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if kind is None:
+            self.close("FINISHED")
+        else:
+            self.close("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+
+    # -- building records ----------------------------------------------------------------
+    def _tags(self, config: ExperimentConfig, trainer: Any) -> dict[str, str]:
+        tags = {"method": config.method.method, "dataset": config.data.dataset, "preset": config.preset,
+                "mergan_version": mergan.__version__,
+                "device": str(getattr(trainer, "device", None) or config.run.device),
+                "out_dir": str(self._out_dir)}
+        commit = git_commit()
+        if commit:
+            tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
+        if self.sweep_id:
+            tags["sweep_id"] = self.sweep_id
+        if self.trial_id:
+            tags["trial_id"] = self.trial_id
+        tags.update({k: str(v) for k, v in self.extra_tags.items()})
+        return tags
+
+    def _create_run_op(self, config: ExperimentConfig, tags: dict[str, str], ops: list[Op]) -> str:
+        placeholder = PLACEHOLDER + self.session
+        name = self.run_name or trial_run_name(config.method.method, _name_values(config, self.name_keys))
+        ops.append({
+            "op": "create_run", "run": placeholder, "experiment": self.experiment,
+            "artifact_location": default_artifact_location(self.tracking_uri, self.experiment),
+            "parent": self.parent_run_id, "run_name": name, "time": now_ms(),
+            "tags": {**tags, TAG_RUN_KEY: self.session, "mlflow.runName": name},
+            "find_tags": {"trial_id": self.trial_id} if self.trial_id else None,
+        })
+        return placeholder
+
+    def _task_ops(self, result: TaskResult) -> list[Op]:
+        """Artifacts first, then one batch whose marker tag says the task is stored."""
+        t = result.task
+        stamp = now_ms()
+        ops: list[Op] = []
+        staged = self._stage_dir(f"task_{t}")
+        matrix = square_matrix(result.accuracy_matrix, result.num_tasks)
+        if result.accuracy_matrix:
+            summary = {"after_task": t, "num_tasks": result.num_tasks, "metrics": result.metrics,
+                       "class_accuracy": {str(c): a for c, a in result.class_accuracy.items()}}
+            files = [write_matrix_csv(matrix, staged / "accuracy_matrix.csv"),
+                     write_matrix_json(matrix, staged / "accuracy_matrix.json", **summary),
+                     write_matrix_png(matrix, staged / "accuracy_matrix.png",
+                                      title=f"{self.config.method.method}: accuracy after task {t}")]
+            ops += [self._artifact_op(f, "accuracy", staged=True, task=t) for f in files]
+        if self.log_samples and result.samples_path and os.path.isfile(result.samples_path):
+            copy = staged / f"task_{t}{Path(result.samples_path).suffix or '.png'}"
+            shutil.copyfile(result.samples_path, copy)
+            ops.append(self._artifact_op(copy, "samples", staged=True, task=t))
+        metrics = {k: v for k, v in result.metrics.items() if _is_number(v)}
+        for label, accuracy in result.class_accuracy.items():
+            metrics.setdefault(f"acc_class_{label}", accuracy)
+        metrics.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds)
+        params, tags = [], []
+        for key in ("evaluator_cache_key", "evaluator_test_accuracy"):
+            value = result.extra.get(key)
+            if value is not None and key not in self._logged_params:
+                params.append([key, str(value)])
+                tags.append([key, str(value)])
+                self._logged_params.add(key)
+        ops.append({"op": "batch", "run": self._run_ref, "task": t, "params": params, "tags": tags,
+                    "metrics": [[k, float(v), stamp, t] for k, v in metrics.items() if _is_number(v)]})
+        return ops
+
+    def _artifact_op(self, path: Path, artifact_path: str | None, staged: bool = False,
+                     task: int | None = None) -> Op:
+        return {"op": "artifact", "run": self._run_ref, "path": str(path), "artifact_path": artifact_path,
+                "staged": staged, "task": task}
+
+    def _stage_dir(self, name: str) -> Path:
+        folder = self._outbox.files / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _flush_steps(self) -> None:
+        self._last_flush = time.monotonic()
+        if self._steps:
+            steps, self._steps = self._steps, []
+            self._emit([{"op": "batch", "run": self._run_ref, "kind": "step", "metrics": steps}])
+
+    # -- sending and the outbox ----------------------------------------------------------
+    def _emit(self, ops: list[Op]) -> None:
+        """Send now when the store answers; otherwise (or on a failure) keep in the outbox."""
+        if not self._online:
+            self._outbox.append(ops)
+            return
+        for index, op in enumerate(ops):
+            try:
+                self._sender.send(op)
+            except Exception as error:  # noqa: BLE001 - training must go on whatever the store does
+                if is_permanent(error):
+                    self._outbox.reject(op, error)
+                    continue
+                self._go_offline(ops[index:], error)
+                return
+            if op.get("op") == "artifact" and op.get("staged"):
+                Path(op["path"]).unlink(missing_ok=True)
+
+    def _go_offline(self, ops: list[Op], error: BaseException) -> None:
+        self._online = False
+        self._last_probe = time.monotonic()
+        self._outbox.append(ops)
+        warnings.warn(f"MLflow at {self.tracking_uri} failed ({type(error).__name__}: {_short(error)}); "
+                      f"training goes on and its records are kept in {self._outbox.path}. They are sent "
+                      f"when the store answers again, or by `mergan sync --outbox {self._outbox.directory}`",
+                      TrackingWarning, stacklevel=3)
+
+    def _reconnect(self, force: bool = False) -> bool:
+        """While offline: probe (at most every probe_interval_s unless forced) and flush the outbox."""
+        if self._online:
+            return True
+        if not force and time.monotonic() - self._last_probe < self.probe_interval_s:
+            return False
+        self._last_probe = time.monotonic()
+        if not _probe(self.tracking_uri):
+            return False
+        results = self._flush_files()
+        if any(r.left for r in results):
+            return False
+        self._online = True
+        logger.warning("MLflow at %s answers again: sent %d kept records", self.tracking_uri,
+                       sum(r.sent for r in results))
+        self._write_run_file()
+        return True
+
+    def _flush_earlier_sessions(self) -> None:
+        """Send what an earlier attempt of this run left in the outbox folder (if reachable)."""
+        if any(True for _ in outbox_files([self._outbox.directory])) and _probe(self.tracking_uri):
+            results = self._flush_files()
+            if any(r.left for r in results):
+                warnings.warn(f"{sum(r.left for r in results)} earlier records in {self._outbox.directory} "
+                              f"could not be sent yet", TrackingWarning, stacklevel=3)
+
+    def _flush_files(self) -> list[FlushResult]:
+        """Flush this folder's outbox files meant for our tracking URI, oldest first."""
+        files = [(read_file(p)[0], p) for p in outbox_files([self._outbox.directory])]
+        files = sorted((h.get("created", 0), p) for h, p in files if h.get("tracking_uri") == self.tracking_uri)
+        results = []
+        for _, path in files:
+            results.append(flush_file(path, self._sender))
+            if results[-1].left:
+                break
+        return results
+
+    def _pending_trial_run(self) -> str | None:
+        """The placeholder of this trial's run if an earlier attempt created it offline, still unsent."""
+        if not self.trial_id:
+            return None
+        for path in outbox_files([self._outbox.directory]):
+            for op in read_file(path)[1]:
+                if (op.get("op") == "create_run" and (op.get("find_tags") or {}).get("trial_id") == self.trial_id
+                        and op.get("parent") == self.parent_run_id):
+                    return op["run"]
+        return None
+
+    def _write_run_file(self) -> None:
+        run_id = self.run_id
+        if self._out_dir is None or not run_id or run_id.startswith(PLACEHOLDER):
+            return
+        self._out_dir.mkdir(parents=True, exist_ok=True)
+        (self._out_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": self.tracking_uri}))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(error: BaseException, limit: int = 300) -> str:
+    text = str(error).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def run_id_from_out_dir(out_dir: str | os.PathLike, tracking_uri: str | None = None) -> str | None:
+    """The MLflow run that logged ``out_dir`` (from its ``mlflow_run.json``), for resuming a CLI run."""
+    path = Path(out_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if tracking_uri and resolve_tracking_uri(tracking_uri) != record.get("tracking_uri"):
+        return None
+    return record.get("run_id")
+
+
+# -- sweeps -------------------------------------------------------------------------------
+def start_sweep_run(tracking_uri: str | None, experiment: str, name: str,
+                    space: Mapping[str, Any] | Callable[..., Any] | str | None = None,
+                    settings: Mapping[str, Any] | None = None, *, sweep_id: str | None = None,
+                    tags: Mapping[str, Any] | None = None) -> str:
+    """Create (or, for the same ``sweep_id``, continue) a sweep's parent run; returns its run id.
+
+    ``space``: a mapping of hyperparameter -> distribution (logged as ``space.<name>`` params and
+    ``search_space.json``), an Optuna define-by-run function (its source as ``search_space.py``) or
+    a preset name. ``settings``: the sweep's own settings (metric, mode, samples, scheduler ...).
+    Trial runs name this run as ``MLflowCallback(parent_run_id=...)``.
+    """
+    configure_http_client()
+    uri = resolve_tracking_uri(tracking_uri)
+    sender = Sender(uri)
+    client = sender.client
+    experiment_id = get_or_create_experiment(client, experiment, default_artifact_location(uri, experiment))
+    sweep_id = sweep_id or name
+    run_tags = {"mergan.role": "sweep", "sweep_id": sweep_id, "mergan_version": mergan.__version__,
+                **{k: str(v) for k, v in (tags or {}).items()}}
+    commit = git_commit()
+    if commit:
+        run_tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
+    found = client.search_runs([experiment_id], f"tags.`mergan.role` = 'sweep' and tags.sweep_id = "
+                                                f"'{sweep_id}'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        logger.info("continuing sweep run %s (%s)", run_id, sweep_id)
+    else:
+        run_id = client.create_run(experiment_id, tags=run_tags, run_name=name).info.run_id
+    params = [[str(k), _text(v)] for k, v in (settings or {}).items()]
+    with tempfile.TemporaryDirectory() as folder:
+        files: list[Path] = []
+        if isinstance(space, Mapping):
+            params += [[f"space.{k}", _text(v)] for k, v in space.items()]
+            files.append(Path(folder) / "search_space.json")
+            files[-1].write_text(json.dumps({k: _text(v) for k, v in space.items()}, indent=1))
+        elif callable(space):
+            params.append(["space", getattr(space, "__qualname__", repr(space))])
+            try:
+                source = inspect.getsource(space)
+            except (OSError, TypeError):
+                source = None
+            if source:
+                files.append(Path(folder) / "search_space.py")
+                files[-1].write_text(source)
+        elif space is not None:
+            params.append(["space", str(space)])
+        if settings:
+            files.append(Path(folder) / "sweep_settings.json")
+            files[-1].write_text(json.dumps({k: _text(v) for k, v in settings.items()}, indent=1))
+        sender.send({"op": "batch", "run": run_id, "params": params, "tags": list(run_tags.items())})
+        for file in files:
+            client.log_artifact(run_id, str(file), "sweep")
+    return run_id
+
+
+def finish_sweep_run(tracking_uri: str | None, run_id: str, best: Mapping[str, Any] | None = None,
+                     status: str = "FINISHED") -> None:
+    """Record the best trial on the sweep's parent run and end it.
+
+    ``best`` may hold ``metrics`` (logged as ``best.<name>`` metrics), ``config`` (tags
+    ``best.<name>``), ``trial_id`` and ``run_id`` (tags ``best_trial_id``, ``best_run_id``); all of
+    it also goes to ``sweep/best.json``.
+    """
+    configure_http_client()
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    if best:
+        stamp = now_ms()
+        metrics = [Metric(f"best.{k}", float(v), stamp, 0) for k, v in (best.get("metrics") or {}).items()
+                   if _is_number(v)]
+        tags = [RunTag(f"best.{k}", _text(v)) for k, v in (best.get("config") or {}).items()]
+        tags += [RunTag(f"best_{k}", str(best[k])) for k in ("trial_id", "run_id") if best.get(k)]
+        client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "best.json"
+            path.write_text(json.dumps(best, indent=1, default=str))
+            client.log_artifact(run_id, str(path), "sweep")
+    client.set_terminated(run_id, status)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value) if not _is_number(value) else str(value)
+
+
+# -- `mergan sync` ------------------------------------------------------------------------
+def sync_outbox(paths: Sequence[str | os.PathLike], tracking_uri: str | None = None
+                ) -> list[tuple[Path, FlushResult]]:
+    """Send every outbox file in or below ``paths`` to its tracking URI (or ``tracking_uri``)."""
+    configure_http_client()
+    senders: dict[str, Sender] = {}
+    files = sorted(((read_file(p)[0], p) for p in outbox_files(list(paths))),
+                   key=lambda item: item[0].get("created", 0))
+    results = []
+    for header, path in files:
+        uri = resolve_tracking_uri(tracking_uri or header.get("tracking_uri"))
+        sender = senders.setdefault(uri, Sender(uri))
+        results.append((path, flush_file(path, sender)))
+    return results
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``mergan sync [--outbox DIR] [--tracking-uri URI]`` (calls ``args.func(args)``)."""
+    parser = subparsers.add_parser(
+        "sync", help="send MLflow records kept locally while the tracking server was unreachable",
+        description="Send the records that runs kept in their MLflow outbox folders (JSONL files) while "
+                    "the tracking store could not be reached. Each file names the store it was meant for.")
+    parser.add_argument("--outbox", action="append", metavar="DIR",
+                        help=f"an outbox folder, or a folder searched for them (repeatable; default: "
+                             f"${OUTBOX_ENV} if set, else ./runs)")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="send to this store instead of the one each file names")
+    parser.set_defaults(func=sync_command)
+
+
+def sync_command(args: argparse.Namespace) -> int:
+    """``mergan sync``: 0 when every record was sent, 1 when some are left (the reason is printed)."""
+    paths = args.outbox or [os.environ.get(OUTBOX_ENV) or "runs"]
+    results = sync_outbox(paths, args.tracking_uri)
+    if not results:
+        print(f"no MLflow outbox files in {', '.join(map(str, paths))}")
+        return 0
+    for path, result in results:
+        line = f"{path}: sent {result.sent}, left {result.left}, refused {result.rejected}"
+        print(line + (f" ({result.error})" if result.error else ""))
+    return 1 if any(r.left for _, r in results) else 0

@@ -56,9 +56,13 @@ def config_from_args(args: argparse.Namespace):
 class ProgressPrinter(Callback):
     """A tqdm bar per task (task, step, losses, steps/s) and a short summary after each task."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self._stream = stream
         self.bar = None
+
+    @property
+    def stream(self):
+        return self._stream or sys.stderr
 
     def on_step(self, trainer, info: StepInfo) -> None:
         from tqdm import tqdm

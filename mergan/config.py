@@ -169,7 +169,8 @@ def resolve_key(key: str) -> tuple[str | None, str]:
 
 def _coerce(section: str, name: str, value: Any) -> Any:
     type_text = str(FIELDS[name][1])
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+    empty_text = isinstance(value, str) and value.lower() in ("none", "null", "")
+    if value is None or (empty_text and "None" in type_text):
         if "None" in type_text:
             return None
         raise ConfigError(f"{section}.{name} may not be empty")

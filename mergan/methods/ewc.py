@@ -46,9 +46,10 @@ def estimate_fisher(generator, critic, classes: list[int], num_samples: int, z_d
         n = min(_CHUNK, num_samples - done)
         labels = class_tensor[torch.randint(len(classes), (n,), device=device)]
         z = torch.randn(n, z_dim, device=device)
-        grads = per_sample_grad(params, z, labels)
+        with torch.no_grad():  # grad() still differentiates inside; nothing joins the outer graph
+            grads = per_sample_grad(params, z, labels)
         for k in fisher:
-            fisher[k] += grads[k].pow(2).sum(0)
+            fisher[k] += grads[k].detach().pow(2).sum(0)
         done += n
     generator.train(was_training[0])
     critic.train(was_training[1])

@@ -49,6 +49,7 @@ class ResNetGenerator(nn.Module):
     def __init__(self, z_dim: int, num_classes: int, channels: int, width: int = 64, image_size: int = 64):
         super().__init__()
         self.z_dim, self.num_classes, self.width = z_dim, num_classes, width
+        self.register_buffer("onehot", torch.eye(num_classes), persistent=False)
         self.project = nn.Linear(z_dim + num_classes, 8 * width * 4 * 4)
         widths = [8 * width, 8 * width, 4 * width, 2 * width, width]
         self.blocks = nn.Sequential(*[UpBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
@@ -56,7 +57,7 @@ class ResNetGenerator(nn.Module):
         self.out = nn.Conv2d(width, channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        onehot = F.one_hot(labels, self.num_classes).to(z.dtype)
+        onehot = self.onehot[labels].to(z.dtype)  # (F.one_hot cannot run under vmap, used by EWC)
         x = self.project(torch.cat([z, onehot], dim=1)).view(-1, 8 * self.width, 4, 4)
         x = self.blocks(x)
         return torch.tanh(self.out(F.relu(self.norm(x))))

@@ -13,12 +13,13 @@ class SmallGenerator(nn.Module):
     def __init__(self, z_dim: int, num_classes: int, channels: int, width: int = 64, image_size: int = 32):
         super().__init__()
         self.z_dim, self.num_classes, self.width = z_dim, num_classes, width
+        self.register_buffer("onehot", torch.eye(num_classes), persistent=False)
         self.project = nn.Linear(z_dim + num_classes, width * 8 * 8)
         self.up1 = nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1)
         self.up2 = nn.ConvTranspose2d(width // 2, channels, 4, stride=2, padding=1)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        onehot = F.one_hot(labels, self.num_classes).to(z.dtype)
+        onehot = self.onehot[labels].to(z.dtype)  # (F.one_hot cannot run under vmap, used by EWC)
         x = F.relu(self.project(torch.cat([z, onehot], dim=1))).view(-1, self.width, 8, 8)
         x = F.relu(self.up1(x))
         return torch.tanh(self.up2(x))

@@ -1,0 +1,155 @@
+"""LSUN scene categories read lazily from the standard per-category LMDB folders."""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mergan.config import DataConfig
+from mergan.data.dataset import ClassDataset, fingerprint
+from mergan.data.errors import dataset_error
+from mergan.data.imageset import ImageSet, TensorImageSet, as_index, to_unit_range
+from mergan.data.transforms import fit_photo
+
+CATEGORIES = ["bedroom", "kitchen", "church_outdoor", "tower"]  # class 0, 1, 2, 3
+SPLITS = {"train": "train", "test": "val"}  # our split -> LSUN's folder suffix
+
+_ENVS: dict[str, object] = {}  # LMDB path -> environment, for this process only
+_ENVS_PID = os.getpid()
+
+
+def open_env(path: str):
+    """Open (once per process) a read-only LMDB environment; safe after fork or in a new process."""
+    import lmdb
+
+    global _ENVS_PID
+    if _ENVS_PID != os.getpid():  # inherited handles must not be used in a child process
+        _ENVS.clear()
+        _ENVS_PID = os.getpid()
+    env = _ENVS.get(path)
+    if env is None:
+        try:
+            env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, max_readers=1)
+        except lmdb.Error as error:
+            raise dataset_error("lsun", path, f"{Path(path).name} is not a readable LMDB environment "
+                                              f"({error})") from None
+        _ENVS[path] = env
+    return env
+
+
+def decode(path: str, key: bytes, value: bytes | None, image_size: int) -> np.ndarray:
+    """One stored JPEG/WebP value -> uint8 [3, S, S], or a ``DatasetError`` naming the folder and key."""
+    if value is None:
+        raise dataset_error("lsun", path, f"key {key!r} is no longer in {Path(path).name}")
+    try:
+        with Image.open(io.BytesIO(value)) as image:
+            return fit_photo(image, image_size, "RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise dataset_error("lsun", path, f"the value of key {key!r} in {Path(path).name} is not a "
+                                          f"decodable image ({error})") from None
+
+
+class LMDBImageSet(ImageSet):
+    """Images decoded and resized per ``get``; only keys and labels are held. Picklable."""
+
+    in_memory = False
+
+    def __init__(self, paths: list[str], source: np.ndarray, keys: bytes, offsets: np.ndarray,
+                 labels: torch.Tensor, image_size: int, device: torch.device | str = "cpu") -> None:
+        self.paths, self.source, self.keys, self.offsets = paths, source, keys, offsets
+        self.labels = labels.to("cpu", torch.long)
+        self.image_size = image_size
+        self.device = torch.device(device)
+
+    def key(self, index: int) -> bytes:
+        return self.keys[self.offsets[index]:self.offsets[index + 1]]
+
+    def get_uint8(self, indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """uint8 [n, 3, S, S] on CPU."""
+        idx = as_index(indices).cpu().numpy().reshape(-1)
+        out = np.empty((idx.size, 3, self.image_size, self.image_size), dtype=np.uint8)
+        for src in np.unique(self.source[idx]):
+            path = self.paths[src]
+            with open_env(path).begin(buffers=False) as txn:
+                for pos in np.flatnonzero(self.source[idx] == src):
+                    key = self.key(int(idx[pos]))
+                    out[pos] = decode(path, key, txn.get(key), self.image_size)
+        return torch.from_numpy(out)
+
+    def get(self, indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        return to_unit_range(self.get_uint8(indices).to(self.device))
+
+    def to(self, device: torch.device | str) -> LMDBImageSet:
+        moved = copy.copy(self)
+        moved.device = torch.device(device)
+        moved.__dict__.pop("_device_labels", None)
+        return moved
+
+    def materialize(self, batch: int = 256) -> TensorImageSet:
+        """Decode every image once into an in-memory set on ``device``."""
+        parts = [self.get_uint8(torch.arange(s, min(s + batch, len(self)))) for s in range(0, len(self), batch)]
+        images = torch.cat(parts) if parts else torch.empty((0, 3, self.image_size, self.image_size),
+                                                            dtype=torch.uint8)
+        return TensorImageSet(images.to(self.device), self.labels)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_device_labels", None)
+        return state
+
+    def __repr__(self) -> str:
+        return f"LMDBImageSet(n={len(self)}, size={self.image_size}, device={self.device})"
+
+
+def scan(path: str, cap: int | None) -> tuple[list[bytes], list[int]]:
+    """Keys (sorted, at most ``cap``) and value sizes of one LMDB; sizes come without reading the values."""
+    keys, sizes = [], []
+    with open_env(path).begin(buffers=True) as txn:
+        for key, value in txn.cursor().iternext(keys=True, values=True):
+            keys.append(bytes(key))
+            sizes.append(len(value))
+            if cap is not None and len(keys) >= cap:
+                break
+    return keys, sizes
+
+
+def load_lsun(config: DataConfig, image_size: int) -> ClassDataset:
+    """bedroom, kitchen, church_outdoor, tower (classes 0..3): ``*_train_lmdb`` train, ``*_val_lmdb`` test.
+
+    ``lsun_max_per_class`` keeps the first N keys of each category (in both parts).
+    """
+    root = Path(config.data_root or "")
+    folders = {(cat, split): root / f"{cat}_{suffix}_lmdb" for split, suffix in SPLITS.items()
+               for cat in CATEGORIES}
+    missing = [p.name for p in folders.values() if not (p / "data.mdb").is_file()]
+    if missing:
+        raise dataset_error("lsun", root, f"missing {', '.join(missing)}")
+    sets, digest_parts = {}, ["lsun", "|".join(CATEGORIES), str(image_size)]
+    for split in SPLITS:
+        paths, sources, labels, key_parts = [], [], [], []
+        for label, cat in enumerate(CATEGORIES):
+            path = str(folders[cat, split])
+            keys, sizes = scan(path, config.lsun_max_per_class)
+            if not keys:
+                raise dataset_error("lsun", path, f"{Path(path).name} holds no images")
+            with open_env(path).begin() as txn:  # fail now, not mid-training, on a non-image value
+                decode(path, keys[0], txn.get(keys[0]), image_size)
+            paths.append(path)
+            sources.append(np.full(len(keys), label, dtype=np.int16))
+            labels.append(torch.full((len(keys),), label, dtype=torch.long))
+            key_parts.extend(keys)
+            digest_parts += [f"{cat}_{split}", b"".join(keys), np.asarray([len(k) for k in keys], dtype=np.int64),
+                             np.asarray(sizes, dtype=np.int64)]
+        offsets = np.zeros(len(key_parts) + 1, dtype=np.int64)
+        np.cumsum([len(k) for k in key_parts], out=offsets[1:])
+        sets[split] = LMDBImageSet(paths, np.concatenate(sources), b"".join(key_parts), offsets,
+                                   torch.cat(labels), image_size)
+    return ClassDataset(name="lsun", class_names=list(CATEGORIES), channels=3, image_size=image_size,
+                        train=sets["train"], test=sets["test"], fingerprint=fingerprint(digest_parts))

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny CPU configs and the embedded dataset, loaded once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))  # helper modules beside the tests (data_fixtures, mlflow_server)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Tiny everything: a few steps of narrow nets on CPU, no evaluation unless a test asks.
+TINY = dict(preset="small", device="cpu", iterations_per_task=3, batch_size=16, critic_steps=1, z_dim=16,
+            g_width=16, d_width=8, log_every=1, eval_when="none", ewc_fisher_samples=16,
+            dgr_solver_iterations=3, eval_samples_per_class=20, evaluator_epochs=1, grid_per_class=2)
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    from mergan.config import DataConfig
+    from mergan.data import load_dataset
+
+    return load_dataset(DataConfig(dataset="mnist5k"), image_size=32)
+
+
+@pytest.fixture
+def tiny_config(tmp_path, monkeypatch):
+    """``tiny_config(method="ra", tasks="0|1")`` -> a validated tiny ExperimentConfig writing under tmp_path."""
+    from mergan.config import build_config
+
+    monkeypatch.setenv("MERGAN_CACHE_DIR", str(tmp_path / "cache"))
+
+    def make(**overrides):
+        values = {**TINY, "out_dir": str(tmp_path / "run"), "tasks": "0|1", **overrides}
+        return build_config(overrides=values)
+
+    return make

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -67,8 +68,8 @@ class EvaluatorNet(nn.Module):
         self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(in_channels * 16, feature_dim),
                                   nn.ReLU(inplace=True))
         self.head = nn.Linear(feature_dim, num_classes)
-        self.shape = dict(channels=channels, image_size=image_size, num_classes=num_classes,
-                          width=width, feature_dim=feature_dim)
+        self.shape = {"channels": channels, "image_size": image_size, "num_classes": num_classes,
+                          "width": width, "feature_dim": feature_dim}
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(images)
@@ -97,6 +98,7 @@ class Evaluator:
         self.info = dict(info or {})
         self.num_classes = net.shape["num_classes"]
         self.feature_dim = net.shape["feature_dim"]
+        self.real_stats_memo: dict[Any, Any] = {}  # real-data feature statistics, reused across tasks
 
     @torch.inference_mode()
     def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,13 +206,13 @@ def settings_from_config(eval_config: Any) -> ClassifierSettings:
 
 def net_shape(ds: Any) -> dict[str, int]:
     image_size = int(ds.train.get(torch.zeros(1, dtype=torch.long)).shape[-1])
-    return dict(channels=int(ds.channels), image_size=image_size, num_classes=int(ds.num_classes))
+    return {"channels": int(ds.channels), "image_size": image_size, "num_classes": int(ds.num_classes)}
 
 
 def cache_key(ds: Any, settings: ClassifierSettings, shape: dict[str, int]) -> str:
     """Hash of the dataset's content, the image shape and the classifier settings."""
-    text = json.dumps(dict(fingerprint=ds.fingerprint, shape=shape, settings=asdict(settings),
-                           format=CACHE_FORMAT), sort_keys=True)
+    text = json.dumps({"fingerprint": ds.fingerprint, "shape": shape, "settings": asdict(settings),
+                           "format": CACHE_FORMAT}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -230,7 +232,7 @@ def _read_weights(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise EvaluatorError(f"evaluator weights {path}: no such file") from None
-    except Exception as error:  # torch raises several types for a damaged file
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as error:
         raise EvaluatorError(f"evaluator weights {path}: cannot be read ({type(error).__name__}: "
                              f"{error}); give an EvaluatorNet state_dict saved with torch.save") from None
     if not isinstance(payload, dict):
@@ -277,7 +279,7 @@ def load_evaluator_weights(path: str | os.PathLike, ds: Any, device: torch.devic
     accuracy = accuracy_on(net, get_images, labels, device)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:20]
     return Evaluator(net, device, accuracy, cache_key=f"file:{digest}", path=str(path),
-                     info=dict(source="evaluator_weights"))
+                     info={"source": "evaluator_weights"})
 
 
 def get_evaluator(ds: Any, eval_config: Any, device: torch.device | str, retrain: bool = False,
@@ -327,10 +329,10 @@ def _train_and_store(ds: Any, path: Path, key: str, shape: dict[str, int], setti
     seconds = time.perf_counter() - start
     get_images, labels = _test_split(ds)
     accuracy = accuracy_on(net, get_images, labels, device)
-    meta = dict(cache_key=key, dataset=ds.name, fingerprint=ds.fingerprint, shape=shape,
-                settings=asdict(settings), test_accuracy=accuracy, train_seconds=round(seconds, 2),
-                train_images=len(ds.train), test_images=len(ds.test), format=CACHE_FORMAT,
-                torch=torch.__version__, device=str(device), created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    meta = {"cache_key": key, "dataset": ds.name, "fingerprint": ds.fingerprint, "shape": shape,
+                "settings": asdict(settings), "test_accuracy": accuracy, "train_seconds": round(seconds, 2),
+                "train_images": len(ds.train), "test_images": len(ds.test), "format": CACHE_FORMAT,
+                "torch": torch.__version__, "device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     state = {name: tensor.detach().cpu() for name, tensor in net.state_dict().items()}
     _atomic_write(path, lambda temp: torch.save({"state_dict": state, "meta": meta}, temp))
     _atomic_write(path.with_suffix(".json"),

@@ -15,6 +15,7 @@ Two spaces, reported under different names so they are never confused:
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 
 import numpy as np
@@ -143,7 +144,7 @@ def _read_inception_state(path: str) -> dict[str, torch.Tensor]:
         raise InceptionWeightsError(f"Inception weights {path}: no such file; {hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a damaged file
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as error:
         raise InceptionWeightsError(f"Inception weights {path}: cannot be read "
                                     f"({type(error).__name__}: {error}); {hint}") from None
     if not isinstance(state, dict) or not isinstance(state.get("fc.weight"), torch.Tensor):

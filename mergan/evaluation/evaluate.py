@@ -1,0 +1,158 @@
+"""``evaluate_after_task``: the accuracy row, summaries, FID, reverse accuracy and grid after one task."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mergan.evaluation.accuracy import Sampler, generated_class_accuracy
+from mergan.evaluation.classifier import Evaluator, get_evaluator, settings_from_config
+from mergan.evaluation.frechet import FeatureStats, fid_from_stats, inception_weights_path, load_inception
+from mergan.evaluation.grids import save_class_grid
+from mergan.evaluation.metrics import Matrix, summarize, task_accuracy
+from mergan.evaluation.reverse import reverse_accuracy, to_uint8
+from mergan.evaluation.seeding import derive_seed
+
+REAL_SUBSET_SEED = 0  # which real train images form the FID reference: the same for every run
+
+
+@dataclass
+class EvalResult:
+    row: list[float]  # R[i][j] for the tasks j = 1..i seen so far
+    class_accuracy: dict[int, float]
+    metrics: dict[str, float]  # names as in mergan/callbacks.py
+    matrix: list[list[float | None]]  # the previous rows (padded with None) plus ``row``
+    samples_path: str | None = None
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per part
+
+
+def real_feature_stats(extractor: Any, ds: Any, classes: Sequence[int], per_class: int,
+                       device: torch.device | str) -> FeatureStats:
+    """Feature statistics of up to ``per_class`` real train images of each class (memoised per class).
+
+    The images are a fixed random subset of ``ds.train``, so the reference never depends on
+    the run; ``extractor(images)`` returns features and carries ``key`` and ``real_stats_memo``.
+    """
+    memo: dict[Any, FeatureStats] = extractor.real_stats_memo
+    labels = ds.train.labels.cpu()
+    total: FeatureStats | None = None
+    for cls in classes:
+        key = (extractor.key, ds.fingerprint, int(cls), per_class)
+        if key not in memo:
+            index = (labels == cls).nonzero().flatten()
+            generator = torch.Generator().manual_seed(derive_seed(REAL_SUBSET_SEED, "fid-real", cls))
+            index = index[torch.randperm(len(index), generator=generator)[:per_class]]
+            stats = FeatureStats(extractor.feature_dim, device)
+            for chunk in index.split(1000):
+                stats.add(extractor(ds.train.get(chunk)))
+            memo[key] = stats
+        total = memo[key] if total is None else total + memo[key]
+    assert total is not None, "no classes given"
+    return total
+
+
+class _ClassifierSpace:
+    """The evaluator's penultimate layer as a feature extractor for the Frechet distance."""
+
+    def __init__(self, evaluator: Evaluator):
+        self.evaluator = evaluator
+        self.key = f"classifier:{evaluator.cache_key}"
+        self.feature_dim = evaluator.feature_dim
+        self.real_stats_memo = evaluator.real_stats_memo
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.evaluator.features(images)
+
+
+def _previous_rows(previous_matrix: Matrix | None, task_index0: int) -> list[list[float | None]]:
+    rows: list[list[float | None]] = []
+    for i in range(task_index0):
+        row = previous_matrix[i] if previous_matrix is not None and i < len(previous_matrix) else None
+        row = list(row or [])[: i + 1]
+        rows.append([None if v is None else float(v) for v in row] + [None] * (i + 1 - len(row)))
+    return rows
+
+
+def evaluate_after_task(sampler: Sampler, ds: Any, tasks: Sequence[Sequence[int]], task_index0: int,
+                        eval_config: Any, evaluator: Evaluator | None, device: torch.device | str,
+                        previous_matrix: Matrix | None, jt_matrix: Matrix | None = None, seed: int = 0,
+                        samples_dir: str | os.PathLike | None = None) -> EvalResult:
+    """Evaluate the generator after task ``task_index0`` (0-based) on every class of tasks 0..task_index0.
+
+    ``previous_matrix`` holds the rows of earlier tasks (missing rows or entries: None);
+    ``jt_matrix`` a joint-training run's matrix for ``intransigence``. Everything random is
+    drawn from generators seeded by ``seed``; the global torch RNG is left alone.
+    """
+    start = time.perf_counter()
+    device = torch.device(device)
+    evaluator = evaluator or get_evaluator(ds, eval_config, device)
+    seen_tasks = [list(task) for task in tasks[: task_index0 + 1]]
+    seen_classes = [c for task in seen_tasks for c in task]
+    per_class = int(eval_config.eval_samples_per_class)
+    timings: dict[str, float] = {}
+
+    # One generated pass feeds accuracy, both FIDs and the reverse-accuracy training set.
+    want_fid = bool(getattr(eval_config, "fid", True))
+    inception_path = inception_weights_path(eval_config) if want_fid else None
+    inception = load_inception(inception_path, device) if inception_path else None
+    classifier_space = _ClassifierSpace(evaluator)
+    fake_classifier = FeatureStats(evaluator.feature_dim, evaluator.device)
+    fake_inception = FeatureStats(inception.feature_dim, device) if inception else None
+    keep_images = bool(getattr(eval_config, "reverse_accuracy", False))
+    kept: dict[int, list[torch.Tensor]] = {c: [] for c in seen_classes}
+    inception_seconds = 0.0
+
+    def on_batch(cls: int, images: torch.Tensor, features: torch.Tensor) -> None:
+        nonlocal inception_seconds
+        if want_fid:
+            fake_classifier.add(features)
+        if fake_inception is not None:
+            tic = time.perf_counter()
+            fake_inception.add(inception(images))
+            inception_seconds += time.perf_counter() - tic
+        if keep_images:
+            kept[cls].append(to_uint8(images))
+
+    tic = time.perf_counter()
+    class_accuracy = generated_class_accuracy(sampler, evaluator, seen_classes, per_class, seed, device, on_batch)
+    timings["generated_pass"] = time.perf_counter() - tic - inception_seconds
+    row = [task_accuracy(class_accuracy, task) for task in seen_tasks]
+    matrix = _previous_rows(previous_matrix, task_index0) + [row]
+
+    metrics: dict[str, float] = {f"acc_task_{j + 1}": value for j, value in enumerate(row)}
+    metrics.update({f"acc_class_{c}": value for c, value in class_accuracy.items()})
+    metrics.update(summarize(matrix, jt_matrix))
+
+    if want_fid:
+        tic = time.perf_counter()
+        real = real_feature_stats(classifier_space, ds, seen_classes, per_class, evaluator.device)
+        metrics["fid_classifier"] = fid_from_stats(fake_classifier, real)
+        timings["fid_classifier"] = time.perf_counter() - tic
+    if inception is not None and fake_inception is not None:
+        tic = time.perf_counter()
+        real = real_feature_stats(inception, ds, seen_classes, per_class, device)
+        metrics["fid_inception"] = fid_from_stats(fake_inception, real)
+        timings["fid_inception"] = time.perf_counter() - tic + inception_seconds
+    if keep_images:
+        tic = time.perf_counter()
+        metrics["reverse_acc"] = reverse_accuracy(kept, ds, settings_from_config(eval_config), device,
+                                                  seed=derive_seed(seed, "reverse", task_index0))
+        timings["reverse_acc"] = time.perf_counter() - tic
+
+    samples_path = None
+    per_row = int(getattr(eval_config, "grid_per_class", 0) or 0)
+    if samples_dir is not None and per_row > 0:
+        tic = time.perf_counter()
+        path = os.path.join(os.fspath(samples_dir), f"samples_task_{task_index0 + 1}.png")
+        samples_path = save_class_grid(sampler, seen_classes, per_row, seed, device, path)
+        timings["grid"] = time.perf_counter() - tic
+
+    return EvalResult(row=row, class_accuracy=class_accuracy, metrics={k: float(v) for k, v in metrics.items()},
+                      matrix=matrix, samples_path=samples_path, seconds=time.perf_counter() - start,
+                      timings=timings)

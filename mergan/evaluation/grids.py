@@ -1,0 +1,29 @@
+"""Sample grids: one row per seen class, the same fixed z in every row and after every task."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torchvision.utils import save_image
+
+from mergan.evaluation.seeding import derive_seed, fixed_normal
+
+
+def class_grid(sampler, classes: Sequence[int], per_class: int, seed: int,
+               device: torch.device | str) -> torch.Tensor:
+    """[len(classes) * per_class, C, S, S] images in [-1, 1]; column k uses the same z for every class."""
+    z = fixed_normal(per_class, sampler.z_dim, derive_seed(seed, "grid-z"), device).repeat(len(classes), 1)
+    labels = torch.tensor(list(classes), dtype=torch.long, device=device).repeat_interleave(per_class)
+    with torch.no_grad():
+        return sampler.sample(labels, z).float().clamp(-1.0, 1.0)
+
+
+def save_class_grid(sampler, classes: Sequence[int], per_class: int, seed: int, device: torch.device | str,
+                    path: str | os.PathLike) -> str:
+    """Write the grid of ``class_grid`` as a PNG and return its path."""
+    images = class_grid(sampler, classes, per_class, seed, device)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_image(images.cpu() * 0.5 + 0.5, path, nrow=per_class, padding=2, pad_value=1.0)
+    return str(path)

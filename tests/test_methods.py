@@ -1,0 +1,206 @@
+"""Each continual-learning mechanism does what it claims, not just that it runs."""
+
+import pytest
+import torch
+
+from mergan.config import ConfigError, build_config, parse_method
+from mergan.methods import build_method
+from mergan.methods.base import CompositeMethod, frozen_copy
+from mergan.methods.ewc import ElasticWeightConsolidation, ewc_penalty
+from mergan.methods.replay_alignment import replay_alignment_loss
+from mergan.trainer import Trainer
+
+
+def trainer_at_task(tiny_config, mnist5k, method, t, **overrides):
+    """A trainer whose tasks 1..t are done (t 0-based for the next task), ready to start task t."""
+    trainer = Trainer(tiny_config(method=method, tasks="0|1|2|3", **overrides), dataset=mnist5k)
+    for done in range(t):
+        trainer.train_task(done)
+        trainer.method.after_task(trainer, done)
+        trainer.tasks_done = done + 1
+    trainer.method.before_task(trainer, t)
+    return trainer
+
+
+# -- MeRGAN-RA ------------------------------------------------------------------------------
+def test_replay_alignment_loss_is_half_the_summed_square_over_earlier_classes():
+    current, previous = torch.ones(4, 1, 2, 2), torch.zeros(4, 1, 2, 2)
+    assert replay_alignment_loss(current, previous, num_earlier_classes=2).item() == pytest.approx(0.5 * 16 / 2)
+    assert replay_alignment_loss(current, previous, 2, divide_by_classes=False).item() == pytest.approx(8.0)
+
+
+def test_ra_term_is_zero_when_the_generators_are_equal(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "ra", 2)
+    terms = trainer.method.generator_terms(trainer, 2)
+    assert terms["loss_ra"].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ra_gradient_pulls_the_new_generator_toward_the_old(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "ra", 1, lambda_ra=1.0)
+    with torch.no_grad():  # the new generator drifts away from the frozen one
+        for p in trainer.generator.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    optimizer = torch.optim.SGD(trainer.generator.parameters(), lr=1e-4)
+    torch.manual_seed(1)
+    before = trainer.method.generator_terms(trainer, 1)["loss_ra"]
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    torch.manual_seed(1)  # the same z and classes
+    after = trainer.method.generator_terms(trainer, 1)["loss_ra"]
+    assert before.item() > 0 and after.item() < before.item()
+
+
+def test_ra_replays_only_earlier_classes_with_the_authors_batch(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "ra", 2, batch_size=12)
+    labels = trainer.method.replayed_labels(trainer, 2)
+    assert labels.tolist() == [0] * 4 + [1] * 4  # 12 // 3 per earlier class
+    trainer.config.method.ra_batch_size = 10
+    assert trainer.method.replayed_labels(trainer, 2).tolist() == [0] * 5 + [1] * 5
+
+
+# -- MeRGAN-JTR -----------------------------------------------------------------------------
+def test_jtr_fresh_batches_hold_earlier_classes_in_the_authors_shares(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "jtr", 2, batch_size=12)
+    images, labels = trainer.method.replay(trainer, 2, n_real=12)
+    assert labels.tolist() == [0] * 4 + [1] * 4  # 12 // 3 per earlier class, none of the current
+    assert images.shape == (8, 1, 32, 32)
+    torch.manual_seed(0)
+    real, real_labels = trainer.real_batches(trainer.method.real_classes(trainer, 2)).next()
+    assert set(real_labels.tolist()) == {2}
+
+
+def test_jtr_replayed_images_are_the_frozen_generators(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "jtr", 1)
+    torch.manual_seed(3)
+    images, labels = trainer.method.replay(trainer, 1, n_real=16)
+    torch.manual_seed(3)
+    z = torch.randn(labels.shape[0], trainer.config.model.z_dim)
+    assert torch.allclose(images, trainer.method.previous_generator(z, labels))
+
+
+def test_jtr_fixed_replay_set_is_drawn_once_per_task_and_sampled_from(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "jtr", 2, replay_mode="fixed", replay_size_per_class=5,
+                              replay_share=0.5, batch_size=8)
+    bank = trainer.method.replay_images
+    assert bank.shape == (10, 1, 32, 32)  # 5 per earlier class, classes 0 and 1
+    images, labels = trainer.method.replay(trainer, 2, n_real=8)
+    assert labels.tolist() == [0] * 4 + [1] * 4  # share 0.5 of the batch: as many replayed as real
+    for image, label in zip(images, labels):
+        rows = bank[5 * label: 5 * label + 5]
+        assert any(torch.equal(image, row) for row in rows)
+
+
+def test_jtr_generator_step_learns_replayed_classes_as_their_classes(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "jtr", 1, batch_size=8)
+    assert trainer.method.replay_labels(trainer, 1, 8).tolist() == [0] * 4
+
+
+# -- EWC --------------------------------------------------------------------------------------
+def test_ewc_fisher_is_positive_and_the_penalty_zero_at_the_anchor_growing_with_distance(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "ewc", 1)
+    method: ElasticWeightConsolidation = trainer.method
+    fisher = torch.cat([f.flatten() for f in method.fisher.values()])
+    assert (fisher >= 0).all() and fisher.sum() > 0
+    assert method.generator_terms(trainer, 1)["loss_ewc"].item() == pytest.approx(0.0, abs=1e-12)
+    direction = {k: torch.randn_like(v) for k, v in method.anchor.items()}
+    penalties = [ewc_penalty({k: method.anchor[k] + s * direction[k] for k in direction}, method.anchor,
+                             method.fisher).item() for s in (0.01, 0.1, 1.0)]
+    assert 0 < penalties[0] < penalties[1] < penalties[2]
+    assert penalties[2] == pytest.approx(100 * penalties[1], rel=1e-4)  # quadratic
+
+
+def test_ewc_fisher_accumulates_across_tasks(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "ewc", 1)
+    first = {k: v.clone() for k, v in trainer.method.fisher.items()}
+    trainer.train_task(1)
+    trainer.method.after_task(trainer, 1)
+    for k, v in trainer.method.fisher.items():
+        assert (v >= first[k] - 1e-12).all()
+
+
+# -- DGR --------------------------------------------------------------------------------------
+def test_dgr_is_unconditional_and_its_replay_is_labelled_by_the_previous_solver(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "dgr", 1)
+    assert trainer.generator.num_classes == 1 and trainer.critic.classify.out_features == 1
+    method = trainer.method
+    assert method.previous_solver is not None
+    torch.manual_seed(5)
+    images, labels = method.replay_for_solver(trainer, 1, 32)
+    assert torch.equal(labels, method.previous_solver(images).argmax(1))
+    # the GAN's replayed batch is unlabelled (one class)
+    _, gan_labels = method.replay(trainer, 1, 16)
+    assert set(gan_labels.tolist()) == {0}
+
+
+def test_dgr_draws_class_c_as_samples_the_solver_labels_c(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "dgr", 1)
+    sampler = trainer.sampler()
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    z = torch.randn(5, trainer.config.model.z_dim)
+    images = sampler.sample(labels, z)
+    assert images.shape == (5, 1, 32, 32)
+    assert torch.equal(images, sampler.sample(labels, z))  # deterministic in z
+
+
+class SignGenerator(torch.nn.Module):
+    """An 'unconditional generator' whose image is the sign of z[0] everywhere."""
+
+    def forward(self, z, labels):
+        return z[:, :1, None, None].expand(-1, 1, 4, 4)
+
+
+class SignSolver(torch.nn.Module):
+    """Labels an image 1 when its mean is positive, else 0."""
+
+    def forward(self, images):
+        mean = images.flatten(1).mean(1)
+        return torch.stack([-mean, mean], dim=1)
+
+
+def test_dgr_sampler_keeps_only_samples_the_solver_labels_c():
+    from mergan.methods.dgr import SolverFilteredSampler
+
+    sampler = SolverFilteredSampler(SignGenerator(), SignSolver(), z_dim=3)
+    labels = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1])
+    images = sampler.sample(labels, torch.randn(8, 3))
+    means = images.flatten(1).mean(1)
+    assert (means[labels == 1] > 0).all() and (means[labels == 0] < 0).all()
+
+
+# -- composition and bad input ----------------------------------------------------------------
+def test_methods_that_act_on_different_parts_combine():
+    method = build_method("ra+jtr")
+    assert isinstance(method, CompositeMethod) and method.name == "jtr+ra"
+    assert parse_method("ewc+ra") == ("ewc", "ra")
+
+
+@pytest.mark.parametrize("text,reason", [("ra+dgr", "unconditional"), ("sft+ra", "baseline"),
+                                         ("jt+jtr", "jointly"), ("ra+ra", "twice"), ("ra+magic", "unknown")])
+def test_combinations_that_make_no_sense_are_refused(text, reason):
+    with pytest.raises(ConfigError, match=reason):
+        parse_method(text)
+
+
+def test_composite_adds_both_terms(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "jtr+ra+ewc", 1)
+    terms = trainer.method.generator_terms(trainer, 1)
+    assert set(terms) == {"loss_ra", "loss_ewc"}
+    assert trainer.method.replay(trainer, 1, 8) is not None
+
+
+@pytest.mark.parametrize("overrides,field", [({"lambda_ewc": -1}, "lambda_ewc"), ({"lambda_ra": -0.1}, "lambda_ra"),
+                                             ({"ewc_fisher_samples": 0}, "ewc_fisher_samples"),
+                                             ({"replay_mode": "fixed", "replay_size_per_class": 0},
+                                              "replay_size_per_class"),
+                                             ({"replay_mode": "sometimes"}, "replay_mode"),
+                                             ({"dgr_solver_iterations": 0}, "dgr_solver_iterations")])
+def test_bad_method_options_are_refused(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        build_config(overrides=overrides)
+
+
+def test_frozen_copy_has_no_gradients(tiny_config, mnist5k):
+    trainer = Trainer(tiny_config(), dataset=mnist5k)
+    frozen = frozen_copy(trainer.generator)
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())

@@ -349,6 +349,17 @@ def test_default_store_is_sqlite_in_the_working_folder_and_a_resumed_run_skips_w
     assert "gone.png" in (tmp_path / "outbox" / "s1.rejected.jsonl").read_text()
     assert client.get_run(run_id).data.tags["note"] == "after"
 
+    # A run created offline by one process and flushed by another: its records still find it.
+    Outbox(tmp_path / "outbox", "s2", uri).append([{"op": "create_run", "run": "local:k2", "experiment": "other",
+                                                     "tags": {"mergan.run_key": "k2"}, "run_name": "offline"}])
+    Outbox(tmp_path / "outbox", "s3", uri).append([{"op": "batch", "run": "local:k2", "kind": "step",
+                                                     "metrics": [["loss_d", 1.5, 1, 7]]}])
+    assert flush_file(tmp_path / "outbox" / "s3.jsonl", Sender(uri)).left == 1  # not created yet: kept
+    assert flush_file(tmp_path / "outbox" / "s2.jsonl", Sender(uri)).sent == 1
+    assert flush_file(tmp_path / "outbox" / "s3.jsonl", Sender(uri)).sent == 1
+    (offline,) = client.search_runs([client.get_experiment_by_name("other").experiment_id])
+    assert history(client, offline.info.run_id, "loss_d") == [(7, 1.5)]
+
 
 def test_run_names_read_well():
     assert [format_value(v) for v in (3e-3, 1e-2, 0.1, 10.0, 1e9, 2.5e-4, 5, "fixed")] == \

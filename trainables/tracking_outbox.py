@@ -87,6 +87,7 @@ class Sender:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.ids: dict[str, str] = {}  # placeholder -> real run id
         self.runs: dict[str, RunState] = {}
+        self.refused: set[str] = set()  # placeholders whose create_run was refused for good
 
     def resolve(self, run: str | None) -> str | None:
         return self.ids.get(run, run) if run else run
@@ -107,7 +108,12 @@ class Sender:
         handler = getattr(self, f"_send_{op['op']}", None)
         if handler is None:
             raise PermanentError(f"unknown record type {op['op']!r}")
-        handler(op)
+        try:
+            handler(op)
+        except Exception as error:
+            if op["op"] == "create_run" and is_permanent(error):
+                self.refused.add(op["run"])  # so that its run's other records are refused too
+            raise
 
     # -- ops ------------------------------------------------------------------------------
     def _send_create_run(self, op: Op) -> None:
@@ -203,10 +209,25 @@ class Sender:
             self.client.set_terminated(run_id, op["status"], end_time=op.get("time"))
 
     def _real(self, run: str) -> str:
+        """The real id of ``run``; a placeholder made by another process is looked up by its run key."""
         run_id = self.resolve(run)
-        if run_id is None or run_id.startswith(PLACEHOLDER):
-            raise PermanentError(f"run {run} was never created (its create_run record is missing)")
+        if run_id is None or run_id in self.refused:
+            raise PermanentError(f"run {run} could not be created (its create_run record was refused)")
+        if run_id.startswith(PLACEHOLDER):
+            found = self._lookup(run_id[len(PLACEHOLDER):])
+            if found is None:  # its create_run record is still on its way (another outbox file)
+                raise RuntimeError(f"run {run} is not created yet; its create_run record has not been sent")
+            self.ids[run] = run_id = found
         return run_id
+
+    def _lookup(self, run_key: str) -> str | None:
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        for start in range(0, len(experiments), 100):
+            runs = self.client.search_runs(experiments[start:start + 100],
+                                           f"tags.`{TAG_RUN_KEY}` = {_quote(run_key)}", max_results=1)
+            if runs:
+                return runs[0].info.run_id
+        return None
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

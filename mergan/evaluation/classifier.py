@@ -32,7 +32,7 @@ CACHE_FORMAT = 1
 FORWARD_BATCH = 1000  # images per forward pass when labelling or embedding
 
 
-class EvaluatorError(RuntimeError):
+class EvaluatorError(ValueError):
     """An evaluator weights file that cannot be used; the message names the file and why."""
 
 

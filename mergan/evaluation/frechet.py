@@ -28,7 +28,7 @@ INCEPTION_BATCH = 100
 INCEPTION_ENV = "MERGAN_INCEPTION_WEIGHTS"
 
 
-class InceptionWeightsError(RuntimeError):
+class InceptionWeightsError(ValueError):
     """An Inception weights file that is missing or unusable; the message says what to give."""
 
 

@@ -286,10 +286,16 @@ class StopAndRestart(Callback):
 
 
 @pytest.mark.slow
-def test_real_trainer_through_a_server_outage_loses_and_repeats_nothing(server, tiny_config, mnist5k):
+def test_real_trainer_through_a_server_outage_loses_and_repeats_nothing(server, tiny_config, mnist5k, tmp_path):
+    import torch
+
+    from mergan.evaluation.classifier import build_net, net_shape
     from mergan.trainer import Trainer
 
-    config = tiny_config(method="ra", tasks="0|1", eval_when="every")
+    # An untrained evaluator (bring-your-own weights) saves training one: this test is about the records.
+    weights = tmp_path / "evaluator.pt"
+    torch.save(build_net(net_shape(mnist5k), seed=0).state_dict(), weights)
+    config = tiny_config(method="ra", tasks="0|1", eval_when="every", evaluator_weights=str(weights))
     callback = MLflowCallback(server.uri, "e2e", flush_interval_s=0, probe_interval_s=0)
     with pytest.warns(TrackingWarning, match="training goes on"):
         results = Trainer(config, callbacks=[callback, StopAndRestart(server)], dataset=mnist5k).fit()

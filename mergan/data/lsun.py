@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,18 +20,17 @@ from mergan.data.transforms import fit_photo
 CATEGORIES = ["bedroom", "kitchen", "church_outdoor", "tower"]  # class 0, 1, 2, 3
 SPLITS = {"train": "train", "test": "val"}  # our split -> LSUN's folder suffix
 
-_ENVS: dict[str, object] = {}  # LMDB path -> environment, for this process only
-_ENVS_PID = os.getpid()
+# LMDB path -> read-only environment, opened on first use in each process. A forked child (a DataLoader
+# or Ray worker) keeps using the parent's handle: read-only and lock-free, it stays valid, and py-lmdb
+# refuses to open the same environment twice in one process. A spawned process or an unpickled set in a
+# fresh interpreter opens its own.
+_ENVS: dict[str, object] = {}
 
 
 def open_env(path: str):
-    """Open (once per process) a read-only LMDB environment; safe after fork or in a new process."""
+    """This process's read-only LMDB environment for ``path``, opened on first use."""
     import lmdb
 
-    global _ENVS_PID
-    if _ENVS_PID != os.getpid():  # inherited handles must not be used in a child process
-        _ENVS.clear()
-        _ENVS_PID = os.getpid()
     env = _ENVS.get(path)
     if env is None:
         try:
@@ -42,6 +40,13 @@ def open_env(path: str):
                                               f"({error})") from None
         _ENVS[path] = env
     return env
+
+
+def close_env(path: str) -> None:
+    """Close this process's handle on ``path`` (if any), so that the next ``open_env`` reads it afresh."""
+    env = _ENVS.pop(path, None)
+    if env is not None:
+        env.close()
 
 
 def decode(path: str, key: bytes, value: bytes | None, image_size: int) -> np.ndarray:
@@ -136,6 +141,7 @@ def load_lsun(config: DataConfig, image_size: int) -> ClassDataset:
         paths, sources, labels, key_parts = [], [], [], []
         for label, cat in enumerate(CATEGORIES):
             path = str(folders[cat, split])
+            close_env(path)  # the folder may have been replaced since this process last read it
             keys, sizes = scan(path, config.lsun_max_per_class)
             if not keys:
                 raise dataset_error("lsun", path, f"{Path(path).name} holds no images")

@@ -13,6 +13,7 @@ import multiprocessing
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -239,9 +240,12 @@ def test_records_kept_while_unreachable_are_sent_by_mergan_sync(server, tmp_path
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     config = config_for(tmp_path, tasks="0|1")
     callback = MLflowCallback(dead, "synced", flush_interval_s=0, probe_interval_s=0)
-    with pytest.warns(TrackingWarning) as caught:
-        fake_run(callback, config, num_tasks=2)
-    messages = [str(w.message) for w in caught]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fake_run(callback, config, num_tasks=2, end=False)
+        callback.set_tags({"diverged": "0"})
+        callback.close("FINISHED")
+    messages = [str(w.message) for w in caught if w.category is TrackingWarning]
     assert any("records are kept in" in m for m in messages)  # when it first failed
     assert "mergan sync --outbox" in messages[-1]  # at the end of the run: what to do about it
     assert callback.run_id.startswith("local:") and callback.pending_records() > 0
@@ -257,6 +261,7 @@ def test_records_kept_while_unreachable_are_sent_by_mergan_sync(server, tmp_path
     client = MlflowClient(server.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("synced").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["method.lambda_ra"] == "0.003"
+    assert run.data.tags["diverged"] == "0"
     assert_task_metrics(client, run.info.run_id, 2)
     assert_step_metrics(client, run.info.run_id, 2 * STEPS)
     assert "samples/task_2.png" in artifacts(client, run.info.run_id)

@@ -53,6 +53,7 @@ from trainables.tracking_outbox import (
     Outbox,
     Sender,
     TrackingWarning,
+    _quote,
     flush_file,
     get_or_create_experiment,
     is_permanent,
@@ -234,6 +235,13 @@ class MLflowCallback(Callback):
         if self._outbox is None:
             return 0
         return sum(len(read_file(p)[1]) for p in outbox_files([self._outbox.directory]))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Tags on this run (e.g. ``diverged``), kept in the outbox like any record while offline."""
+        if self._sender is None or self._run_ref is None:
+            self.extra_tags.update({k: str(v) for k, v in tags.items()})  # set when the run starts
+            return
+        self._emit([{"op": "batch", "run": self._run_ref, "tags": [[k, str(v)[:5000]] for k, v in tags.items()]}])
 
     # -- hooks ---------------------------------------------------------------------------
     def on_run_start(self, trainer: Any) -> None:
@@ -536,7 +544,7 @@ def start_sweep_run(tracking_uri: str | None, experiment: str, name: str,
     if commit:
         run_tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
     found = client.search_runs([experiment_id], f"tags.`mergan.role` = 'sweep' and tags.sweep_id = "
-                                                f"'{sweep_id}'", max_results=1)
+                                                f"{_quote(sweep_id)}", max_results=1)
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
@@ -598,7 +606,16 @@ def finish_sweep_run(tracking_uri: str | None, run_id: str, best: Mapping[str, A
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else repr(value) if not _is_number(value) else str(value)
+    """A param value: plain for str and numbers, readable for search-space objects (Ray Tune domains)."""
+    if isinstance(value, str) or _is_number(value):
+        return str(value)
+    text = repr(value)
+    if " object at 0x" in text and hasattr(value, "__dict__"):  # e.g. tune.loguniform(1e-4, 1e-1)
+        fields = {k: v for k, v in vars(value).items() if not k.startswith("_")}
+        parts = [f"{k}={type(v).__name__.strip('_').lower() if ' object at 0x' in repr(v) else repr(v)}"
+                 for k, v in fields.items()]
+        text = f"{type(value).__name__}({', '.join(parts)})"
+    return text
 
 
 # -- `mergan sync` ------------------------------------------------------------------------

@@ -129,6 +129,9 @@ class Sender:
         tags = {**op["tags"], **({"mlflow.parentRunId": parent} if parent else {})}
         run_id = self._find_existing(experiment_id, op, parent)
         if run_id is not None:
+            # The run keeps its first key; this session's key becomes an alias, found by _lookup.
+            key = tags.pop(TAG_RUN_KEY)
+            tags[_alias(key)] = "1"
             self.client.update_run(run_id, status="RUNNING")
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
                                   synchronous=True)
@@ -142,7 +145,8 @@ class Sender:
 
     def _find_existing(self, experiment_id: str, op: Op, parent: str | None) -> str | None:
         """The run this op created before (same run key), or else one with all of ``find_tags``."""
-        searches = [{TAG_RUN_KEY: op["tags"][TAG_RUN_KEY]}]
+        key = op["tags"][TAG_RUN_KEY]
+        searches = [{TAG_RUN_KEY: key}, {_alias(key): "1"}]
         if op.get("find_tags"):
             searches.append({**op["find_tags"], **({"mlflow.parentRunId": parent} if parent else {})})
         for tags in searches:
@@ -221,12 +225,13 @@ class Sender:
         return run_id
 
     def _lookup(self, run_key: str) -> str | None:
+        """The run created (or continued) by the session ``run_key``, in any experiment."""
         experiments = [e.experiment_id for e in self.client.search_experiments()]
-        for start in range(0, len(experiments), 100):
-            runs = self.client.search_runs(experiments[start:start + 100],
-                                           f"tags.`{TAG_RUN_KEY}` = {_quote(run_key)}", max_results=1)
-            if runs:
-                return runs[0].info.run_id
+        for filter_string in (f"tags.`{TAG_RUN_KEY}` = {_quote(run_key)}", f"tags.`{_alias(run_key)}` = '1'"):
+            for start in range(0, len(experiments), 100):
+                runs = self.client.search_runs(experiments[start:start + 100], filter_string, max_results=1)
+                if runs:
+                    return runs[0].info.run_id
         return None
 
 
@@ -245,6 +250,10 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
                              f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
                              f"or choose another name")
     return experiment.experiment_id
+
+
+def _alias(run_key: str) -> str:
+    return f"{TAG_RUN_KEY}.{run_key}"
 
 
 def _quote(value: Any) -> str:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ class ClassifierSettings:
     feature_dim: int = 128
     seed: int = 0
     max_shift_pixels: int = 2  # random-translation augmentation
+    min_steps: int = 0  # train for more epochs when the data is too small for this many steps
     arch_version: int = 1  # bump when EvaluatorNet changes
 
 
@@ -160,12 +160,13 @@ def train_classifier(get_images: Callable[[torch.Tensor], torch.Tensor], labels:
     net = net.to(device).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     steps_per_epoch = -(-len(labels) // settings.batch_size)
+    epochs = max(settings.epochs, -(-settings.min_steps // steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, pct_start=0.2,
-                                                    total_steps=settings.epochs * steps_per_epoch)
+                                                    total_steps=epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(settings.seed)
     labels = labels.cpu()
     with deterministic_cudnn():
-        for _ in range(settings.epochs):
+        for _ in range(epochs):
             order = torch.randperm(len(labels), generator=generator)
             for batch in order.split(settings.batch_size):
                 images = get_images(batch).to(device, torch.float32)
@@ -232,7 +233,7 @@ def _read_weights(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise EvaluatorError(f"evaluator weights {path}: no such file") from None
-    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as error:
+    except Exception as error:  # noqa: BLE001 - a damaged file fails in many ways (KeyError, EOFError ...)
         raise EvaluatorError(f"evaluator weights {path}: cannot be read ({type(error).__name__}: "
                              f"{error}); give an EvaluatorNet state_dict saved with torch.save") from None
     if not isinstance(payload, dict):
@@ -332,7 +333,7 @@ def _train_and_store(ds: Any, path: Path, key: str, shape: dict[str, int], setti
     meta = {"cache_key": key, "dataset": ds.name, "fingerprint": ds.fingerprint, "shape": shape,
                 "settings": asdict(settings), "test_accuracy": accuracy, "train_seconds": round(seconds, 2),
                 "train_images": len(ds.train), "test_images": len(ds.test), "format": CACHE_FORMAT,
-                "torch": torch.__version__, "device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "torch": str(torch.__version__), "device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     state = {name: tensor.detach().cpu() for name, tensor in net.state_dict().items()}
     _atomic_write(path, lambda temp: torch.save({"state_dict": state, "meta": meta}, temp))
     _atomic_write(path.with_suffix(".json"),

@@ -15,7 +15,6 @@ Two spaces, reported under different names so they are never confused:
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Any
 
 import numpy as np
@@ -144,7 +143,7 @@ def _read_inception_state(path: str) -> dict[str, torch.Tensor]:
         raise InceptionWeightsError(f"Inception weights {path}: no such file; {hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as error:
+    except Exception as error:  # noqa: BLE001 - a damaged file fails in many ways (KeyError, EOFError ...)
         raise InceptionWeightsError(f"Inception weights {path}: cannot be read "
                                     f"({type(error).__name__}: {error}); {hint}") from None
     if not isinstance(state, dict) or not isinstance(state.get("fc.weight"), torch.Tensor):
@@ -199,8 +198,9 @@ class InceptionFeatures(nn.Module):
 _INCEPTION_CACHE: dict[tuple[str, float, str, int], InceptionFeatures] = {}
 
 
-def load_inception(path: str, device: torch.device | str, image_size: int = INCEPTION_SIZE) -> InceptionFeatures:
-    """InceptionFeatures for a weights file, built once per process and device."""
+def load_inception(path: str, device: torch.device | str, image_size: int | None = None) -> InceptionFeatures:
+    """InceptionFeatures for a weights file (input size default ``INCEPTION_SIZE``), built once per process."""
+    image_size = image_size or INCEPTION_SIZE
     mtime = os.path.getmtime(path) if os.path.isfile(path) else -1.0
     key = (os.path.abspath(path), mtime, str(torch.device(device)), image_size)
     if key not in _INCEPTION_CACHE:

@@ -10,6 +10,8 @@ import torch
 
 from mergan.evaluation.classifier import ClassifierSettings, accuracy_on, train_classifier
 
+MIN_STEPS = 300  # a small generated set (few samples per class) still gets this many optimizer steps
+
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats -> uint8 on the CPU: generated images stored the way a saved dataset holds them."""
@@ -33,7 +35,7 @@ def reverse_accuracy(generated: dict[int, Sequence[torch.Tensor]], ds: Any, sett
                         for i, c in enumerate(classes)])
     shape = {"channels": images.shape[1], "image_size": images.shape[-1], "num_classes": len(classes)}
     net = train_classifier(lambda index: from_uint8(images[index]), labels, shape,
-                           replace(settings, seed=seed), device)
+                           replace(settings, seed=seed, min_steps=MIN_STEPS), device)
     test_index = torch.isin(ds.test.labels.cpu(), torch.tensor(classes)).nonzero().flatten()
     return accuracy_on(net, lambda index: ds.test.get(test_index[index]), ds.test.labels.cpu()[test_index],
                        device, label_map=torch.tensor(classes))

@@ -1,0 +1,121 @@
+"""Named search spaces: each answers one question about continual learning of GANs.
+
+Optuna spaces are define-by-run functions: a parameter that only matters for some methods is
+suggested inside an ``if`` (``lambda_ra`` only when the method uses RA), so the sampler never
+wastes trials on knobs that do nothing. Constants a space needs (its method) are returned.
+The ``ablation`` space is a grid: every method x seed, no search (the paper's Table 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from search_spaces.space import DefineByRun, SearchSpace, SpaceError, docstring_question
+
+# Ranges wide enough for both the small CPU nets and the paper's nets (see mergan/config.py PRESETS:
+# small uses lambda_RA 1e-2 and lambda_EWC 1e3, the paper 1e-3 and 1e9).
+LAMBDA_RA = (1e-4, 1.0)
+LAMBDA_EWC = (1.0, 1e10)
+REPLAY_SIZE_PER_CLASS = (16, 2048)
+PAPER_METHODS = ["jt", "sft", "ewc", "dgr", "jtr", "ra"]
+ABLATION_SEEDS = [0, 1, 2]
+
+_OPTUNA: dict[str, tuple[DefineByRun, list[dict[str, Any]]]] = {}
+_GRIDS: dict[str, Callable[[], dict[str, list[Any]]]] = {}
+
+
+def optuna_preset(name: str, points_to_evaluate: list[dict[str, Any]] | None = None):
+    """Register a define-by-run function as the named space ``name``."""
+    def register(function: DefineByRun) -> DefineByRun:
+        _OPTUNA[name] = (function, list(points_to_evaluate or []))
+        return function
+    return register
+
+
+def grid_preset(name: str):
+    """Register a function returning ``{parameter: [values]}`` as the named grid space ``name``."""
+    def register(function: Callable[[], dict[str, list[Any]]]) -> Callable[[], dict[str, list[Any]]]:
+        _GRIDS[name] = function
+        return function
+    return register
+
+
+def _replay_knobs(trial: Any) -> None:
+    """JTR's knobs: fresh replay every batch, or a fixed replay set drawn once (its size per class)."""
+    if trial.suggest_categorical("replay_mode", ["fresh", "fixed"]) == "fixed":
+        trial.suggest_int("replay_size_per_class", *REPLAY_SIZE_PER_CLASS, log=True)
+
+
+@optuna_preset("ra-lambda")
+def ra_lambda(trial: Any) -> dict[str, Any]:
+    """How strongly must replay alignment pull the generator toward its previous self to keep earlier
+    classes, before it stops learning the new one? (MeRGAN-RA, lambda_RA on a log scale)"""
+    trial.suggest_float("lambda_ra", *LAMBDA_RA, log=True)
+    return {"method": "ra"}
+
+
+@optuna_preset("ewc-lambda")
+def ewc_lambda(trial: Any) -> dict[str, Any]:
+    """How large must the EWC penalty be to protect earlier classes in a GAN generator, and where does
+    it freeze learning? (EWC, lambda_EWC on a log scale)"""
+    trial.suggest_float("lambda_ewc", *LAMBDA_EWC, log=True)
+    return {"method": "ewc"}
+
+
+@optuna_preset("replay-size")
+def replay_size(trial: Any) -> dict[str, Any]:
+    """How many replayed images per earlier class does joint retraining need when the replay set is
+    drawn once and kept fixed? (MeRGAN-JTR, replay_size_per_class on a log scale)"""
+    trial.suggest_int("replay_size_per_class", *REPLAY_SIZE_PER_CLASS, log=True)
+    return {"method": "jtr", "replay_mode": "fixed"}
+
+
+@optuna_preset("mergan")
+def mergan(trial: Any) -> None:
+    """Which memory replay remembers best: joint retraining, replay alignment, or both, each with its
+    own knobs? (method in JTR, RA, JTR+RA; lambda_RA when RA; replay mode and size when JTR)"""
+    method = trial.suggest_categorical("method", ["jtr", "ra", "jtr+ra"])
+    if "ra" in method.split("+"):
+        trial.suggest_float("lambda_ra", *LAMBDA_RA, log=True)
+    if "jtr" in method.split("+"):
+        _replay_knobs(trial)
+
+
+_BASELINES = [{"method": "sft"}, {"method": "jtr", "replay_mode": "fresh"}, {"method": "ra", "lambda_ra": 1e-2},
+              {"method": "jtr+ra", "replay_mode": "fresh", "lambda_ra": 1e-2}]
+
+
+@optuna_preset("methods", points_to_evaluate=_BASELINES)
+def methods(trial: Any) -> None:
+    """Does memory replay beat plain sequential fine-tuning on this stream, and by how much once its
+    knobs are searched? (SFT, JTR, RA, JTR+RA: each at the small preset's values first, then searched)"""
+    method = trial.suggest_categorical("method", ["sft", "jtr", "ra", "jtr+ra"])
+    if "ra" in method.split("+"):
+        trial.suggest_float("lambda_ra", *LAMBDA_RA, log=True)
+    if "jtr" in method.split("+"):
+        _replay_knobs(trial)
+
+
+@grid_preset("ablation")
+def ablation() -> dict[str, list[Any]]:
+    """How does every method compare on the same stream, over seeds? (the paper's Table 1 as a sweep:
+    JT, SFT, EWC, DGR, MeRGAN-JTR, MeRGAN-RA x seeds 0, 1, 2; a grid, no search)"""
+    return {"method": list(PAPER_METHODS), "seed": list(ABLATION_SEEDS)}
+
+
+def preset_names() -> list[str]:
+    return sorted([*_OPTUNA, *_GRIDS])
+
+
+def get_preset(name: str) -> SearchSpace:
+    """The named space; ``SpaceError`` naming the known ones otherwise."""
+    if name in _OPTUNA:
+        function, points = _OPTUNA[name]
+        return SearchSpace(name=name, question=docstring_question(function, f"space {name!r}"), define=function,
+                           points_to_evaluate=[dict(p) for p in points])
+    if name in _GRIDS:
+        function = _GRIDS[name]
+        return SearchSpace(name=name, question=docstring_question(function, f"space {name!r}"), grid=function())
+    raise SpaceError(f"unknown search space {name!r}; named spaces: {', '.join(preset_names())}; or give a "
+                     f"path to your own .py file (a function space(trial)) or .yaml file")

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Run a hyperparameter sweep of MeRGAN trials on Ray Tune, searched by Optuna, logged to MLflow.
+
+With no flags: the main job on the embedded default. Four baselines (SFT, JTR, RA, JTR+RA) and two
+searched trials of the ``methods`` space on the embedded MNIST digits (mnist5k, preset small, tasks
+"0|1|2", 300 iterations per task), two trials at a time, one CPU each: about 10 minutes on a 2-core
+laptop; the table shows SFT forgetting and JTR/RA remembering. Examples::
+
+    python sweep.py                                             # the main job
+    python sweep.py --space ra-lambda --num-samples 12 --scheduler asha
+    python sweep.py --space mergan --objective multi --set iterations_per_task=400
+    python sweep.py --space my_space.py --dry-run               # print the plan and stop
+    python sweep.py --resume --name methods-20260101-120000     # after the driver died
+    python sweep.py --address auto --storage-path /shared/sweeps --gpus-per-trial 0.25   # on a cluster
+
+Ray: a local one on this machine's cores, unless ``--address`` (``auto``: the cluster this node
+belongs to) or ``RAY_ADDRESS`` (set by ``ray job submit``) names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from mergan.config import ConfigError
+from search_spaces import SpaceError, preset_names
+from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, list_sweeps, make_plan
+
+# The main job's values where they differ from make_plan's (see the module docstring).
+MAIN_JOB = {"space": "methods", "num_samples": 6, "max_concurrent": 2}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="sweep.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    what = parser.add_argument_group("what to search")
+    what.add_argument("--space", help=f"a named space ({', '.join(preset_names())}) or a .py/.yaml file of "
+                                      f"your own (default: {MAIN_JOB['space']})")
+    what.add_argument("--dataset", help="mnist5k (embedded, default), mnist, svhn, lsun, folder")
+    what.add_argument("--tasks", help="the task stream, e.g. '0|1|2' or '0,1|2,3' (default for mnist5k: '0|1|2')")
+    what.add_argument("--preset", default="small", help="the config preset every trial starts from (default: small)")
+    what.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                      help="a config value every trial gets (repeatable), e.g. --set iterations_per_task=400")
+    what.add_argument("--objective", default="acc",
+                      help="acc: maximise stream_avg_acc (the final average accuracy) with TPE; multi: also "
+                           "minimise forgetting and training time, with NSGA-II; or metric:mode pairs")
+    what.add_argument("--seed", type=int, default=0, help="seeds the searcher on the driver and every trial's run.seed")
+    how = parser.add_argument_group("how to run")
+    how.add_argument("--num-samples", type=int,
+                     help=f"trials an Optuna space runs (default {MAIN_JOB['num_samples']}); a grid runs each "
+                          f"point this many times (default 1)")
+    how.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the resources fit; "
+                                                        f"{MAIN_JOB['max_concurrent']} for the main job)")
+    how.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    how.add_argument("--gpus-per-trial", type=float, default=0.0,
+                     help="GPUs per trial; a fraction such as 0.25 puts four trials on one card (default 0)")
+    how.add_argument("--scheduler", choices=["asha"], help="stop weak trials early (ASHA, in units of tasks)")
+    how.add_argument("--grace-period", type=int, default=2, help="tasks every trial runs before ASHA may stop it (>= 2)")
+    how.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last checkpoint")
+    where = parser.add_argument_group("where")
+    where.add_argument("--address", help="Ray cluster to join: 'auto' (this node's cluster) or host:port "
+                                         "(default: start a local Ray)")
+    where.add_argument("--storage-path", help="Tune's results and checkpoints (shared storage on a cluster: an "
+                                              "NFS/EFS path or s3://bucket/path; default ./runs/sweeps)")
+    where.add_argument("--optuna-storage", help="the Optuna study's RDB URL (default: sqlite:///<storage>/<name>/optuna.db)")
+    where.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    where.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else mergan-sweeps)")
+    where.add_argument("--name", help="the sweep's name: its folder, study and MLflow run (default: <space>-<time>)")
+    where.add_argument("--resume", action="store_true",
+                       help="continue the sweep --name (default: the latest) after its driver stopped")
+    where.add_argument("--dry-run", action="store_true", help="print the resolved plan and stop")
+    where.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune's progress output")
+    return parser.parse_args(argv)
+
+
+def plan_from_args(args: argparse.Namespace) -> SweepPlan:
+    if args.resume:
+        storage = args.storage_path or os.path.join(os.getcwd(), "runs", "sweeps")
+        storage = storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
+        name = args.name or next(iter(list_sweeps(storage)), None)
+        if name is None:
+            raise PlanError(f"--resume: no sweep in {storage} to resume")
+        plan = SweepPlan.load(storage, name)
+        plan.storage_path = storage  # the same storage, perhaps reached by another path (a cluster mount)
+        return plan
+    main_job = args.space is None
+    plan = make_plan(
+        space=args.space or MAIN_JOB["space"], preset=args.preset, dataset=args.dataset, tasks=args.tasks,
+        sets=args.sets, num_samples=args.num_samples or (MAIN_JOB["num_samples"] if main_job else None),
+        max_concurrent=args.max_concurrent or (MAIN_JOB["max_concurrent"] if main_job else None),
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, objective=args.objective,
+        scheduler=args.scheduler, grace_period=args.grace_period, seed=args.seed, max_failures=args.max_failures,
+        storage_path=args.storage_path, optuna_storage=args.optuna_storage, tracking_uri=args.tracking_uri,
+        experiment=args.experiment, name=args.name)
+    from trainables.plan import PLAN_FILE, read_text
+
+    try:
+        read_text(plan.plan_path)
+    except FileNotFoundError:
+        return plan
+    raise PlanError(f"--name {plan.name!r}: a sweep of that name exists in {plan.storage_path} ({PLAN_FILE}); "
+                    f"continue it with --resume --name {plan.name}, or choose another --name")
+
+
+def describe(plan: SweepPlan) -> str:
+    """The plan as a person reads it (what --dry-run prints)."""
+    space = plan.load_space()
+    from search_spaces import sample_points
+
+    lines = [f"sweep {plan.name}: {plan.question}",
+             f"  space: {plan.space} ({space.kind}{', ' + str(space.grid_size()) + ' grid points' if space.grid else ''})",
+             (f"  trials: {plan.num_samples}{' per grid point' if space.grid else ''}, at most "
+              f"{plan.max_concurrent or 'as many as fit'} at once, {plan.cpus_per_trial:g} CPU and "
+              f"{plan.gpus_per_trial:g} GPU each, up to {plan.max_failures} retries from the last checkpoint"),
+             f"  objective: {', '.join(f'{m} ({mode})' for m, mode in plan.objective)}"
+             + ("" if space.grid else f"; sampler {'TPE' if len(plan.objective) == 1 else 'NSGA-II'}, seed {plan.seed}"),
+             f"  scheduler: {'ASHA by tasks, grace period ' + str(plan.grace_period) if plan.scheduler else 'none'}",
+             (f"  every trial: preset {plan.preset}, {json.dumps({**plan.defaults, **plan.fixed})}, "
+              f"{plan.num_tasks or '?'} tasks"),
+             f"  storage: {plan.experiment_path}" + (f"; Optuna study {plan.optuna_storage}" if plan.optuna_storage else ""),
+             f"  MLflow: {plan.tracking_uri}, experiment {plan.experiment!r}",
+             "  first trial configurations:"]
+    for point in sample_points(space, count=3, seed=plan.seed)[:6]:
+        lines.append(f"    {json.dumps(point)}")
+    return "\n".join(lines)
+
+
+def connect_ray(address: str | None, plan: SweepPlan) -> str:
+    """Start or join Ray after checking the plan's resources fit; returns a description of where."""
+    import ray
+
+    if ray.is_initialized():
+        where = "the running Ray"
+    elif address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, log_to_driver=True)
+        where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
+    else:
+        import torch
+
+        local = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+        check_resources(plan, [local], "this machine")  # refused before Ray starts
+        ray.init(address="local", num_cpus=int(local["CPU"]), include_dashboard=False)
+        where = "a local Ray"
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    check_resources(plan, nodes, where)
+    if plan.max_concurrent is None:
+        plan.max_concurrent = concurrent_trials(plan, nodes)
+    return where
+
+
+def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
+    from trainables.sweeping import format_table, mlflow_hint
+
+    print(f"\nSweep {plan.name}: {len(outcome.rows)} trials in {seconds / 60:.1f} min. {plan.question}\n")
+    print(format_table(outcome.rows, plan))
+    if not outcome.best:
+        print("\nNo trial finished with its objective measured.")
+    elif len(outcome.best) == 1:
+        best = outcome.best[0]
+        metrics = ", ".join(f"{m} {best.value(m):.3f}" for m in plan.metrics)
+        print(f"\nBest: {best.trial_id} {json.dumps(best.params)}: {metrics}")
+    else:
+        print(f"\nPareto front ({', '.join(f'{m} {mode}' for m, mode in plan.objective)}):")
+        for row in outcome.best:
+            print(f"  {row.trial_id} {json.dumps(row.params)}: "
+                  + ", ".join(f"{m} {row.value(m):.3g}" for m in plan.metrics))
+    print()
+    print(mlflow_hint(plan))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        plan = plan_from_args(args)
+        if args.dry_run:
+            print(describe(plan))
+            return 0
+        where = connect_ray(args.address, plan)
+    except (PlanError, SpaceError, ConfigError) as error:
+        print(f"sweep.py: error: {error}", file=sys.stderr)
+        return 2
+    logging.getLogger("trainables").setLevel(logging.INFO)
+    from trainables.sweeping import run_sweep
+
+    print(("Resuming" if args.resume else "Starting") + f" on {where}:\n{describe(plan)}\n", flush=True)
+    started = time.perf_counter()
+    outcome = run_sweep(plan, resume=args.resume, verbose=args.verbose)
+    print_outcome(outcome, plan, time.perf_counter() - started)
+    return 0 if all(row.status != "error" for row in outcome.rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""Running a planned sweep with Ray Tune: searcher, scheduler, resources, storage, resume, results.
+
+``run_sweep(plan)`` builds the Tuner (OptunaSearch over the plan's space with its study in an
+SQLite file, or a grid; ASHA whose time unit is tasks; a fraction of a CPU/GPU per trial;
+retries from the last checkpoint), runs it, and returns one :class:`TrialRow` per trial.
+``resume=True`` restores the Tuner, searcher state included, from the sweep's storage.
+Ray must already be initialised (``sweep.py`` does it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import SearchSpace
+from trainables.plan import SweepPlan, is_uri
+from trainables.tracking import finish_sweep_run, resolve_tracking_uri, start_sweep_run
+from trainables.trainable import TrialSettings, train_trial
+
+logger = logging.getLogger("trainables.sweeping")
+
+CRASH_ENV = "MERGAN_TEST_CRASH_AFTER_TASK"  # test-only: trials raise once after this task (first attempt)
+CHECKPOINTS_KEPT = 2  # per trial, in Tune's storage: the latest to resume from, one before it
+
+
+class DivergenceAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that records a diverged trial as FAILED in the study instead of scoring it.
+
+    A diverged trial reports what it had learned (so that Tune's table shows it), but that is not
+    the value of its hyperparameters: telling Optuna a score would pull the sampler toward them.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and result.get("diverged"):
+            super().on_trial_complete(trial_id, result=None, error=True)
+        else:
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def optuna_sampler(plan: SweepPlan) -> optuna.samplers.BaseSampler:
+    """TPE for one objective, NSGA-II for several; both seeded on the driver with the sweep's seed."""
+    if len(plan.objective) == 1:
+        return optuna.samplers.TPESampler(seed=plan.seed)
+    population = min(50, max(4, plan.num_samples // 4))
+    return optuna.samplers.NSGAIISampler(seed=plan.seed, population_size=population)
+
+
+def open_study_storage(plan: SweepPlan) -> optuna.storages.BaseStorage:
+    """The plan's Optuna RDB storage (an SQLite file by default), its folder created."""
+    url = plan.optuna_storage
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url)
+
+
+def build_searcher(plan: SweepPlan, space: SearchSpace) -> OptunaSearch | None:
+    """An OptunaSearch over the space's define-by-run function, or None for a grid (Tune's own generator)."""
+    if space.kind == "grid":
+        return None
+    single = len(plan.objective) == 1
+    return DivergenceAwareOptunaSearch(
+        space=space.define, metric=plan.metrics[0] if single else plan.metrics,
+        mode=plan.modes[0] if single else plan.modes, points_to_evaluate=space.points_to_evaluate or None,
+        sampler=optuna_sampler(plan), study_name=plan.name, storage=open_study_storage(plan))
+
+
+def build_scheduler(plan: SweepPlan) -> ASHAScheduler | None:
+    """ASHA in units of tasks (``training_iteration`` = tasks done), never stopping before ``grace_period``."""
+    if plan.scheduler != "asha":
+        return None
+    metric, mode = plan.objective[0]
+    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode,
+                         max_t=plan.num_tasks or 10**6, grace_period=plan.grace_period, reduction_factor=2)
+
+
+def param_space(space: SearchSpace) -> dict[str, Any]:
+    """A grid as ``tune.grid_search`` values; an Optuna space lives in its searcher instead."""
+    return {name: tune.grid_search(values) for name, values in (space.grid or {}).items()}
+
+
+def trial_settings(plan: SweepPlan) -> TrialSettings:
+    crash = os.environ.get(CRASH_ENV)
+    return TrialSettings(preset=plan.preset, defaults=dict(plan.defaults), fixed=dict(plan.fixed),
+                         cpus_per_trial=plan.cpus_per_trial, tracking_uri=plan.tracking_uri,
+                         experiment=plan.experiment, parent_run_id=plan.parent_run_id, sweep_id=plan.sweep_id,
+                         name_keys=tuple(plan.name_keys) or None, crash_after_task=int(crash) if crash else None)
+
+
+def trainable(plan: SweepPlan):
+    """``train_trial`` with the sweep's shared settings and each trial's resource request."""
+    resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(train_trial, settings=trial_settings(plan)), resources)
+
+
+class CloseStoppedRuns(tune.Callback):
+    """Ends the MLflow runs of trials a scheduler stopped early, in case the worker could not.
+
+    Tune stops such a trial by ending its process right after its last report; the trial's own
+    callback may not get to close its run, which would stay RUNNING.
+    """
+
+    def __init__(self, tracking_uri: str, parent_run_id: str | None):
+        self.tracking_uri, self.parent_run_id = tracking_uri, parent_run_id
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        if not self.parent_run_id or result.get("diverged") or "tasks_done" not in result:
+            return
+        if result["tasks_done"] >= result.get("num_tasks", math.inf):
+            return
+        try:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(self.tracking_uri)
+            for run in trial_runs(client, self.parent_run_id, trial.trial_id):
+                client.set_tag(run.info.run_id, "stopped_early", "1")
+                if run.info.status == "RUNNING":
+                    client.set_terminated(run.info.run_id, "FINISHED")
+        except Exception as error:  # noqa: BLE001 - bookkeeping must not stop the sweep
+            logger.warning("could not close the MLflow run of stopped trial %s: %s", trial.trial_id, error)
+
+
+def trial_runs(client: Any, parent_run_id: str, trial_id: str | None = None) -> list:
+    """The MLflow child runs of a sweep (of one trial when ``trial_id`` is given)."""
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    if trial_id:
+        query += f" and tags.trial_id = '{trial_id}'"
+    return client.search_runs([experiment_id], query, max_results=10000)
+
+
+def new_tuner(plan: SweepPlan, verbose: int = 1) -> tune.Tuner:
+    space = plan.load_space()
+    run_config = tune.RunConfig(
+        name=plan.name, storage_path=plan.storage_path, verbose=verbose,
+        failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        callbacks=[CloseStoppedRuns(plan.tracking_uri, plan.parent_run_id)])
+    tune_config = tune.TuneConfig(search_alg=build_searcher(plan, space), scheduler=build_scheduler(plan),
+                                  num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
+                                  reuse_actors=True)
+    return tune.Tuner(trainable(plan), param_space=param_space(space), tune_config=tune_config,
+                      run_config=run_config)
+
+
+def restored_tuner(plan: SweepPlan) -> tune.Tuner:
+    """The sweep's Tuner from storage: finished trials kept, unfinished and errored ones resumed."""
+    plan.load_space()  # a user's .py space must be importable again before Tune unpickles the searcher
+    if not tune.Tuner.can_restore(plan.experiment_path):
+        raise FileNotFoundError(f"{plan.experiment_path} holds no Tune experiment state to resume (the sweep "
+                                f"may have been stopped before its first trial started); start it again")
+    return tune.Tuner.restore(plan.experiment_path, trainable(plan), resume_unfinished=True, resume_errored=True)
+
+
+# -- results ------------------------------------------------------------------------------
+@dataclass
+class TrialRow:
+    """One trial as the sweep's table shows it."""
+
+    trial_id: str
+    status: str  # finished | stopped early | diverged | error
+    params: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def value(self, metric: str) -> float | None:
+        value = self.metrics.get(metric)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def summarize(results: tune.ResultGrid) -> list[TrialRow]:
+    rows = []
+    for result in results:
+        metrics = dict(result.metrics or {})
+        trial_id = str(metrics.get("trial_id") or Path(result.path).name)
+        if result.error is not None:
+            status = "error"
+        elif metrics.get("diverged"):
+            status = "diverged"
+        elif metrics.get("tasks_done", 0) < metrics.get("num_tasks", 0):
+            status = "stopped early"
+        else:
+            status = "finished"
+        error = str(result.error).strip().splitlines()[-1] if result.error is not None else metrics.get("divergence")
+        rows.append(TrialRow(trial_id, status, dict(result.config or {}), metrics, error))
+    return sorted(rows, key=lambda r: r.trial_id)
+
+
+def best_rows(rows: list[TrialRow], plan: SweepPlan) -> list[TrialRow]:
+    """The best finished trial by the first objective, or the Pareto front for several objectives."""
+    candidates = [r for r in rows if r.status in ("finished", "stopped early")
+                  and all(r.value(m) is not None for m in plan.metrics)]
+    if not candidates:
+        return []
+    signs = [1.0 if mode == "max" else -1.0 for mode in plan.modes]
+    scores = {r.trial_id: [s * r.value(m) for s, m in zip(signs, plan.metrics)] for r in candidates}
+    if len(plan.objective) == 1:
+        return [max(candidates, key=lambda r: scores[r.trial_id][0])]
+
+    def dominated(a: TrialRow) -> bool:
+        return any(all(x >= y for x, y in zip(scores[b.trial_id], scores[a.trial_id]))
+                   and scores[b.trial_id] != scores[a.trial_id] for b in candidates)
+
+    return [r for r in candidates if not dominated(r)]
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value)
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.3f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def format_table(rows: list[TrialRow], plan: SweepPlan) -> str:
+    """A plain-text table: trial, status, tasks, searched parameters, final metrics, time."""
+    params = sorted({k for r in rows for k in r.params})
+    metrics = ["avg_acc", "forgetting", *[m for m in plan.metrics if m not in ("avg_acc", "forgetting",
+                                                                            "train_seconds_total")]]
+    header = ["trial", "status", "tasks", *params, *metrics, "train_s", "total_s"]
+    lines = [header]
+    for row in rows:
+        tasks = f"{row.metrics.get('tasks_done', 0)}/{row.metrics.get('num_tasks', '?')}"
+        lines.append([row.trial_id, row.status, tasks, *[_cell(row.params.get(p)) for p in params],
+                      *[_cell(row.value(m)) for m in metrics], _cell(row.value("train_seconds_total")),
+                      _cell(row.value("time_total_s"))])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    text = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    text.insert(1, "  ".join("-" * width for width in widths))
+    for row in rows:
+        if row.error:
+            text.append(f"{row.trial_id}: {row.status}: {row.error}")
+    return "\n".join(text)
+
+
+# -- running -----------------------------------------------------------------------------
+@dataclass
+class SweepOutcome:
+    rows: list[TrialRow]
+    best: list[TrialRow]
+    experiment_path: str
+    parent_run_id: str | None
+
+
+def space_for_mlflow(space: SearchSpace) -> Any:
+    """What the sweep's parent run records of the space: a grid's values, a function's source, a YAML mapping."""
+    if space.grid is not None:
+        return dict(space.grid)
+    params = getattr(space.define, "params", None)
+    return dict(params) if isinstance(params, dict) else space.define
+
+
+def sweep_settings(plan: SweepPlan) -> dict[str, Any]:
+    """The parent run's params: how the sweep ran (identical on resume, as MLflow params must be)."""
+    settings = {"question": plan.question, "preset": plan.preset,
+                "num_samples": plan.num_samples, "max_concurrent": plan.max_concurrent,
+                "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
+                "objective": ",".join(f"{m}:{mode}" for m, mode in plan.objective), "scheduler": plan.scheduler,
+                "seed": plan.seed, "storage_path": plan.storage_path, "optuna_storage": plan.optuna_storage}
+    settings.update({f"set.{k}": v for k, v in {**plan.defaults, **plan.fixed}.items()})
+    return settings
+
+
+def start_tracking(plan: SweepPlan) -> str:
+    """Create (or on resume, continue) the sweep's MLflow parent run; returns its id."""
+    space = plan.load_space()
+    return start_sweep_run(plan.tracking_uri, plan.experiment, plan.name, space_for_mlflow(space),
+                           sweep_settings(plan), sweep_id=plan.sweep_id,
+                           tags={"space": plan.space, "storage": plan.experiment_path})
+
+
+def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1) -> SweepOutcome:
+    """Run (or resume) the planned sweep to the end; every trial's row, the best, where it all is."""
+    if not resume:
+        plan.parent_run_id = start_tracking(plan)
+        plan.save()  # before any trial starts: --resume needs it even if this driver dies at once
+    else:
+        plan.parent_run_id = start_tracking(plan)
+    if not is_uri(plan.storage_path):
+        # Save Tune's experiment state every 2 s (default: at most every 10 s): a driver killed
+        # between a trial's start and the next save would otherwise lose that trial's record.
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Snapshots after checkpoints are what makes a resume exact; Tune's warning about them is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    tuner = restored_tuner(plan) if resume else new_tuner(plan, verbose)
+    results = tuner.fit()
+    rows = summarize(results)
+    reconcile(plan, {r.trial_id for r in rows})
+    best = best_rows(rows, plan)
+    record_best(plan, best)
+    return SweepOutcome(rows, best, plan.experiment_path, plan.parent_run_id)
+
+
+def record_best(plan: SweepPlan, best: list[TrialRow]) -> None:
+    if not plan.parent_run_id:
+        return
+    if len(best) == 1:
+        row = best[0]
+        from mlflow import MlflowClient
+
+        runs = trial_runs(MlflowClient(plan.tracking_uri), plan.parent_run_id, row.trial_id)
+        summary = {"trial_id": row.trial_id, "run_id": runs[0].info.run_id if runs else None,
+                   "config": row.params, "metrics": {m: row.value(m) for m in plan.metrics}}
+    else:
+        summary = {"pareto_front": [{"trial_id": r.trial_id, "config": r.params,
+                                     "metrics": {m: r.value(m) for m in plan.metrics}} for r in best]}
+    finish_sweep_run(plan.tracking_uri, plan.parent_run_id, summary if best else None)
+
+
+def reconcile(plan: SweepPlan, trial_ids: set[str]) -> None:
+    """After a resumed sweep: records of trials Tune never saved (a driver killed in between) are retired.
+
+    Their MLflow runs are deleted (MLflow keeps them restorable) and their Optuna trials marked
+    FAILED, so every trial in Tune's results appears exactly once in MLflow and in the study.
+    """
+    if plan.parent_run_id:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(plan.tracking_uri)
+        for run in trial_runs(client, plan.parent_run_id):
+            trial_id = run.data.tags.get("trial_id")
+            if trial_id and trial_id not in trial_ids:
+                client.set_tag(run.info.run_id, "mergan.orphan", "a trial Tune never recorded (driver killed)")
+                client.delete_run(run.info.run_id)
+                logger.warning("deleted MLflow run %s of unrecorded trial %s", run.info.run_id, trial_id)
+    if plan.space_kind == "optuna" and plan.optuna_storage:
+        study = optuna.load_study(study_name=plan.name, storage=plan.optuna_storage)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            logger.warning("marked Optuna trial %d FAILED: no Tune trial finished it", trial.number)
+
+
+def mlflow_hint(plan: SweepPlan) -> str:
+    """Where to look in MLflow (and at the Optuna study) once the sweep is done."""
+    uri = resolve_tracking_uri(plan.tracking_uri)
+    lines = [(f"MLflow: tracking URI {uri}, experiment {plan.experiment!r}, sweep run {plan.parent_run_id} "
+              f"({plan.name}; trials are its child runs)")]
+    if uri.startswith(("http://", "https://")):
+        lines.append(f"  open {uri} in a browser")
+    else:
+        lines.append(f"  mlflow ui --backend-store-uri {uri}    # then open http://127.0.0.1:5000")
+    if plan.optuna_storage:
+        lines.append(f"Optuna study {plan.name!r}: optuna-dashboard {plan.optuna_storage}")
+    lines.append(f"Tune results: {plan.experiment_path}")
+    return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""The Ray Tune trainable: one trial config -> one sequential mergan run, reported task by task.
+
+After every task the trial calls ``tune.report`` with the evaluation metrics (names as in
+``mergan/callbacks.py``, plus the sweep's own below) and the task's checkpoint. A trial that Ray
+restarts resumes from its last task's checkpoint (``tune.get_checkpoint`` ->
+``Trainer.from_checkpoint``); its MLflow child run, keyed by the Tune trial id, is continued.
+A trial that diverges reports ``diverged=1`` with the message and ends as finished, not retried.
+
+Metrics the sweep adds to each report:
+- ``stream_avg_acc``: accuracy averaged over every task of the stream, tasks not learned yet
+  counting 0; equal to ``avg_acc`` after the last task, and comparable between trials stopped
+  at different tasks (what the searcher optimises by default).
+- ``tasks_done``, ``num_tasks``, ``train_seconds_total``, ``eval_seconds_total``,
+  ``resumed_from_task`` (0 on a first attempt), ``diverged`` (0/1) and ``divergence`` (message).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from mergan.callbacks import Callback, DivergenceError, TaskResult
+from mergan.config import ExperimentConfig, build_config
+from mergan.trainer import Trainer
+from trainables.tracking import MLflowCallback
+
+logger = logging.getLogger("trainables.trainable")
+
+# Sweep-controlled fields: every trial writes its own run folder and keeps per-task checkpoints.
+CONTROLLED_FIELDS = ("out_dir", "save_checkpoints")
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of one sweep shares (handed to trials with ``tune.with_parameters``).
+
+    ``defaults`` are the sweep's implicit values, ``fixed`` the user's ``--set`` values; a trial's
+    own parameters (from the search space) go over both. ``crash_after_task`` is test-only: a
+    trial on its first attempt raises right after reporting that task, to exercise retries.
+    """
+
+    preset: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    cpus_per_trial: float = 1.0
+    tracking_uri: str | None = None
+    experiment: str = "mergan-sweeps"
+    parent_run_id: str | None = None
+    sweep_id: str | None = None
+    name_keys: tuple[str, ...] | None = None
+    crash_after_task: int | None = None
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by the test-only ``crash_after_task`` hook."""
+
+
+def trial_config(settings: TrialSettings, params: dict[str, Any], out_dir: str | Path) -> ExperimentConfig:
+    """The trial's full config: preset <- sweep defaults <- ``--set`` values <- the trial's parameters."""
+    overrides = {**settings.defaults, **settings.fixed, **params, "out_dir": str(out_dir), "save_checkpoints": True}
+    return build_config(settings.preset, overrides)
+
+
+def stream_average_accuracy(row: list[float | None], num_tasks: int) -> float:
+    """Mean accuracy over all ``num_tasks`` tasks of the stream; tasks not measured or not learned count 0."""
+    return sum(v for v in row if v is not None) / num_tasks
+
+
+def task_report(result: TaskResult, results: list[TaskResult], resumed_from_task: int) -> dict[str, Any]:
+    """What ``tune.report`` gets after one task: numeric evaluation metrics plus the sweep's own."""
+    report: dict[str, Any] = {k: float(v) for k, v in result.metrics.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    row = result.accuracy_matrix[-1] if result.accuracy_matrix else []
+    if any(v is not None for v in row):
+        report["stream_avg_acc"] = stream_average_accuracy(row, result.num_tasks)
+    report.update(tasks_done=result.task, num_tasks=result.num_tasks,
+                  train_seconds_total=sum(r.train_seconds for r in results),
+                  eval_seconds_total=sum(r.eval_seconds for r in results),
+                  resumed_from_task=resumed_from_task, diverged=0)
+    return report
+
+
+class TuneReporter(Callback):
+    """Reports each finished task to Tune with its checkpoint, then drops older local checkpoints."""
+
+    def __init__(self, crash_after_task: int | None = None):
+        self.resumed_from_task = 0  # set to the checkpoint's task when the trial resumes
+        self.crash_after_task = crash_after_task
+        self.last_report: dict[str, Any] = {}
+
+    def on_task_end(self, trainer: Trainer, result: TaskResult) -> None:
+        self.last_report = task_report(result, trainer.results, self.resumed_from_task)
+        checkpoint = tune.Checkpoint.from_directory(result.checkpoint_path) if result.checkpoint_path else None
+        tune.report(self.last_report, checkpoint=checkpoint)  # Tune copies the checkpoint to its storage
+        for older in Path(trainer.out_dir).glob("task_*"):
+            if older.name != f"task_{result.task}":
+                shutil.rmtree(older, ignore_errors=True)
+        if self.crash_after_task == result.task and self.resumed_from_task == 0:
+            raise SimulatedCrash(f"test-only crash after task {result.task} (crash_after_task); Ray should "
+                                 f"restart this trial from its task {result.task} checkpoint")
+
+
+def divergence_report(trainer: Trainer, error: DivergenceError, last_report: dict[str, Any]) -> dict[str, Any]:
+    """The final report of a trial that diverged: what it had learned, ``diverged=1`` and why."""
+    num_tasks = len(trainer.tasks)
+    row = trainer.accuracy_matrix[-1] if trainer.accuracy_matrix else []
+    return {**last_report, "stream_avg_acc": stream_average_accuracy(row, num_tasks),
+            "forgetting": last_report.get("forgetting", 0.0), "tasks_done": trainer.tasks_done,
+            "num_tasks": num_tasks, "train_seconds_total": sum(r.train_seconds for r in trainer.results),
+            "diverged": 1, "divergence": str(error)}
+
+
+def _tag_run(tracker: MLflowCallback, tags: dict[str, str]) -> None:
+    """Tags on the trial's MLflow run (only while the store answers: the callback has no tag op yet)."""
+    run_id = tracker.run_id
+    if not tracker.online or not run_id or run_id.startswith("local:"):
+        logger.warning("MLflow is unreachable; tags %s not recorded", sorted(tags))
+        return
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracker.tracking_uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value[:5000])
+
+
+def scratch_dir(trial_id: str) -> Path:
+    """The trial's node-local run folder: Tune's per-trial working directory (the current one), else a
+    temporary folder. Only checkpoints handed to ``tune.report`` reach the sweep's storage."""
+    if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0":
+        return Path.cwd() / "run"
+    return Path(tempfile.gettempdir()) / "mergan-trials" / trial_id / "run"
+
+
+def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
+    """One trial: build (or restore) the trainer, train task by task, report after each task."""
+    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    context = tune.get_context()
+    out_dir = scratch_dir(context.get_trial_id())
+    config = trial_config(settings, params, out_dir)
+    checkpoint = tune.get_checkpoint()
+    tracker = MLflowCallback(settings.tracking_uri, settings.experiment, parent_run_id=settings.parent_run_id,
+                             sweep_id=settings.sweep_id, trial_id=context.get_trial_id(),
+                             name_keys=settings.name_keys, tags={"trial_name": context.get_trial_name()})
+    reporter = TuneReporter(settings.crash_after_task)
+    with tracker:
+        if checkpoint is None:
+            trainer = Trainer(config, callbacks=[tracker, reporter])
+        else:
+            with checkpoint.as_directory() as folder:
+                # The checkpoint's own config wins; only where and on what the run goes on may change.
+                overrides = {"out_dir": str(out_dir), "device": config.run.device}
+                trainer = Trainer.from_checkpoint(folder, callbacks=[tracker, reporter], overrides=overrides)
+            reporter.resumed_from_task = trainer.tasks_done
+            logger.info("trial %s resumes after task %d", context.get_trial_id(), trainer.tasks_done)
+        try:
+            trainer.fit()
+        except DivergenceError as error:
+            tune.report(divergence_report(trainer, error, reporter.last_report))
+            _tag_run(tracker, {"diverged": "1", "divergence": str(error)})
+            tracker.close("FAILED")
+        except SystemExit:
+            # Tune stopped the trial (a scheduler such as ASHA): an early end, not a failure.
+            _tag_run(tracker, {"stopped_early": "1"})
+            tracker.close("FINISHED")
+            raise

@@ -21,8 +21,10 @@ Host headers). Anything after ``--`` goes to ``mlflow server`` unchanged.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +92,17 @@ def _healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _mlflow_command() -> list[str]:
+    """This Python's mlflow when it has one (e.g. run from the project's .venv), else `mlflow` on PATH."""
+    if importlib.util.find_spec("mlflow") is not None:
+        return [sys.executable, "-m", "mlflow"]
+    found = shutil.which("mlflow")
+    if found is None:
+        raise SystemExit("mlflow is not installed for this Python and not on PATH; run this script with "
+                         "the project's Python (.venv/bin/python platform/mlflow_server.py ...)")
+    return [found]
+
+
 def start(args: argparse.Namespace) -> int:
     root, pid_file, log_file = _paths(args)
     record = _read_pid_file(pid_file)
@@ -99,7 +112,7 @@ def start(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     backend = args.backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
     artifacts = args.artifacts_destination or str(root / "mlartifacts")
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+    command = [*_mlflow_command(), "server", "--backend-store-uri", backend,
                "--artifacts-destination", artifacts, "--serve-artifacts",
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     if args.allowed_hosts:

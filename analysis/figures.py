@@ -1,0 +1,362 @@
+"""Publication figures (matplotlib, no pyplot state): each function returns a ``Figure``; :func:`save_figure`
+writes it as PNG and PDF.
+
+Runs figures take one dataset's :class:`~analysis.load.ExperimentData` and show each method's
+best configuration (``select="all"``: every configuration); study figures take an Optuna study.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.aggregate import (
+    GROUP,
+    complete_runs,
+    curves,
+    mean_matrices,
+    select_best,
+    single_dataset,
+    value_at,
+)
+from analysis.errors import NothingToPlotError
+from analysis.load import ExperimentData
+from analysis.paper import method_label, method_sort_key
+
+STYLE = {
+    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+    "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.4, "lines.markersize": 3.5,
+    "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 200, "figure.dpi": 100,
+}
+# Okabe-Ito colours, fixed per method so that every figure agrees; bounds in black and grey.
+METHOD_COLORS = {"jt": "#000000", "sft": "#999999", "ewc": "#E69F00", "dgr": "#56B4E9", "jtr": "#009E73",
+                 "ra": "#D55E00"}
+EXTRA_COLORS = ("#CC79A7", "#0072B2", "#F0E442", "#7F3C8D", "#11A579", "#3969AC")
+LINE_STYLES = ("-", "--", ":", "-.")
+# Hyperparameter -> (methods it acts in, a condition on other params) for the response figure.
+RESPONSE_PARAMS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "method.lambda_ra": (("ra",), {}),
+    "method.lambda_ewc": (("ewc",), {}),
+    "method.replay_size_per_class": (("jtr",), {"method.replay_mode": "fixed"}),
+}
+AXIS_LABELS = {"method.lambda_ra": r"$\lambda_{RA}$", "method.lambda_ewc": r"$\lambda_{EWC}$",
+               "method.replay_size_per_class": "replay size per class"}
+F = TypeVar("F", bound=Callable[..., Figure])
+
+
+def styled(function: F) -> F:
+    """Run a figure function under :data:`STYLE` (rc params are read when artists are made)."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            return function(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def save_figure(figure: Figure, out_dir: str | os.PathLike, name: str) -> dict[str, Path]:
+    """Write ``<out_dir>/<name>.png`` and ``.pdf``; returns {"png": path, "pdf": path}."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    with matplotlib.rc_context(STYLE):
+        for kind in ("png", "pdf"):
+            paths[kind] = folder / f"{name}.{kind}"
+            figure.savefig(paths[kind], bbox_inches="tight", metadata={"Creator": "mergan analysis"}
+                           if kind == "pdf" else None)
+    return paths
+
+
+def method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """The colour of each method: the paper's six fixed, others from a spare palette in order."""
+    spare = iter(EXTRA_COLORS * 4)
+    return {m: METHOD_COLORS.get(m) or next(spare) for m in sorted(set(methods), key=method_sort_key)}
+
+
+def _configurations(data: ExperimentData) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(method, config, legend label, line style kwargs) in paper order."""
+    pairs = sorted(set(zip(data.runs["method"], data.runs["config"])), key=lambda p: (method_sort_key(p[0]), p[1]))
+    colors = method_colors([m for m, _ in pairs])
+    seen: dict[str, int] = {}
+    out = []
+    for method, config in pairs:
+        index = seen[method] = seen.get(method, -1) + 1
+        label = method_label(method) + (f" ({config})" if config else "")
+        out.append((method, config, label, {"color": colors[method], "linestyle": LINE_STYLES[index % 4]}))
+    return out
+
+
+def _prepare(data: ExperimentData, select: str, what: str) -> tuple[ExperimentData, str]:
+    dataset = single_dataset(data, what)
+    if data.accuracy.empty:
+        raise NothingToPlotError(f"experiment {data.experiment!r}: no per-task accuracies for {what}")
+    return (select_best(data) if select == "best" else data), dataset
+
+
+def _seeds_note(data: ExperimentData) -> str:
+    counts = data.runs.groupby(GROUP)["run_id"].count()
+    low, high = int(counts.min()), int(counts.max())
+    seeds = f"{low} seed{'s' if high > 1 else ''}" if low == high else f"{low}-{high} seeds"
+    return f"mean ± std over {seeds}" if high > 1 else seeds
+
+
+def _task_axis(axes: Any, num_tasks: int) -> None:
+    axes.set_xlim(0.7, num_tasks + 0.3)
+    step = 1 if num_tasks <= 12 else math.ceil(num_tasks / 10)
+    axes.set_xticks(range(1, num_tasks + 1, step))
+
+
+# -- runs figures ---------------------------------------------------------------------------
+@styled
+def forgetting_curves(data: ExperimentData, select: str = "best") -> Figure:
+    """Accuracy on the first task's classes, and the average accuracy, vs. tasks trained; per method,
+    mean line and a ±std band over seeds."""
+    data, dataset = _prepare(data, select, "a forgetting-curve figure")
+    stats = curves(data)
+    figure = Figure(figsize=(7.0, 2.9), layout="constrained")
+    panels = figure.subplots(1, 2, sharey=True)
+    titles = {"task_1": "Accuracy on task 1's classes", "avg_acc": "Average accuracy over tasks seen"}
+    for axes, measure in zip(panels, titles):
+        for method, config, label, style in _configurations(data):
+            rows = stats[(stats["method"] == method) & (stats["config"] == config) & (stats["measure"] == measure)]
+            if rows.empty:
+                continue
+            x, mean, std = rows["after_task"].to_numpy(), rows["mean"].to_numpy() * 100, rows["std"].to_numpy() * 100
+            axes.plot(x, mean, marker="o", label=label, **style)
+            if np.isfinite(std).any():
+                axes.fill_between(x, mean - np.nan_to_num(std), mean + np.nan_to_num(std), color=style["color"],
+                                  alpha=0.15, linewidth=0)
+        axes.set_title(titles[measure])
+        axes.set_xlabel("tasks trained")
+        _task_axis(axes, data.num_tasks)
+        axes.set_ylim(0, 102)
+    panels[0].set_ylabel("accuracy (%)")
+    handles, labels = panels[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
+    figure.suptitle(f"{data.experiment} · {dataset}: forgetting ({_seeds_note(data)})")
+    return figure
+
+
+@styled
+def accuracy_heatmaps(data: ExperimentData, select: str = "best") -> Figure:
+    """The accuracy matrix R (row: after task i, column: task j) of each method, side by side, seed-averaged."""
+    data, dataset = _prepare(data, select, "an accuracy-matrix figure")
+    matrices = mean_matrices(data)
+    labels = {(m, c): label for m, c, label, _ in _configurations(data)}
+    count = len(matrices)
+    columns = min(count, 4)
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(1.9 * columns + 0.8, 2.0 * rows + 0.5), layout="constrained")
+    grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    image = None
+    for axes, (key, matrix) in zip(grid, matrices.items()):
+        size = len(matrix)
+        image = axes.imshow(matrix * 100, vmin=0, vmax=100, cmap="viridis")
+        axes.set_title(labels.get(key, key[0]), fontsize=8)
+        ticks = range(0, size, 1 if size <= 12 else math.ceil(size / 10))
+        axes.set_xticks(list(ticks), [str(t + 1) for t in ticks])
+        axes.set_yticks(list(ticks), [str(t + 1) for t in ticks])
+        axes.set_xlabel("accuracy on task j")
+        axes.set_ylabel("after task i")
+        axes.grid(False)
+        if size <= 10:
+            for (i, j), value in np.ndenumerate(matrix):
+                if np.isfinite(value):
+                    axes.text(j, i, f"{value * 100:.0f}", ha="center", va="center", fontsize=max(4, 8 - size // 2),
+                              color="black" if value > 0.6 else "white")
+    for axes in grid[count:]:
+        axes.set_visible(False)
+    if image is not None:
+        figure.colorbar(image, ax=list(grid[:count]), label="accuracy (%)", shrink=0.85)
+    figure.suptitle(f"{data.experiment} · {dataset}: accuracy matrices ({_seeds_note(data)})")
+    return figure
+
+
+def response_frame(data: ExperimentData, params: Mapping[str, tuple[tuple[str, ...], dict[str, Any]]] | None = None,
+                   metric: str = "avg_acc") -> pd.DataFrame:
+    """Complete runs where a hyperparameter acts: columns param, value, method, config, run_id, metric (final)."""
+    params = RESPONSE_PARAMS if params is None else params
+    complete = complete_runs(data)
+    final = value_at(complete, metric)
+    parts = []
+    for param, (methods, condition) in params.items():
+        if param not in complete.runs:
+            continue
+        acts = complete.runs["method"].map(lambda m, wanted=frozenset(methods): bool(set(m.split("+")) & wanted))
+        runs = complete.runs[acts]
+        for other, wanted in condition.items():
+            if other in runs:
+                runs = runs[runs[other] == wanted]
+        values = pd.to_numeric(runs[param], errors="coerce")
+        parts.append(pd.DataFrame({"param": param, "value": values, "method": runs["method"], "config": runs["config"],
+                                   "run_id": runs["run_id"], metric: runs["run_id"].map(final)}))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["param", "value", "method", "config", "run_id", metric])
+    return frame.dropna(subset=["value", metric])
+
+
+@styled
+def hyperparameter_response(data: ExperimentData, params: Mapping[str, tuple[tuple[str, ...], dict[str, Any]]]
+                            | None = None, metric: str = "avg_acc") -> Figure:
+    """Final ``metric`` vs. each hyperparameter that was varied (lambda_RA, lambda_EWC, replay size),
+    log x; one dot per run, a line through the means over seeds per method."""
+    dataset = single_dataset(data, "a hyperparameter-response figure")
+    frame = response_frame(data, params, metric)
+    varied = [p for p, group in frame.groupby("param", sort=False) if group["value"].nunique() > 1]
+    if not varied:
+        tried = ", ".join(params or RESPONSE_PARAMS)
+        raise NothingToPlotError(f"experiment {data.experiment!r}: none of {tried} took two or more values "
+                                 f"among complete runs of the methods they act in")
+    figure = Figure(figsize=(2.9 * len(varied) + 0.4, 2.7), layout="constrained")
+    panels = np.atleast_1d(figure.subplots(1, len(varied), sharey=True, squeeze=False)).ravel()
+    colors = method_colors(frame["method"])
+    for axes, param in zip(panels, varied):
+        rows = frame[frame["param"] == param]
+        for method, group in sorted(rows.groupby("method"), key=lambda item: method_sort_key(item[0])):
+            _response_panel(axes, group["value"].to_numpy(float), group[metric].to_numpy(float) * 100,
+                            method_label(method), colors[method])
+        axes.set_xlabel(AXIS_LABELS.get(param, param.rsplit(".", 1)[-1]))
+        axes.legend(frameon=False)
+    panels[0].set_ylabel(f"final {metric.replace('_', ' ')} (%)")
+    figure.suptitle(f"{data.experiment} · {dataset}: response to hyperparameters (complete runs)")
+    return figure
+
+
+def _response_panel(axes: Any, x: np.ndarray, y: np.ndarray, label: str, color: str) -> None:
+    axes.scatter(x, y, s=10, alpha=0.45, color=color, linewidths=0)
+    levels = np.unique(x)
+    means = np.array([y[x == level].mean() for level in levels])
+    spread = np.array([y[x == level].std(ddof=1) if (x == level).sum() > 1 else 0.0 for level in levels])
+    axes.errorbar(levels, means, yerr=spread, color=color, marker="o", capsize=2, label=label)
+    if (x > 0).all():
+        axes.set_xscale("log")
+
+
+@styled
+def sample_grids(images: Mapping[str, str | os.PathLike], title: str = "") -> Figure:
+    """Sample grids side by side, one panel per label (e.g. method -> ``samples/task_T.png``)."""
+    from PIL import Image
+
+    if not images:
+        raise NothingToPlotError("no sample grids to show (runs logged no samples/task_<t>.png)")
+    pictures = {label: np.asarray(Image.open(path).convert("RGB")) for label, path in images.items()}
+    columns = min(len(pictures), 3)
+    rows = math.ceil(len(pictures) / columns)
+    aspect = max(p.shape[0] / p.shape[1] for p in pictures.values())
+    figure = Figure(figsize=(2.6 * columns, 2.6 * aspect * rows + 0.5), layout="constrained")
+    grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for axes, (label, picture) in zip(grid, pictures.items()):
+        axes.imshow(picture, interpolation="nearest")
+        axes.set_title(label, fontsize=8)
+        axes.axis("off")
+    for axes in grid[len(pictures):]:
+        axes.set_visible(False)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+# -- Optuna study figures ---------------------------------------------------------------------
+def objective_names(study: Any) -> list[str]:
+    names = getattr(study, "metric_names", None)
+    return list(names) if names else [f"objective {i}" for i in range(len(study.directions))]
+
+
+def _complete_trials(study: Any) -> list[Any]:
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+@styled
+def param_importances(study: Any, seed: int = 0) -> Figure:
+    """fANOVA importance of each searched parameter, one panel per objective."""
+    import optuna
+
+    names = objective_names(study)
+    trials = _complete_trials(study)
+    if len(trials) < 2:
+        raise NothingToPlotError(f"study {study.study_name!r}: {len(trials)} complete trials; importances need 2+")
+    figure = Figure(figsize=(3.2 * len(names) + 0.4, 0.35 * max(3, len(trials[0].params)) + 1.0),
+                    layout="constrained")
+    panels = np.atleast_1d(figure.subplots(1, len(names), squeeze=False)).ravel()
+    for index, (axes, name) in enumerate(zip(panels, names)):
+        target = (lambda trial, i=index: trial.values[i]) if len(names) > 1 else None
+        try:
+            importances = optuna.importance.get_param_importances(
+                study, target=target, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+        except (ValueError, RuntimeError) as error:
+            raise NothingToPlotError(f"study {study.study_name!r}: no importances ({error})") from None
+        if not importances:
+            raise NothingToPlotError(f"study {study.study_name!r}: no parameter varied, no importances")
+        params = list(importances)[::-1]
+        axes.barh(params, [importances[p] for p in params], color="#0072B2")
+        axes.set_xlabel("importance (fANOVA)")
+        axes.set_title(name)
+        axes.set_xlim(0, 1)
+    figure.suptitle(f"Optuna study {study.study_name}: parameter importances ({len(trials)} trials)")
+    return figure
+
+
+@styled
+def pareto_front(study: Any, objectives: tuple[int, int] = (0, 1)) -> Figure:
+    """Every complete trial on two objectives, the Pareto-optimal ones highlighted and joined."""
+    if len(study.directions) < 2:
+        raise NothingToPlotError(f"study {study.study_name!r} has one objective: there is no Pareto front")
+    trials = _complete_trials(study)
+    if not trials:
+        raise NothingToPlotError(f"study {study.study_name!r} has no complete trials")
+    a, b = objectives
+    names, directions = objective_names(study), [d.name.lower() for d in study.directions]
+    best_numbers = {t.number for t in study.best_trials}
+    points = np.array([[t.values[a], t.values[b]] for t in trials])
+    on_front = np.array([t.number in best_numbers for t in trials])
+    figure = Figure(figsize=(3.6, 3.0), layout="constrained")
+    axes = figure.subplots()
+    axes.scatter(points[~on_front, 0], points[~on_front, 1], s=12, color="#999999", label="trials")
+    front = points[on_front][np.argsort(points[on_front, 0])]
+    axes.plot(front[:, 0], front[:, 1], marker="o", color="#D55E00", label="Pareto front",
+              drawstyle="steps-post" if len(front) > 1 else "default")
+    if on_front.sum() <= 15:
+        for trial, point in zip(trials, points):
+            if trial.number in best_numbers:
+                axes.annotate(f"#{trial.number}", point, textcoords="offset points", xytext=(3, 3), fontsize=6)
+    axes.set_xlabel(f"{names[a]} ({directions[a]})")
+    axes.set_ylabel(f"{names[b]} ({directions[b]})")
+    axes.legend(frameon=False)
+    more = f", objectives {a} and {b} of {len(names)}" if len(names) > 2 else ""
+    figure.suptitle(f"Optuna study {study.study_name}: {len(front)} of {len(trials)} trials on the front{more}")
+    return figure
+
+
+def study_response(study: Any, params: Sequence[str] | None = None, objective: int = 0) -> Figure:
+    """An objective vs. each numeric searched parameter over the study's complete trials (log x where positive)."""
+    trials = _complete_trials(study)
+    names = params or sorted({k for t in trials for k, v in t.params.items() if isinstance(v, (int, float))})
+    if not trials or not names:
+        raise NothingToPlotError(f"study {study.study_name!r}: no complete trials with numeric parameters")
+    objective_name = objective_names(study)[objective]
+
+    @styled
+    def draw() -> Figure:
+        figure = Figure(figsize=(2.9 * len(names) + 0.4, 2.7), layout="constrained")
+        panels = np.atleast_1d(figure.subplots(1, len(names), sharey=True, squeeze=False)).ravel()
+        for axes, name in zip(panels, names):
+            pairs = np.array([[t.params[name], t.values[objective]] for t in trials if name in t.params], dtype=float)
+            if len(pairs):
+                _response_panel(axes, pairs[:, 0], pairs[:, 1], objective_name, "#0072B2")
+            axes.set_xlabel(AXIS_LABELS.get(name, AXIS_LABELS.get(f"method.{name}", name)))
+        panels[0].set_ylabel(objective_name)
+        figure.suptitle(f"Optuna study {study.study_name}: {objective_name} vs. parameters")
+        return figure
+
+    return draw()

@@ -1,0 +1,456 @@
+"""Reading an MLflow experiment (or one sweep's trials) into tidy pandas frames.
+
+```python
+data = load_experiment("mergan", "sqlite:///mlflow.db")          # or sweep_run="<parent run id>"
+data.runs          # one row per run: ids, method, dataset, seed, config, params (dotted names), final metrics
+data.accuracy      # one row per (run, after_task i, task j): accuracy = R[i][j], a fraction in [0, 1]
+data.task_metrics  # one row per (run, after_task): avg_acc, bwt, forgetting ... as logged at step = task
+data.matrix(run_id)                                   # R as a T x T array, NaN where not measured
+```
+
+Cost: one ``search_runs`` call per page of 1,000 runs (params, tags and latest metrics together),
+then the per-step history of only the per-task metrics (``acc_task_{j}`` and the summaries, never
+the training losses) in bulk: one SQL query per metric for an SQLite/SQL store, one request per
+metric and 100 runs against an ``mlflow server``, or per (run, metric) calls on a thread pool for
+any other store. ``bench/analysis_load.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import (
+    AnalysisError,
+    ExperimentNotFoundError,
+    NoRunsError,
+    NoTaskMetricsError,
+    TrackingStoreNotFoundError,
+)
+
+# Metrics logged once per task (step = task number); names as in mergan/callbacks.py.
+TASK_ACCURACY = re.compile(r"^acc_task_(\d+)$")
+SUMMARY_METRICS = ("avg_acc", "bwt", "forgetting", "intransigence", "reverse_acc", "fid_classifier",
+                   "fid_inception")
+# Params that differ between runs of one configuration (seed, paths, machine): never part of its label.
+RUN_SPECIFIC_PARAMS = frozenset({
+    "run.seed", "run.out_dir", "run.device", "run.log_every", "run.save_checkpoints", "data.data_root",
+    "eval.cache_dir", "eval.inception_weights", "eval.evaluator_weights", "evaluator_cache_key",
+    "evaluator_test_accuracy",
+})
+ID_COLUMNS = ("run_id", "method", "dataset", "seed", "config")
+SWEEP_ROLE_TAG = "mergan.role"
+PAGE_SIZE = 1000
+SQL_RUNS_PER_QUERY = 500  # run ids per IN (...) clause
+REST_RUNS_PER_REQUEST = 100  # the server's limit for get-history-bulk
+MAX_HISTORY_ROWS = 25000  # MLflow's cap on one history answer
+
+
+# -- where the runs are -------------------------------------------------------------------
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (trainables' default)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and ":memory:" not in uri and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def tracking_client(tracking_uri: str | None = None) -> Any:
+    """An ``MlflowClient`` for the store; refuses a missing SQLite file (MLflow would create an empty one)."""
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise TrackingStoreNotFoundError(f"no MLflow store at {uri}: {path} does not exist "
+                                             f"(give --tracking-uri or set MLFLOW_TRACKING_URI)")
+    return MlflowClient(uri)
+
+
+# -- the loaded experiment ----------------------------------------------------------------
+@dataclass
+class ExperimentData:
+    """An experiment's runs as tidy frames (see the module docstring for their columns)."""
+
+    experiment: str
+    tracking_uri: str
+    runs: pd.DataFrame
+    accuracy: pd.DataFrame
+    task_metrics: pd.DataFrame
+    sweep: dict[str, Any] | None = None  # the sweep parent run: run_id, name, params, tags, metrics
+    load_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(self.runs["dataset"].dropna().unique())
+
+    @property
+    def methods(self) -> list[str]:
+        from analysis.paper import method_sort_key
+
+        return sorted(self.runs["method"].dropna().unique(), key=method_sort_key)
+
+    @property
+    def num_tasks(self) -> int:
+        """The most tasks any run finished (0 when none has per-task metrics)."""
+        return int(self.runs["tasks_done"].max()) if len(self.runs) else 0
+
+    def subset(self, run_ids: Iterable[str]) -> ExperimentData:
+        """The same experiment restricted to ``run_ids`` (frames filtered, order kept)."""
+        keep = set(run_ids)
+        return replace(self, runs=self.runs[self.runs["run_id"].isin(keep)].reset_index(drop=True),
+                       accuracy=self.accuracy[self.accuracy["run_id"].isin(keep)].reset_index(drop=True),
+                       task_metrics=self.task_metrics[self.task_metrics["run_id"].isin(keep)]
+                       .reset_index(drop=True))
+
+    def for_dataset(self, dataset: str) -> ExperimentData:
+        return self.subset(self.runs.loc[self.runs["dataset"] == dataset, "run_id"])
+
+    def matrix(self, run_id: str) -> np.ndarray:
+        """R of one run as a ``tasks_done x tasks_done`` array (row: after task i, column: task j)."""
+        return accuracy_matrix(self.accuracy, run_id)
+
+
+def accuracy_matrix(accuracy: pd.DataFrame, run_id: str) -> np.ndarray:
+    """R of ``run_id`` from an accuracy frame; NaN where an entry was not measured (or i < j)."""
+    rows = accuracy[accuracy["run_id"] == run_id]
+    size = int(max(rows["after_task"].max(), rows["task"].max())) if len(rows) else 0
+    matrix = np.full((size, size), np.nan)
+    matrix[rows["after_task"].to_numpy(int) - 1, rows["task"].to_numpy(int) - 1] = rows["accuracy"].to_numpy()
+    return matrix
+
+
+# -- loading ------------------------------------------------------------------------------
+def load_experiment(experiment: str | None, tracking_uri: str | None = None, *, sweep_run: str | None = None,
+                    workers: int = 8, client: Any = None) -> ExperimentData:
+    """Every run of ``experiment`` (or only the trials of the sweep parent run ``sweep_run``).
+
+    Sweep parent runs themselves are left out of the frames; with ``sweep_run`` the parent is
+    described in ``ExperimentData.sweep``. ``experiment`` may be None when ``sweep_run`` is given.
+    """
+    started = time.perf_counter()
+    client = client or tracking_client(tracking_uri)
+    uri = client.tracking_uri if hasattr(client, "tracking_uri") else resolve_tracking_uri(tracking_uri)
+    sweep = _sweep_info(client, sweep_run) if sweep_run else None
+    if experiment is None and sweep is None:
+        raise ExperimentNotFoundError("give an experiment name or a sweep run id")
+    exp = _experiment(client, experiment, uri) if experiment else client.get_experiment(sweep["experiment_id"])
+    if sweep and sweep["experiment_id"] != exp.experiment_id:
+        raise ExperimentNotFoundError(f"sweep run {sweep_run} belongs to experiment "
+                                      f"{client.get_experiment(sweep['experiment_id']).name!r}, not {exp.name!r}")
+    what = f"sweep run {sweep_run} of experiment {exp.name!r}" if sweep else f"experiment {exp.name!r}"
+    query = f"tags.`mlflow.parentRunId` = '{sweep_run}'" if sweep_run else ""
+
+    tic = time.perf_counter()
+    mlflow_runs = [r for r in search_all_runs(client, [exp.experiment_id], query)
+                   if r.data.tags.get(SWEEP_ROLE_TAG) != "sweep"]
+    search_seconds = time.perf_counter() - tic
+    if not mlflow_runs:
+        raise NoRunsError(f"{what} at {uri} holds no runs")
+    runs = runs_frame(mlflow_runs)
+    wanted = {r.info.run_id: [k for k in r.data.metrics if TASK_ACCURACY.match(k) or k in SUMMARY_METRICS]
+              for r in mlflow_runs}
+    if not any(any(TASK_ACCURACY.match(k) for k in keys) for keys in wanted.values()):
+        names = ", ".join(runs["run_name"].astype(str).head(10))
+        raise NoTaskMetricsError(f"none of the {len(runs)} runs of {what} logged per-task metrics "
+                                 f"(acc_task_<j> at step = task); runs: {names}")
+    tic = time.perf_counter()
+    history = fetch_metric_histories(client, wanted, workers=workers)
+    history_seconds = time.perf_counter() - tic
+    ids = runs[list(ID_COLUMNS)]
+    accuracy = accuracy_frame(history).merge(ids, on="run_id", how="left")
+    task_metrics = task_metrics_frame(history, accuracy).merge(ids, on="run_id", how="left")
+    done = accuracy.groupby("run_id")["after_task"].max()
+    runs["tasks_done"] = runs["run_id"].map(done).fillna(0).astype(int)
+    missing = runs.loc[runs["tasks_done"] == 0, "run_name"].astype(str).tolist()
+    if missing:
+        warnings.warn(f"{len(missing)} runs of {what} have no per-task metrics yet: {', '.join(missing[:10])}",
+                      stacklevel=2)
+    return ExperimentData(
+        experiment=exp.name, tracking_uri=uri, runs=runs,
+        accuracy=_ordered(accuracy, ["after_task", "task"]), task_metrics=_ordered(task_metrics, ["after_task"]),
+        sweep=sweep, load_seconds=time.perf_counter() - started,
+        timings={"search_runs": search_seconds, "metric_history": history_seconds})
+
+
+def load_sweep(sweep_run: str, tracking_uri: str | None = None, **kwargs: Any) -> ExperimentData:
+    """The trials of one sweep parent run, wherever its experiment is."""
+    return load_experiment(None, tracking_uri, sweep_run=sweep_run, **kwargs)
+
+
+def _ordered(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    front = [c for c in ID_COLUMNS if c in frame] + keys
+    return frame[front + [c for c in frame.columns if c not in front]].sort_values(
+        ["run_id", *keys]).reset_index(drop=True)
+
+
+def _experiment(client: Any, name: str, uri: str) -> Any:
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        known = sorted(e.name for e in client.search_experiments(max_results=50))
+        raise ExperimentNotFoundError(f"no experiment named {name!r} at {uri}; experiments there: "
+                                      f"{', '.join(known) if known else '(none)'}")
+    return found
+
+
+def _sweep_info(client: Any, run_id: str) -> dict[str, Any]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        raise ExperimentNotFoundError(f"no sweep run {run_id!r} at {client.tracking_uri}: "
+                                      f"{str(error).splitlines()[0]}") from None
+    return {"run_id": run_id, "name": run.info.run_name, "experiment_id": run.info.experiment_id,
+            "status": run.info.status, "params": dict(run.data.params), "tags": dict(run.data.tags),
+            "metrics": dict(run.data.metrics)}
+
+
+def search_all_runs(client: Any, experiment_ids: Sequence[str], filter_string: str = "") -> list[Any]:
+    """Every active run matching ``filter_string``, one ``search_runs`` call per page of 1,000."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(list(experiment_ids), filter_string, max_results=PAGE_SIZE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+# -- runs -------------------------------------------------------------------------------
+def runs_frame(mlflow_runs: Sequence[Any]) -> pd.DataFrame:
+    """One row per run: ids and status, method/dataset/seed/config, params (dotted, parsed), final metrics."""
+    records = []
+    for run in mlflow_runs:
+        tags, params = run.data.tags, run.data.params
+        record: dict[str, Any] = {
+            "run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+            "method": tags.get("method") or params.get("method.method"),
+            "dataset": tags.get("dataset") or params.get("data.dataset"),
+            "seed": params.get("run.seed"),
+            "sweep_id": tags.get("sweep_id"), "trial_id": tags.get("trial_id"),
+            "parent_run_id": tags.get("mlflow.parentRunId"),
+            "start_time": run.info.start_time, "end_time": run.info.end_time,
+        }
+        record.update(params)
+        record.update({f"tag.{k}": v for k, v in tags.items() if not k.startswith("mlflow.")})
+        record.update(run.data.metrics)
+        records.append(record)
+    frame = pd.DataFrame.from_records(records)
+    param_names = sorted({k for run in mlflow_runs for k in run.data.params})
+    for name in param_names:
+        frame[name] = parse_values(frame[name])
+    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+    for name in ("start_time", "end_time"):
+        frame[name] = pd.to_datetime(frame[name], unit="ms", errors="coerce")
+    frame.insert(frame.columns.get_loc("seed") + 1, "config", config_labels(frame, param_names))
+    return frame
+
+
+def parse_values(values: pd.Series) -> pd.Series:
+    """Logged param strings to numbers or booleans where every value is one ("None" counts as missing)."""
+    text = values.where(~values.isin(["None", "null", ""]), None)
+    present = text.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    if len(present) and numbers.notna().all():
+        return pd.to_numeric(text, errors="coerce")
+    if len(present) and present.isin(["True", "False"]).all():
+        return text.map({"True": True, "False": False})
+    return values
+
+
+def config_labels(runs: pd.DataFrame, param_names: Iterable[str]) -> pd.Series:
+    """Per run, ``"lambda_ra=0.001, replay_mode=fixed"``: the params that vary between runs of its
+    method, seeds and paths aside; "" when a method ran one configuration only."""
+    labels = pd.Series("", index=runs.index, dtype=object)
+    candidates = [p for p in param_names if p not in RUN_SPECIFIC_PARAMS and "." in p]
+    for _, group in runs.groupby("method", dropna=False):
+        varying = [p for p in candidates if group[p].nunique(dropna=False) > 1]
+        if varying:
+            parts = [p.rsplit(".", 1)[-1] + "=" + group[p].map(compact) for p in varying]
+            labels[group.index] = functools.reduce(lambda left, right: left + ", " + right, parts)
+    return labels
+
+
+def compact(value: Any) -> str:
+    """Short text of a param value: 0.001 -> '0.001', 1e-05 -> '1e-5', 10000000.0 -> '1e7', nan -> 'None'."""
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return "None"
+        return f"{value:.3g}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
+    return str(value)
+
+
+# -- per-task history -------------------------------------------------------------------
+def fetch_metric_histories(client: Any, wanted: Mapping[str, Iterable[str]], workers: int = 8) -> pd.DataFrame:
+    """Every logged value of the metrics ``wanted[run_id]``: columns run_id, key, step, value, timestamp.
+
+    Batched where the store allows (SQL stores: one query per metric; an ``mlflow server``: one
+    request per metric and 100 runs); otherwise one ``get_metric_history`` per (run, metric) on
+    ``workers`` threads. Repeated (run, key, step) values keep the latest one logged.
+    """
+    pairs = [(run_id, key) for run_id, keys in wanted.items() for key in keys]
+    by_key: dict[str, list[str]] = defaultdict(list)
+    for run_id, key in pairs:
+        by_key[key].append(run_id)
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    rows: list[tuple[str, str, int, float, int]]
+    if hasattr(store, "get_metric_history_bulk"):
+        rows = _sql_bulk(store, by_key)
+    elif type(store).__name__ == "RestStore":
+        try:
+            rows = _rest_bulk(store, by_key, workers)
+        except Exception as error:  # noqa: BLE001 - a server without the bulk endpoint: per-run calls
+            warnings.warn(f"bulk metric history unavailable ({type(error).__name__}); fetching per run",
+                          stacklevel=2)
+            rows = _threaded(client, pairs, workers)
+    else:
+        rows = _threaded(client, pairs, workers)
+    frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
+    frame = frame.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
+    return frame.drop_duplicates(["run_id", "key", "step"], keep="last").reset_index(drop=True)
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _sql_bulk(store: Any, by_key: Mapping[str, list[str]]) -> list[tuple[str, str, int, float, int]]:
+    rows = []
+    for key, run_ids in by_key.items():
+        for chunk in _chunks(run_ids, SQL_RUNS_PER_QUERY):
+            found = store.get_metric_history_bulk(list(chunk), key, MAX_HISTORY_ROWS)
+            if len(found) < MAX_HISTORY_ROWS:
+                rows += [(m.run_id, key, m.step, m.value, m.timestamp) for m in found]
+            else:  # truncated: ask run by run instead
+                rows += [(run_id, key, m.step, m.value, m.timestamp)
+                         for run_id in chunk for m in store.get_metric_history(run_id, key)]
+    return rows
+
+
+def _rest_bulk(store: Any, by_key: Mapping[str, list[str]], workers: int) -> list[tuple[str, str, int, float, int]]:
+    """The server's ``get-history-bulk`` endpoint (the one its UI charts use), 100 runs a request."""
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    endpoint = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+
+    def fetch(key: str, chunk: Sequence[str]) -> list[tuple[str, str, int, float, int]]:
+        params = [("metric_key", key), ("max_results", str(MAX_HISTORY_ROWS))] + [("run_id", r) for r in chunk]
+        response = verify_rest_response(http_request(store.get_host_creds(), endpoint, "GET", params=params),
+                                        endpoint)
+        metrics = response.json().get("metrics", [])
+        if len(metrics) >= MAX_HISTORY_ROWS:
+            raise AnalysisError(f"history of {key} truncated at {MAX_HISTORY_ROWS} values")
+        return [(m["run_id"], key, int(m.get("step", 0)), float(m["value"]), int(m.get("timestamp", 0)))
+                for m in metrics]
+
+    jobs = [(key, chunk) for key, run_ids in by_key.items() for chunk in _chunks(run_ids, REST_RUNS_PER_REQUEST)]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return [row for part in pool.map(lambda job: fetch(*job), jobs) for row in part]
+
+
+def _threaded(client: Any, pairs: Sequence[tuple[str, str]], workers: int) -> list[tuple[str, str, int, float, int]]:
+    def fetch(pair: tuple[str, str]) -> list[tuple[str, str, int, float, int]]:
+        run_id, key = pair
+        return [(run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return [row for part in pool.map(fetch, pairs) for row in part]
+
+
+def accuracy_frame(history: pd.DataFrame) -> pd.DataFrame:
+    """History rows of ``acc_task_{j}`` -> run_id, after_task (the step), task (j), accuracy."""
+    task = history["key"].str.extract(TASK_ACCURACY, expand=False)
+    rows = history[task.notna()]
+    return pd.DataFrame({"run_id": rows["run_id"].to_numpy(), "after_task": rows["step"].to_numpy(int),
+                         "task": task[task.notna()].astype(int).to_numpy(),
+                         "accuracy": rows["value"].to_numpy(float)})
+
+
+def task_metrics_frame(history: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, after_task) with the logged summaries; ``avg_acc``, ``bwt`` and ``forgetting``
+    are computed from the accuracy matrix (mergan's metric functions) where a step did not log them."""
+    summaries = history[history["key"].isin(SUMMARY_METRICS)]
+    wide = summaries.pivot(index=["run_id", "step"], columns="key", values="value").reset_index()
+    wide = wide.rename(columns={"step": "after_task"}).rename_axis(columns=None)
+    steps = accuracy[["run_id", "after_task"]].drop_duplicates()
+    frame = steps.merge(wide, on=["run_id", "after_task"], how="outer")
+    for name in ("avg_acc", "bwt", "forgetting"):
+        if name not in frame:
+            frame[name] = np.nan
+    gaps = frame[["avg_acc", "bwt", "forgetting"]].isna().any(axis=1)
+    if gaps.any():
+        _fill_from_matrices(frame, gaps, accuracy)
+    return frame
+
+
+def _fill_from_matrices(frame: pd.DataFrame, gaps: pd.Series, accuracy: pd.DataFrame) -> None:
+    # Imported here: mergan.evaluation's package imports torch, which costs seconds.
+    from mergan.evaluation.metrics import SUMMARIES
+
+    matrices: dict[str, list[list[float | None]]] = {}
+    for index in frame.index[gaps]:
+        run_id, k = frame.at[index, "run_id"], int(frame.at[index, "after_task"])
+        if run_id not in matrices:
+            values = accuracy_matrix(accuracy, run_id)
+            matrices[run_id] = [[None if np.isnan(v) else float(v) for v in row] for row in values]
+        rows = matrices[run_id][:k]
+        for name, summary in SUMMARIES.items():
+            if pd.isna(frame.at[index, name]) and len(rows) == k:
+                value = summary(rows)
+                frame.at[index, name] = np.nan if value is None else value
+
+
+# -- artifacts and studies ----------------------------------------------------------------
+def download_sample_grids(data: ExperimentData, run_ids: Iterable[str], dest: str | os.PathLike,
+                          client: Any = None) -> dict[str, Path]:
+    """The last ``samples/task_{t}.png`` of each run into ``dest/<run_id>/``; runs without one are left out."""
+    client = client or tracking_client(data.tracking_uri)
+    found: dict[str, Path] = {}
+    for run_id in run_ids:
+        try:
+            files = [f.path for f in client.list_artifacts(run_id, "samples") if not f.is_dir]
+        except Exception as error:  # noqa: BLE001 - an unreachable artifact store: that run has no grid
+            warnings.warn(f"run {run_id}: cannot list its samples ({type(error).__name__}: {error})", stacklevel=2)
+            continue
+        numbered = [(int(m.group(1)), path) for path in files if (m := re.search(r"task_(\d+)\.\w+$", path))]
+        if not numbered:
+            continue
+        folder = Path(dest) / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        found[run_id] = Path(client.download_artifacts(run_id, max(numbered)[1], str(folder)))
+    return found
+
+
+def load_optuna_study(storage: str, study_name: str | None = None) -> Any:
+    """An Optuna study from its storage URL (``sqlite:///optuna.db``, a journal file ...); with no
+    ``study_name`` the storage must hold exactly one study."""
+    import optuna
+
+    if study_name is None:
+        names = optuna.get_all_study_names(storage)
+        if len(names) != 1:
+            raise ExperimentNotFoundError(f"{storage} holds {len(names)} studies ({', '.join(names)}); "
+                                          f"name one")
+        study_name = names[0]
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise ExperimentNotFoundError(f"no Optuna study {study_name!r} in {storage}; studies there: "
+                                      f"{', '.join(names) if names else '(none)'}") from None

@@ -1,0 +1,195 @@
+"""Small real MLflow stores for the analysis tests and bench, written in the schema trainables/tracking.py logs.
+
+:func:`write_run` logs one finished run with ``MlflowClient`` directly (fast: a few batched calls);
+:func:`log_with_real_logger` drives the real ``MLflowCallback`` like the trainer does. The test in
+this file keeps the two in step: same params, tags, metric keys and steps, artifact paths.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from PIL import Image
+
+import mergan
+from mergan.callbacks import StepInfo, TaskResult
+from mergan.config import ExperimentConfig, build_config, save_yaml
+from mergan.evaluation.metrics import summarize
+
+STEP_KEYS = ("loss_d", "loss_g", "wasserstein", "steps_per_second")
+Accuracy = Callable[[int, int], float]  # (after task i, task j), 1-based -> accuracy in [0, 1]
+
+
+def make_config(method: str, seed: int, num_tasks: int, out_dir: str | Path, dataset: str = "mnist5k",
+                **overrides: Any) -> ExperimentConfig:
+    tasks = "|".join(str(t) for t in range(num_tasks))
+    values = {"method": method, "seed": seed, "tasks": tasks, "device": "cpu", "out_dir": str(out_dir),
+              "dataset": dataset, **overrides}
+    return build_config("small", values, validate=False)
+
+
+def method_accuracy(method: str, seed: int) -> Accuracy:
+    """Distinct, plausible R[i][j] per (method, seed): SFT forgets, replay keeps old tasks."""
+    keep = {"jt": 0.99, "sft": 0.2, "ewc": 0.6, "dgr": 0.8, "jtr": 0.95, "ra": 0.97}.get(method.split("+")[0], 0.9)
+    return lambda i, j: round(0.9 - 0.01 * j + 0.003 * seed - (i - j) * (1 - keep) * 0.3 + 0.0007 * i, 6)
+
+
+def run_values(num_tasks: int, accuracy: Accuracy) -> list[dict[str, Any]]:
+    """Per task: the accuracy row, the metrics the trainer reports (names as in mergan/callbacks.py)."""
+    matrix: list[list[float | None]] = []
+    out = []
+    for t in range(1, num_tasks + 1):
+        row = [accuracy(t, j) for j in range(1, t + 1)]
+        matrix.append(row)
+        metrics = {f"acc_task_{j}": v for j, v in enumerate(row, 1)}
+        metrics.update(summarize(matrix))
+        metrics["fid_classifier"] = round(50.0 / t + 1.0, 4)
+        out.append({"task": t, "matrix": [list(r) for r in matrix], "metrics": metrics,
+                    "class_accuracy": {c: row[c] for c in range(t)}})
+    return out
+
+
+def sample_grid(path: Path, task: int, size: int = 16) -> Path:
+    image = np.full((size, size * task, 3), 40 * task % 255, dtype=np.uint8)
+    image[:, ::size, :] = 255
+    Image.fromarray(image).save(path)
+    return path
+
+
+def write_run(client: MlflowClient, experiment_id: str, config: ExperimentConfig, accuracy: Accuracy, *,
+              num_tasks: int | None = None, parent_run_id: str | None = None, sweep_id: str | None = None,
+              trial_id: str | None = None, steps_per_task: int = 3, artifacts: bool = True,
+              task_metrics: bool = True, keep_metric: Callable[[str], bool] | None = None,
+              extra_metrics: Callable[[int], Mapping[str, float]] | None = None, status: str = "FINISHED") -> str:
+    """Log one run the way ``MLflowCallback`` stores it; returns the run id.
+
+    ``task_metrics=False``: no per-task metrics at all; ``keep_metric``: log only the per-task metrics
+    it accepts; ``extra_metrics(t)``: more metrics at step t (e.g. ``reverse_acc``).
+    """
+    from trainables.tracking import _name_values, trial_run_name
+    from trainables.tracking_artifacts import (
+        square_matrix,
+        write_matrix_csv,
+        write_matrix_json,
+        write_matrix_png,
+    )
+
+    num_tasks = num_tasks or len(config.data.tasks.split("|"))
+    name = trial_run_name(config.method.method, _name_values(config, None))
+    tags = {"method": config.method.method, "dataset": config.data.dataset, "preset": config.preset,
+            "mergan_version": mergan.__version__, "device": "cpu", "out_dir": str(config.run.out_dir),
+            "mergan.run_key": f"handwritten-{name}", "mlflow.runName": name}
+    tags.update({k: v for k, v in {"sweep_id": sweep_id, "trial_id": trial_id,
+                                   "mlflow.parentRunId": parent_run_id}.items() if v})
+    run_id = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
+    stamp = 1_700_000_000_000
+    params = [Param(k, str(v)) for k, v in config.flat().items()]
+    params += [Param("evaluator_cache_key", f"{config.data.dataset}-abc123"), Param("evaluator_test_accuracy", "0.987")]
+    client.log_batch(run_id, params=params[:100])
+    metrics: list[Metric] = []
+    for task in run_values(num_tasks, accuracy):
+        t = task["task"]
+        for s in range(1, steps_per_task + 1):
+            g = (t - 1) * steps_per_task + s
+            metrics += [Metric(k, float(g % 7) - 3.0, stamp + g, g) for k in STEP_KEYS]
+        if task_metrics:
+            values = dict(task["metrics"])
+            values.update({f"acc_class_{c}": a for c, a in task["class_accuracy"].items()})
+            values.update(train_seconds=1.0 * t, eval_seconds=0.5, **(extra_metrics(t) if extra_metrics else {}))
+            metrics += [Metric(k, float(v), stamp + 10_000 * t, t) for k, v in values.items()
+                        if keep_metric is None or keep_metric(k)]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+    client.log_batch(run_id, tags=[RunTag("mergan.last_task", str(num_tasks)),
+                                   RunTag("mergan.last_step", str(num_tasks * steps_per_task)),
+                                   RunTag("evaluator_cache_key", f"{config.data.dataset}-abc123"),
+                                   RunTag("evaluator_test_accuracy", "0.987")])
+    if artifacts:
+        folder = Path(config.run.out_dir) / "artifacts"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, folder / "config.yaml")
+        client.log_artifact(run_id, str(folder / "config.yaml"))
+        last = run_values(num_tasks, accuracy)[-1]
+        matrix = square_matrix(last["matrix"], num_tasks)
+        files = [write_matrix_csv(matrix, folder / "accuracy_matrix.csv"),
+                 write_matrix_json(matrix, folder / "accuracy_matrix.json", after_task=num_tasks,
+                                   num_tasks=num_tasks, metrics=last["metrics"]),
+                 write_matrix_png(matrix, folder / "accuracy_matrix.png")]
+        for file in files:
+            client.log_artifact(run_id, str(file), "accuracy")
+        for t in range(1, num_tasks + 1):
+            client.log_artifact(run_id, str(sample_grid(folder / f"task_{t}.png", t)), "samples")
+    client.set_terminated(run_id, status)
+    return run_id
+
+
+def log_with_real_logger(tracking_uri: str, experiment: str, config: ExperimentConfig, accuracy: Accuracy,
+                         steps_per_task: int = 3, **callback_args: Any) -> str:
+    """Drive ``trainables.tracking.MLflowCallback`` through a whole run, as the trainer would."""
+    from trainables.tracking import MLflowCallback
+
+    num_tasks = len(config.data.tasks.split("|"))
+    out = Path(config.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    callback = MLflowCallback(tracking_uri, experiment, flush_interval_s=0, log_checkpoint=False, **callback_args)
+    trainer = types.SimpleNamespace(config=config, device="cpu")
+    callback.on_run_start(trainer)
+    results = []
+    for task in run_values(num_tasks, accuracy):
+        t = task["task"]
+        for s in range(1, steps_per_task + 1):
+            g = (t - 1) * steps_per_task + s
+            losses = {k: float(g % 7) - 3.0 for k in STEP_KEYS if k != "steps_per_second"}
+            callback.on_step(trainer, StepInfo(t, s, steps_per_task, g, losses, steps_per_second=float(g % 7) - 3.0))
+        result = TaskResult(task=t, num_tasks=num_tasks, classes=[t - 1], seen_classes=list(range(t)),
+                            metrics=task["metrics"], accuracy_matrix=task["matrix"],
+                            class_accuracy=task["class_accuracy"], samples_path=str(sample_grid(out / f"s{t}.png", t)),
+                            train_seconds=1.0 * t, eval_seconds=0.5,
+                            extra={"evaluator_cache_key": f"{config.data.dataset}-abc123",
+                                   "evaluator_test_accuracy": 0.987})
+        callback.on_task_end(trainer, result)
+        results.append(result)
+    callback.on_run_end(trainer, results)
+    return callback.run_id
+
+
+def describe(client: MlflowClient, run_id: str) -> Mapping[str, Any]:
+    """What a run holds, values aside: param/tag keys, (metric, step) pairs per task metric, artifacts."""
+    run = client.get_run(run_id)
+    volatile = {"mergan.run_key", "git_commit", "mlflow.source.git.commit", "mlflow.user", "mlflow.source.name",
+                "mlflow.source.type"}
+    steps = {key: sorted(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics
+             if key not in STEP_KEYS}
+
+    def listing(path: str | None = None) -> set[str]:
+        found: set[str] = set()
+        for info in client.list_artifacts(run_id, path):
+            found |= listing(info.path) if info.is_dir else {info.path}
+        return found
+
+    return {"params": sorted(run.data.params), "tags": sorted(set(run.data.tags) - volatile),
+            "metric_steps": steps, "step_metrics": sorted(k for k in run.data.metrics if k in STEP_KEYS),
+            "artifacts": sorted(listing()), "status": run.info.status}
+
+
+def test_handwritten_runs_hold_what_the_real_logger_logs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    accuracy = method_accuracy("ra", 0)
+    real = log_with_real_logger(uri, "parity", make_config("ra", 0, 3, tmp_path / "real"), accuracy)
+    experiment_id = client.get_experiment_by_name("parity").experiment_id
+    handwritten = write_run(client, experiment_id, make_config("ra", 0, 3, tmp_path / "hand"), accuracy)
+
+    real_run, hand_run = describe(client, real), describe(client, handwritten)
+    assert json.dumps(hand_run, sort_keys=True, indent=1) == json.dumps(real_run, sort_keys=True, indent=1)
+    real_values, hand_values = client.get_run(real).data, client.get_run(handwritten).data
+    for key in ("acc_task_1", "acc_task_3", "avg_acc", "bwt", "forgetting"):
+        assert hand_values.metrics[key] == real_values.metrics[key]
+    assert hand_values.params == {**real_values.params, "run.out_dir": hand_values.params["run.out_dir"]}

@@ -269,7 +269,10 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
     defaults: dict[str, Any] = {"seed": seed, "device": "cuda" if gpus_per_trial > 0 else "cpu"}
     if preset == "small":
         defaults.update(LAPTOP_DEFAULTS)
-    probe = build_config(preset, {**defaults, **fixed})
+    try:
+        probe = build_config(preset, {**defaults, **fixed})
+    except ConfigError as error:
+        raise PlanError(f"--set/--dataset/--tasks: the trainer's config refuses {fixed}: {error}") from None
     if probe.data.dataset == "mnist5k" and not probe.data.tasks and not any(_same_field(k, "tasks") for k in fixed):
         defaults["tasks"] = "0|1|2"
     pairs = parse_objective(objective)

@@ -1,0 +1,140 @@
+"""A sweep's plan is validated before Ray starts: bad spaces, fields, objectives and resources are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import ray
+import torch
+
+import sweep
+from search_spaces import SpaceError
+from trainables.plan import (
+    PlanError,
+    SweepPlan,
+    check_resources,
+    concurrent_trials,
+    make_plan,
+    parse_objective,
+)
+
+
+def plan(tmp_path, **overrides) -> SweepPlan:
+    values = dict(space="ra-lambda", storage_path=str(tmp_path / "sweeps"),
+                  tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", name="p")
+    return make_plan(**{**values, **overrides})
+
+
+def test_the_main_job_plan_is_a_small_methods_search_on_the_embedded_digits(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "space: methods (optuna)" in out and "trials: 6, at most 2 at once, 1 CPU and 0 GPU" in out
+    assert '"iterations_per_task": 300' in out and '"tasks": "0|1|2"' in out and "3 tasks" in out
+    assert "sampler TPE, seed 0" in out and f"{tmp_path}/runs/sweeps/methods-" in out
+    assert '{"method": "sft"}' in out  # the baselines run first
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()  # a dry run starts and writes nothing
+
+
+def test_plan_resolves_defaults_under_the_users_values(tmp_path):
+    made = plan(tmp_path, sets=["iterations_per_task=50", "lr_d=1e-4"], dataset="mnist5k", tasks="0|1",
+                gpus_per_trial=0.25, seed=7)
+    assert made.fixed == {"iterations_per_task": "50", "lr_d": "1e-4", "dataset": "mnist5k", "tasks": "0|1"}
+    assert made.defaults["seed"] == 7 and made.defaults["device"] == "cuda"
+    assert made.num_tasks == 2 and made.num_samples == 6 and made.objective == [("stream_avg_acc", "max")]
+    assert made.optuna_storage == f"sqlite:///{tmp_path / 'sweeps' / 'p' / 'optuna.db'}"
+    assert made.name_keys == ["lambda_ra"]
+    made.save()
+    loaded = SweepPlan.load(str(tmp_path / "sweeps"), "p")
+    assert loaded == made and json.loads(loaded.to_json())["objective"] == [["stream_avg_acc", "max"]]
+
+
+def test_objectives_by_name_or_metric_mode_pairs():
+    assert parse_objective("multi") == [("stream_avg_acc", "max"), ("forgetting", "min"), ("train_seconds_total", "min")]
+    assert parse_objective("avg_acc:max,acc_task_1:max") == [("avg_acc", "max"), ("acc_task_1", "max")]
+    with pytest.raises(PlanError, match="unknown metric 'accuracy'"):
+        parse_objective("accuracy:max")
+    with pytest.raises(PlanError, match="has no mode min or max"):
+        parse_objective("avg_acc")
+
+
+@pytest.mark.parametrize("overrides,error,message", [
+    (dict(space="nope"), SpaceError, "unknown search space 'nope'"),
+    (dict(sets=["lamda_ra=1"]), PlanError, "unknown config field 'lamda_ra'"),
+    (dict(sets=["lambda_ra=1e-3"]), PlanError, "searches 'lambda_ra', so it cannot also be fixed"),
+    (dict(sets=["out_dir=/tmp/x"]), PlanError, "set by the sweep itself"),
+    (dict(sets=["eval_when=final"]), PlanError, "evaluates every task"),
+    (dict(space="ablation", tasks="0"), PlanError, "protects earlier tasks, but the stream has 1 task"),
+    (dict(sets=["lr_g=-1"]), PlanError, "refuses .*optim.lr_g: -1.0 must be > 0"),
+    (dict(scheduler="hyperband"), PlanError, "allowed: asha"),
+    (dict(grace_period=1), PlanError, "at least 2 tasks"),
+    (dict(cpus_per_trial=0), PlanError, "--cpus-per-trial 0: allowed: > 0"),
+    (dict(gpus_per_trial=1.5), PlanError, "a fraction in \\(0, 1\\)"),
+    (dict(preset="tiny"), PlanError, "--preset 'tiny': unknown"),
+    (dict(name="a b"), PlanError, "--name 'a b'"),
+])
+def test_bad_settings_are_refused_with_the_flag_and_what_is_allowed(tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message):
+        plan(tmp_path, **overrides)
+
+
+def test_a_grid_sweep_without_a_scheduler_may_evaluate_only_at_the_end(tmp_path):
+    made = plan(tmp_path, space="ablation", sets=["eval_when=final"])
+    assert made.space_kind == "grid" and made.num_samples == 1 and made.optuna_storage is None
+
+
+def test_a_wrong_parameter_behind_a_condition_is_found_before_the_sweep(tmp_path):
+    path = tmp_path / "space.py"
+    path.write_text('def space(trial):\n    """Q?"""\n'
+                    '    if trial.suggest_categorical("method", ["sft", "ra"]) == "ra":\n'
+                    '        trial.suggest_float("lamda_ra", 1e-4, 1e-1, log=True)\n')
+    with pytest.raises(SpaceError, match="parameter 'lamda_ra' is not a field of the trainer's config"):
+        plan(tmp_path, space=str(path))
+    path.write_text('def space(trial):\n    """Q?"""\n    trial.suggest_int("batch_size", 0, 8)\n')
+    with pytest.raises(SpaceError, match="refuses the sampled configuration .*optim.batch_size: 0 must be > 0"):
+        plan(tmp_path, space=str(path))
+
+
+def test_resource_requests_no_node_can_hold_are_refused():
+    made = SweepPlan.__new__(SweepPlan)
+    made.cpus_per_trial, made.gpus_per_trial = 1.0, 0.5
+    nodes = [{"CPU": 4.0}, {"CPU": 2.0, "GPU": 1.0}]
+    check_resources(made, nodes, "the cluster")
+    assert concurrent_trials(made, nodes) == 2  # two half-GPU trials share the one card
+    made.gpus_per_trial = 2.0
+    with pytest.raises(PlanError, match="--gpus-per-trial 2: the cluster has no node with that many GPUs .*most on "
+                                        "one node: 1"):
+        check_resources(made, nodes, "the cluster")
+    made.cpus_per_trial, made.gpus_per_trial = 3.0, 1.0
+    with pytest.raises(PlanError, match="no node of the cluster has both at once"):
+        check_resources(made, nodes, "the cluster")
+    made.cpus_per_trial, made.gpus_per_trial = 8.0, 0.0
+    with pytest.raises(PlanError, match="--cpus-per-trial 8: the cluster has no node with that many CPUs .*: 4"):
+        check_resources(made, nodes, "the cluster")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--space", "nope"], "unknown search space 'nope'"),
+    (["--space", "ra-lambda", "--set", "lambda_foo=1"], "unknown config field 'lambda_foo'"),
+    (["--cpus-per-trial", "999"], "--cpus-per-trial 999: this machine has no node with that many CPUs"),
+    (["--gpus-per-trial", str(torch.cuda.device_count() + 1)], "this machine has no node with that many GPUs"),
+])
+def test_sweep_refuses_bad_input_before_ray_starts(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert sweep.main([*args, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "m.db").exists()  # nothing was written either
+
+
+def test_a_second_sweep_of_the_same_name_is_refused_and_resume_names_what_exists(tmp_path, capsys):
+    plan(tmp_path).save()
+    common = ["--storage-path", str(tmp_path / "sweeps"), "--name", "p", "--dry-run"]
+    assert sweep.main(["--space", "ra-lambda", *common]) == 2
+    assert "continue it with --resume --name p" in capsys.readouterr().err
+    assert sweep.main(["--resume", "--storage-path", str(tmp_path / "sweeps"), "--name", "q", "--dry-run"]) == 2
+    assert "no sweep named 'q'" in capsys.readouterr().err
+    assert sweep.main(["--resume", "--storage-path", str(tmp_path / "sweeps"), "--dry-run"]) == 0
+    assert "sweep p:" in capsys.readouterr().out  # the latest sweep when no --name is given

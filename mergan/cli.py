@@ -93,12 +93,15 @@ class ProgressPrinter(Callback):
         print(line, file=self.stream, flush=True)
 
 
-def _tracking_callback(args, config) -> Callback | None:
+def _tracking_callback(args, config, resumed: bool = False) -> Callback | None:
+    """MLflow logging of this run; a resumed run continues its own MLflow run (from <out_dir>/mlflow_run.json)."""
     if args.no_mlflow:
         return None
-    from trainables.tracking import MLflowCallback, resolve_tracking_uri
+    from trainables.tracking import MLflowCallback, resolve_tracking_uri, run_id_from_out_dir
 
-    return MLflowCallback(tracking_uri=resolve_tracking_uri(args.tracking_uri), experiment_name=args.experiment,
+    uri = resolve_tracking_uri(args.tracking_uri)
+    run_id = run_id_from_out_dir(config.run.out_dir, uri) if resumed else None
+    return MLflowCallback(tracking_uri=uri, experiment=args.experiment, run_id=run_id, config=config,
                           log_checkpoint=not args.no_log_checkpoint)
 
 
@@ -108,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         overrides = _overrides(args)
         trainer = Trainer.from_checkpoint(args.resume, overrides=overrides)
-        callbacks = [ProgressPrinter(), _tracking_callback(args, trainer.config)]
+        callbacks = [ProgressPrinter(), _tracking_callback(args, trainer.config, resumed=True)]
         trainer.callbacks.callbacks.extend(c for c in callbacks if c is not None)
         print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {args.resume}", file=sys.stderr)
     else:

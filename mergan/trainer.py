@@ -291,6 +291,7 @@ class Trainer:
                             "evaluator_test_accuracy": float(evaluator.test_accuracy)}
         else:
             self.accuracy_matrix.append([None] * (t + 1))
+            result.samples_path = self.save_samples(t)
         result.accuracy_matrix = [list(row) for row in self.accuracy_matrix]
         self.results.append(result)
         if self.config.run.save_checkpoints:
@@ -298,6 +299,15 @@ class Trainer:
         self._write_results()
         self.callbacks.on_task_end(self, result)
         return result
+
+    def save_samples(self, t: int) -> str:
+        """The per-class sample grid (same fixed z every task) when no evaluation made one."""
+        from mergan.evaluation.grids import save_class_grid
+
+        path = self.out_dir / "samples" / f"samples_task_{t + 1}.png"
+        with preserved_rng():
+            return save_class_grid(self.sampler(), self.seen_classes(), self.config.eval.grid_per_class,
+                                   self.config.run.seed, self.device, path)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {

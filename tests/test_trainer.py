@@ -164,6 +164,8 @@ def test_cli_train_writes_samples_checkpoints_and_resumes(tmp_path, monkeypatch,
             "--z-dim", "8", "--device", "cpu", "--eval-when", "none", "--out-dir", str(out), "--no-mlflow"]
     assert main(args) == 0
     assert (out / "task_2" / "checkpoint.pt").is_file() and (out / "config.yaml").is_file()
+    assert (out / "samples" / "samples_task_1.png").stat().st_size > 0  # a grid of every seen class
+    assert (out / "samples" / "samples_task_2.png").stat().st_size > 0
     err = capsys.readouterr().err
     assert "task 2/2 classes [1]" in err
     assert main(["train", "--resume", str(out / "task_1"), "--no-mlflow"]) == 0

@@ -645,7 +645,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                              f"${OUTBOX_ENV} if set, else ./runs)")
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="send to this store instead of the one each file names")
-    parser.set_defaults(func=sync_command)
+    parser.set_defaults(handler=sync_command)
 
 
 def sync_command(args: argparse.Namespace) -> int:

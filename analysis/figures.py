@@ -102,11 +102,11 @@ def _prepare(data: ExperimentData, select: str, what: str) -> tuple[ExperimentDa
     return (select_best(data) if select == "best" else data), dataset
 
 
-def _seeds_note(data: ExperimentData) -> str:
+def _seeds_note(data: ExperimentData, spread: bool = True) -> str:
     counts = data.runs.groupby(GROUP)["run_id"].count()
     low, high = int(counts.min()), int(counts.max())
     seeds = f"{low} seed{'s' if high > 1 else ''}" if low == high else f"{low}-{high} seeds"
-    return f"mean ± std over {seeds}" if high > 1 else seeds
+    return (f"mean ± std over {seeds}" if spread else f"mean over {seeds}") if high > 1 else seeds
 
 
 def _task_axis(axes: Any, num_tasks: int) -> None:
@@ -177,7 +177,7 @@ def accuracy_heatmaps(data: ExperimentData, select: str = "best") -> Figure:
         axes.set_visible(False)
     if image is not None:
         figure.colorbar(image, ax=list(grid[:count]), label="accuracy (%)", shrink=0.85)
-    figure.suptitle(f"{data.experiment} · {dataset}: accuracy matrices ({_seeds_note(data)})")
+    figure.suptitle(f"{data.experiment} · {dataset}: accuracy matrices ({_seeds_note(data, spread=False)})")
     return figure
 
 
@@ -232,11 +232,15 @@ def hyperparameter_response(data: ExperimentData, params: Mapping[str, tuple[tup
 
 
 def _response_panel(axes: Any, x: np.ndarray, y: np.ndarray, label: str, color: str) -> None:
-    axes.scatter(x, y, s=10, alpha=0.45, color=color, linewidths=0)
+    """Dots per run; where values repeat (seeds of one setting), a line through the means with ±std bars."""
     levels = np.unique(x)
-    means = np.array([y[x == level].mean() for level in levels])
-    spread = np.array([y[x == level].std(ddof=1) if (x == level).sum() > 1 else 0.0 for level in levels])
-    axes.errorbar(levels, means, yerr=spread, color=color, marker="o", capsize=2, label=label)
+    if len(x) >= 1.5 * len(levels):
+        axes.scatter(x, y, s=10, alpha=0.45, color=color, linewidths=0)
+        means = np.array([y[x == level].mean() for level in levels])
+        spread = np.array([y[x == level].std(ddof=1) if (x == level).sum() > 1 else 0.0 for level in levels])
+        axes.errorbar(levels, means, yerr=spread, color=color, marker="o", capsize=2, label=label)
+    else:  # (nearly) every value once, as in a random or TPE search: a line would zigzag through noise
+        axes.scatter(x, y, s=14, alpha=0.8, color=color, linewidths=0, label=label)
     if (x > 0).all():
         axes.set_xscale("log")
 
@@ -266,8 +270,9 @@ def sample_grids(images: Mapping[str, str | os.PathLike], title: str = "") -> Fi
 
 
 # -- Optuna study figures ---------------------------------------------------------------------
-def objective_names(study: Any) -> list[str]:
-    names = getattr(study, "metric_names", None)
+def objective_names(study: Any, labels: Sequence[str] | None = None) -> list[str]:
+    """``labels`` if given, else the study's metric names, else "objective 0", "objective 1" ..."""
+    names = labels or getattr(study, "metric_names", None)
     return list(names) if names else [f"objective {i}" for i in range(len(study.directions))]
 
 
@@ -278,11 +283,11 @@ def _complete_trials(study: Any) -> list[Any]:
 
 
 @styled
-def param_importances(study: Any, seed: int = 0) -> Figure:
-    """fANOVA importance of each searched parameter, one panel per objective."""
+def param_importances(study: Any, labels: Sequence[str] | None = None, seed: int = 0) -> Figure:
+    """fANOVA importance of each searched parameter, one panel per objective (``labels``: their names)."""
     import optuna
 
-    names = objective_names(study)
+    names = objective_names(study, labels)
     trials = _complete_trials(study)
     if len(trials) < 2:
         raise NothingToPlotError(f"study {study.study_name!r}: {len(trials)} complete trials; importances need 2+")
@@ -308,7 +313,7 @@ def param_importances(study: Any, seed: int = 0) -> Figure:
 
 
 @styled
-def pareto_front(study: Any, objectives: tuple[int, int] = (0, 1)) -> Figure:
+def pareto_front(study: Any, labels: Sequence[str] | None = None, objectives: tuple[int, int] = (0, 1)) -> Figure:
     """Every complete trial on two objectives, the Pareto-optimal ones highlighted and joined."""
     if len(study.directions) < 2:
         raise NothingToPlotError(f"study {study.study_name!r} has one objective: there is no Pareto front")
@@ -316,7 +321,7 @@ def pareto_front(study: Any, objectives: tuple[int, int] = (0, 1)) -> Figure:
     if not trials:
         raise NothingToPlotError(f"study {study.study_name!r} has no complete trials")
     a, b = objectives
-    names, directions = objective_names(study), [d.name.lower() for d in study.directions]
+    names, directions = objective_names(study, labels), [d.name.lower() for d in study.directions]
     best_numbers = {t.number for t in study.best_trials}
     points = np.array([[t.values[a], t.values[b]] for t in trials])
     on_front = np.array([t.number in best_numbers for t in trials])
@@ -338,13 +343,14 @@ def pareto_front(study: Any, objectives: tuple[int, int] = (0, 1)) -> Figure:
     return figure
 
 
-def study_response(study: Any, params: Sequence[str] | None = None, objective: int = 0) -> Figure:
+def study_response(study: Any, labels: Sequence[str] | None = None, params: Sequence[str] | None = None,
+                   objective: int = 0) -> Figure:
     """An objective vs. each numeric searched parameter over the study's complete trials (log x where positive)."""
     trials = _complete_trials(study)
     names = params or sorted({k for t in trials for k, v in t.params.items() if isinstance(v, (int, float))})
     if not trials or not names:
         raise NothingToPlotError(f"study {study.study_name!r}: no complete trials with numeric parameters")
-    objective_name = objective_names(study)[objective]
+    objective_name = objective_names(study, labels)[objective]
 
     @styled
     def draw() -> Figure:

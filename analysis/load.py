@@ -17,13 +17,14 @@ any other store. ``bench/analysis_load.py`` measures it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -422,19 +423,38 @@ def download_sample_grids(data: ExperimentData, run_ids: Iterable[str], dest: st
     """The last ``samples/task_{t}.png`` of each run into ``dest/<run_id>/``; runs without one are left out."""
     client = client or tracking_client(data.tracking_uri)
     found: dict[str, Path] = {}
-    for run_id in run_ids:
-        try:
-            files = [f.path for f in client.list_artifacts(run_id, "samples") if not f.is_dir]
-        except Exception as error:  # noqa: BLE001 - an unreachable artifact store: that run has no grid
-            warnings.warn(f"run {run_id}: cannot list its samples ({type(error).__name__}: {error})", stacklevel=2)
-            continue
-        numbered = [(int(m.group(1)), path) for path in files if (m := re.search(r"task_(\d+)\.\w+$", path))]
-        if not numbered:
-            continue
-        folder = Path(dest) / run_id
+    with _quiet_downloads():
+        for run_id in run_ids:
+            _download_last_grid(client, run_id, Path(dest), found)
+    return found
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bar per downloaded file (it would fill the terminal of `mergan report`)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _download_last_grid(client: Any, run_id: str, dest: Path, found: dict[str, Path]) -> None:
+    try:
+        files = [f.path for f in client.list_artifacts(run_id, "samples") if not f.is_dir]
+    except Exception as error:  # noqa: BLE001 - an unreachable artifact store: that run has no grid
+        warnings.warn(f"run {run_id}: cannot list its samples ({type(error).__name__}: {error})", stacklevel=3)
+        return
+    numbered = [(int(m.group(1)), path) for path in files if (m := re.search(r"task_(\d+)\.\w+$", path))]
+    if numbered:
+        folder = dest / run_id
         folder.mkdir(parents=True, exist_ok=True)
         found[run_id] = Path(client.download_artifacts(run_id, max(numbered)[1], str(folder)))
-    return found
 
 
 def load_optuna_study(storage: str, study_name: str | None = None) -> Any:

@@ -73,9 +73,9 @@ def build_report(experiment: str | None, tracking_uri: str | None, out_dir: str 
 
     sections = [_dataset_section(data.for_dataset(d), out, d if len(data.datasets) > 1 else "", select)
                 for d in data.datasets]
-    storage, study = _study_location(data, optuna_storage, study_name)
-    if storage:
-        sections.append(_study_section(storage, study, out))
+    study_section = _study_section(data, out, optuna_storage, study_name)
+    if study_section is not None:
+        sections.append(study_section)
     html_path = out / "report.html"
     html_path.write_text(render_html(data, sections, select), encoding="utf-8")
     return Report(out_dir=out, html_path=html_path, data=data, sections=sections)
@@ -125,20 +125,50 @@ def _sample_images(data: ExperimentData, dest: Path) -> dict[str, Path]:
                                                                        chosen["run_id"]) if r in grids}
 
 
-def _study_location(data: ExperimentData, storage: str | None, study: str | None) -> tuple[str | None, str | None]:
-    params = (data.sweep or {}).get("params", {})
-    storage = storage or next((params[k] for k in STORAGE_PARAMS if params.get(k)), None)
-    study = study or next((params[k] for k in STUDY_PARAMS if params.get(k)), None)
-    return storage, study
+def _setting(params: dict[str, str], names: tuple[str, ...]) -> str | None:
+    return next((params[k] for k in names if params.get(k) not in (None, "", "None")), None)
 
 
-def _study_section(storage: str, study_name: str | None, out: Path) -> Section:
-    study = load_optuna_study(storage, study_name)
+def _study_section(data: ExperimentData, out: Path, storage: str | None, study_name: str | None) -> Section | None:
+    """The study named on the command line, else the one the sweep run's settings name (if any).
+
+    A study found through the sweep's settings that cannot be opened (e.g. a cluster path) is a note.
+    """
+    sweep = data.sweep or {}
+    params = sweep.get("params", {})
+    explicit = storage is not None
+    storage = storage or _setting(params, STORAGE_PARAMS)
+    if not storage:
+        return None
+    study_name = study_name or _setting(params, STUDY_PARAMS)
+    try:
+        if study_name is None and sweep.get("name"):  # trainables/sweeping.py names the study after the sweep
+            import optuna
+
+            study_name = sweep["name"] if sweep["name"] in optuna.get_all_study_names(storage) else None
+        study = load_optuna_study(storage, study_name)
+    except Exception as error:
+        if explicit:
+            raise
+        section = Section(title="Optuna study")
+        section.notes.append(f"the sweep's Optuna study at {storage} could not be opened "
+                             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+        return section
+    labels = _objective_labels(params, len(study.directions))
     section = Section(title=f"Optuna study {study.study_name}")
-    _figure(section, out, "study_importances", "Parameter importances (fANOVA)", figures.param_importances, study)
-    _figure(section, out, "study_pareto_front", "Pareto front", figures.pareto_front, study)
-    _figure(section, out, "study_response", "Objective vs. searched parameters", figures.study_response, study)
+    _figure(section, out, "study_importances", "Parameter importances (fANOVA)", figures.param_importances, study,
+            labels)
+    _figure(section, out, "study_pareto_front", "Pareto front", figures.pareto_front, study, labels)
+    _figure(section, out, "study_response", "Objective vs. searched parameters", figures.study_response, study,
+            labels)
     return section
+
+
+def _objective_labels(params: dict[str, str], count: int) -> list[str] | None:
+    """Objective names from the sweep's ``objective`` setting ("avg_acc:max,fid_classifier:min")."""
+    text = params.get("objective") or ""
+    names = [part.split(":")[0].strip() for part in text.split(",") if part.strip()]
+    return names if len(names) == count else None
 
 
 # -- HTML -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_server import start_mlflow_server
 from nbclient import NotebookClient
-from test_analysis_store import log_with_real_logger, make_config, method_accuracy, write_run
+from test_analysis_store import empty_store, log_with_real_logger, make_config, method_accuracy, write_run
 
 from analysis import figures
 from analysis.aggregate import best_configs, select_best
@@ -71,7 +71,7 @@ def ra_accuracy(seed: int, lambda_ra: float):
     return lambda i, j: round(base(i, j) - (0.02 if lambda_ra > 1e-3 else 0.0), 6)
 
 
-def build_multi_objective_study(storage: str, name: str = "ra-study") -> optuna.Study:
+def build_multi_objective_study(storage: str, name: str = "ra-sweep") -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.RandomSampler(seed=0))
@@ -93,7 +93,7 @@ def store(tmp_path_factory) -> Store:
     from trainables.tracking import finish_sweep_run, start_sweep_run
 
     root = tmp_path_factory.mktemp("analysis_store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = empty_store(root / "mlflow.db")
     client = MlflowClient(uri)
 
     def experiment(name: str) -> str:
@@ -125,7 +125,7 @@ def store(tmp_path_factory) -> Store:
     lsun = experiment("lsun")
     for method in ("sft", "ra"):
         for seed in (0, 1):
-            extra = (lambda t, m=method, s=seed: {"reverse_acc": 0.5 + 0.1 * t + 0.01 * s + (0.1 if m == "ra" else 0),
+            extra = (lambda t, m=method, s=seed: {"reverse_acc": 0.3 + 0.1 * t + 0.01 * s + (0.1 if m == "ra" else 0),
                                                   "fid_inception": 100.0 - 10 * t - s - (30 if m == "ra" else 0)})
             write_run(client, lsun, make_config(method, seed, 4, out("lsun", method, seed), dataset="lsun"),
                       method_accuracy(method, seed), artifacts=False, extra_metrics=extra)
@@ -145,9 +145,10 @@ def store(tmp_path_factory) -> Store:
     optuna_storage = f"sqlite:///{root / 'optuna.db'}"
     build_multi_objective_study(optuna_storage)
     sweep = experiment("sweep")
+    # As trainables/sweeping.py records it: the storage in the settings, the study named after the sweep.
     parent = start_sweep_run(uri, "sweep", "ra-sweep", space={"lambda_ra": "loguniform(1e-4, 1e-1)"},
-                             settings={"metric": "avg_acc", "optuna_storage": optuna_storage,
-                                       "study_name": "ra-study"})
+                             settings={"objective": "avg_acc:max,fid_classifier:min", "optuna_storage": optuna_storage,
+                                       "scheduler": None})
     for index, lambda_ra in enumerate((*RA_LAMBDAS, 1e-1)):
         config = make_config("ra", 0, 3, out("sweep", index), lambda_ra=lambda_ra)
         write_run(client, sweep, config, ra_accuracy(0, lambda_ra), parent_run_id=parent, sweep_id="ra-sweep",
@@ -212,7 +213,8 @@ def test_a_sweep_loads_only_its_trials(store):
     assert data.experiment == "sweep" and len(data.runs) == 3
     assert set(data.runs["trial_id"]) == {"trial_0", "trial_1", "trial_2"}
     assert set(data.runs["parent_run_id"]) == {store.sweep_run}
-    assert data.sweep["params"]["study_name"] == "ra-study" and data.sweep["metrics"]["best.avg_acc"] == 0.9
+    assert data.sweep["params"]["optuna_storage"] == store.optuna_storage
+    assert data.sweep["name"] == "ra-sweep" and data.sweep["metrics"]["best.avg_acc"] == 0.9
     assert len(load_experiment("sweep", store.uri).runs) == 4, "the parent run is not a row; the outside run is"
     with pytest.raises(ExperimentNotFoundError, match="belongs to experiment 'sweep'"):
         load_experiment("cl", store.uri, sweep_run=store.sweep_run)
@@ -285,10 +287,10 @@ def test_paper_numbers_are_those_of_paper_md():
     methods = ("jt", "sft", "ewc", "dgr", "jtr", "ra")
     for dataset in ("MNIST", "SVHN"):
         for tasks in (5, 10):
-            line = re.search(rf"^\| {dataset}, after {tasks} tasks \|(.*)\|$", text, re.M).group(1)
+            line = re.search(rf"^\| {dataset}, after {tasks} tasks \|(.*)\|$", text, re.MULTILINE).group(1)
             assert [float(v) for v in line.split("|")] == [TABLE1[dataset][tasks][m] for m in methods]
     for metric, label in {"avg_acc": "Acc. (%)", "reverse_acc": "Rev. acc. (%)", "fid_inception": "FID"}.items():
-        line = re.search(rf"^\| {re.escape(label)} \|(.*)\|$", text, re.M).group(1)
+        line = re.search(rf"^\| {re.escape(label)} \|(.*)\|$", text, re.MULTILINE).group(1)
         assert [float(v) for v in line.split("|")] == [TABLE2[metric][m] for m in methods[1:]]
 
 
@@ -300,7 +302,7 @@ def assert_written(paths: dict[str, Path]) -> None:
 
 def test_every_figure_is_written_as_png_and_pdf(store, tmp_path):
     data = load_experiment("cl", store.uri)
-    study = load_optuna_study(store.optuna_storage, "ra-study")
+    study = load_optuna_study(store.optuna_storage, "ra-sweep")
     from analysis.load import download_sample_grids
 
     grids = download_sample_grids(data, select_best(data).runs["run_id"], tmp_path / "grids")
@@ -315,21 +317,21 @@ def test_every_figure_is_written_as_png_and_pdf(store, tmp_path):
         "pareto": figures.pareto_front(study),
         "study_response": figures.study_response(study),
     }
-    for name, figure in made.items():
-        assert_written(figures.save_figure(figure, tmp_path, name))
+    for name in ("curves_all", "samples"):  # the report tests save the others
+        assert_written(figures.save_figure(made[name], tmp_path, name))
     assert len(made["heatmaps"].axes) == 5, "four methods and a colour bar"
     assert [t.get_text() for t in made["curves"].legends[0].get_texts()] == [
         "SFT", "EWC", "MeRGAN-JTR", "MeRGAN-RA (lambda_ra=0.001)"]
     assert len(made["importances"].axes) == 2, "one panel per objective"
 
 
-def test_figures_say_clearly_when_there_is_nothing_to_plot(store):
+def test_figures_say_clearly_when_there_is_nothing_to_plot(store, tmp_path):
     data = load_experiment("svhn-long", store.uri)
     with pytest.raises(NothingToPlotError, match="lambda_ra"):
         figures.hyperparameter_response(data)
     with pytest.raises(NothingToPlotError, match="sample grids"):
         figures.sample_grids({})
-    single = optuna.create_study(storage=store.optuna_storage, study_name="single", load_if_exists=True)
+    single = optuna.create_study(storage=f"sqlite:///{tmp_path / 'single.db'}", study_name="single")
     single.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
     with pytest.raises(NothingToPlotError, match="one objective"):
         figures.pareto_front(single)
@@ -377,14 +379,15 @@ def test_mergan_report_writes_one_self_contained_page_and_prints_the_table(store
     assert f"{ra['mean'].item():.2f} ± {ra['std'].item():.2f}" in page
     assert (out / "tables" / "results.md").read_text() == table.to_markdown()
     assert "\\toprule" in (out / "tables" / "results.tex").read_text()
-    assert len(open(out / "data" / "accuracy.csv").readlines()) == len(data.accuracy) + 1
+    assert len((out / "data" / "accuracy.csv").read_text().splitlines()) == len(data.accuracy) + 1
     assert "jtr replay_mode=fresh seed=2" in page, "the runs table lists every run"
 
 
 def test_report_of_a_sweep_finds_its_optuna_study_and_splits_mixed_datasets(store, tmp_path):
     report = build_report(None, store.uri, tmp_path / "sweep", sweep_run=store.sweep_run)
     assert len(report.data.runs) == 3 and [s.title for s in report.sections] == ["Dataset mnist5k",
-                                                                                 "Optuna study ra-study"]
+                                                                                 "Optuna study ra-sweep"]
+    assert not report.sections[1].notes
     assert set(report.sections[1].figures) == {"study_importances", "study_pareto_front", "study_response"}
     page = report.html_path.read_text()
     assert "Sweep ra-sweep" in page and "best.avg_acc" in page and page.count("data:image/png") == 7
@@ -442,9 +445,9 @@ def test_search_insight_notebook_runs_end_to_end(store, tmp_path):
     out = tmp_path / "insight"
     notebook = run_notebook("search_insight", {
         "TRACKING_URI": store.uri, "EXPERIMENT": "sweep", "SWEEP_RUN": store.sweep_run,
-        "OPTUNA_STORAGE": store.optuna_storage, "STUDY_NAME": "ra-study", "OUT_DIR": str(out)}, tmp_path)
-    study = load_optuna_study(store.optuna_storage, "ra-study")
-    assert f"study ra-study: {len(study.trials)} trials" in outputs_text(notebook)
+        "OPTUNA_STORAGE": store.optuna_storage, "STUDY_NAME": None, "OUT_DIR": str(out)}, tmp_path)
+    study = load_optuna_study(store.optuna_storage, "ra-sweep")
+    assert f"study ra-sweep: {len(study.trials)} trials" in outputs_text(notebook)
     for name in ("study_importances", "study_response", "study_pareto_front", "hyperparameter_response_mnist5k"):
         assert_written({kind: out / f"{name}.{kind}" for kind in ("png", "pdf")})
 
@@ -452,7 +455,9 @@ def test_search_insight_notebook_runs_end_to_end(store, tmp_path):
 # -- a real mlflow server -------------------------------------------------------------------
 @pytest.mark.slow
 def test_loading_and_report_through_a_real_mlflow_server(tmp_path_factory, recwarn):
-    server = start_mlflow_server(tmp_path_factory.mktemp("analysis_server"))
+    server_root = tmp_path_factory.mktemp("analysis_server")
+    empty_store(server_root / "mlflow.db")  # the server's default store, already migrated
+    server = start_mlflow_server(server_root)
     try:
         client = MlflowClient(server.uri)
         experiment_id = client.create_experiment("remote")

@@ -8,6 +8,8 @@ this file keeps the two in step: same params, tags, metric keys and steps, artif
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +27,25 @@ from mergan.evaluation.metrics import summarize
 
 STEP_KEYS = ("loss_d", "loss_g", "wasserstein", "steps_per_second")
 Accuracy = Callable[[int, int], float]  # (after task i, task j), 1-based -> accuracy in [0, 1]
+
+
+_EMPTY_STORE: Path | None = None
+
+
+def empty_store(path: str | Path) -> str:
+    """A fresh, empty MLflow SQLite store at ``path``; returns its URI.
+
+    MLflow builds a new database by running its whole migration history (seconds); this does it
+    once per process and copies the result.
+    """
+    global _EMPTY_STORE
+    if _EMPTY_STORE is None or not _EMPTY_STORE.is_file():
+        template = Path(tempfile.mkdtemp(prefix="mlflow-empty-")) / "mlflow.db"
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+        _EMPTY_STORE = template
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_EMPTY_STORE, path)
+    return f"sqlite:///{Path(path).resolve()}"
 
 
 def make_config(method: str, seed: int, num_tasks: int, out_dir: str | Path, dataset: str = "mnist5k",
@@ -180,7 +201,7 @@ def describe(client: MlflowClient, run_id: str) -> Mapping[str, Any]:
 
 
 def test_handwritten_runs_hold_what_the_real_logger_logs(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     accuracy = method_accuracy("ra", 0)
     real = log_with_real_logger(uri, "parity", make_config("ra", 0, 3, tmp_path / "real"), accuracy)

@@ -161,7 +161,7 @@ def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
     print(format_table(outcome.rows, plan))
     if not outcome.best:
         print("\nNo trial finished with its objective measured.")
-    elif len(outcome.best) == 1:
+    elif len(plan.objective) == 1:
         best = outcome.best[0]
         metrics = ", ".join(f"{m} {best.value(m):.3f}" for m in plan.metrics)
         print(f"\nBest: {best.trial_id} {json.dumps(best.params)}: {metrics}")

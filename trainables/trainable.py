@@ -167,7 +167,9 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
             _tag_run(tracker, {"diverged": "1", "divergence": str(error)})
             tracker.close("FAILED")
         except SystemExit:
-            # Tune stopped the trial (a scheduler such as ASHA): an early end, not a failure.
-            _tag_run(tracker, {"stopped_early": "1"})
+            # Tune stopped the trial at a report: a scheduler such as ASHA (an early end, not a failure),
+            # or ASHA's own stop at its last task.
+            if trainer.tasks_done < len(trainer.tasks):
+                _tag_run(tracker, {"stopped_early": "1"})
             tracker.close("FINISHED")
             raise

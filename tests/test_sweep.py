@@ -1,0 +1,121 @@
+"""sweep.py on a local Ray (started once for the module): trials reach Tune, the Optuna study and MLflow.
+
+Trials are tiny (two steps per task, 8-channel nets): these tests check the platform, not the GANs.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import ray
+from mlflow import MlflowClient
+
+import sweep
+from trainables.plan import SweepPlan
+from trainables.sweeping import optuna_sampler
+
+TINY_SETS = ["iterations_per_task=2", "critic_steps=1", "batch_size=8", "g_width=8", "d_width=8", "z_dim=8",
+             "eval_samples_per_class=10", "evaluator_epochs=1", "log_every=1", "grid_per_class=2"]
+DIVERGING_SPACE = '''
+def space(trial):
+    """Does a sweep survive a trial whose generator learning rate makes it diverge?"""
+    trial.suggest_float("lambda_ra", 1e-3, 1e-1, log=True)
+    trial.suggest_categorical("lr_g", [2e-4, 1e30])
+    return {"method": "ra"}
+
+
+points_to_evaluate = [{"lr_g": 2e-4}, {"lr_g": 1e30}, {"lr_g": 2e-4}]
+'''
+
+
+def tiny_args(tmp_path, name: str, *extra: str) -> list[str]:
+    sets = [arg for item in TINY_SETS for arg in ("--set", item)]
+    return [*sets, "--storage-path", str(tmp_path / "sweeps"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--experiment", "sweeps", "--name", name, "--verbose", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    monkey = pytest.MonkeyPatch()
+    monkey.setenv("MERGAN_CACHE_DIR", str(root / "cache"))  # workers inherit it from the raylet
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield root
+    ray.shutdown()
+    monkey.undo()
+
+
+def children(client: MlflowClient, parent_run_id: str) -> dict[str, object]:
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    return {run.data.tags["trial_id"]: run for run in runs}
+
+
+@pytest.mark.slow
+def test_a_local_sweep_reports_every_trial_to_tune_optuna_and_mlflow(local_ray, capsys):
+    space = local_ray / "diverging_space.py"
+    space.write_text(DIVERGING_SPACE)
+    args = tiny_args(local_ray, "local", "--space", str(space), "--tasks", "0|1", "--num-samples", "3",
+                     "--max-concurrent", "2", "--seed", "5")
+    assert sweep.main(args) == 0
+    out = capsys.readouterr().out
+    plan = SweepPlan.load(str(local_ray / "sweeps"), "local")
+    assert plan.defaults["seed"] == 5 and plan.parent_run_id
+
+    # The table: every trial, the diverged one with its reason, the best, and where MLflow is.
+    table = out[out.index("trial  "):out.index("Best:")]
+    assert table.count(" finished ") == 2 and table.count(" diverged ") == 1
+    assert "training diverged" in table
+    assert f"mlflow ui --backend-store-uri sqlite:///{local_ray / 'mlflow.db'}" in out
+    assert "experiment 'sweeps'" in out and f"optuna-dashboard {plan.optuna_storage}" in out
+
+    # Optuna received the objective of each finished trial; the diverged one is FAILED, not scored.
+    study = optuna.load_study(study_name="local", storage=plan.optuna_storage)
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert all(t.params["lr_g"] == 2e-4 and 0.0 <= t.value <= 1.0 for t in complete)
+    assert study.best_trial.intermediate_values.keys() == {1, 2}  # reported after every task
+
+    # MLflow: one child run per Tune trial, keyed by the trial id, each task's metrics once.
+    client = MlflowClient(plan.tracking_uri)
+    runs = children(client, plan.parent_run_id)
+    best_line = out[out.index("Best:"):].splitlines()[0]
+    assert len(runs) == 3 and any(best_line.startswith(f"Best: {trial_id} ") for trial_id in runs)
+    statuses = sorted(run.info.status for run in runs.values())
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    for run in runs.values():
+        if run.info.status == "FINISHED":
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "avg_acc")] == [1, 2]
+        else:
+            assert run.data.tags["diverged"] == "1" and "diverged" in run.data.tags["divergence"]
+    parent = client.get_run(plan.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_trial_id"] in runs
+    assert parent.data.metrics["best.stream_avg_acc"] == pytest.approx(max(t.value for t in complete))
+
+
+@pytest.mark.slow
+def test_a_multi_objective_sweep_with_asha_never_stops_a_trial_before_two_tasks(local_ray, capsys):
+    # ASHA ranks by the first objective. Training time makes its decisions certain with trials this tiny (their
+    # accuracies tie): trials in reused workers run faster, so with "max" they fall below the cutoff at task 2.
+    args = tiny_args(local_ray, "multi", "--space", "ra-lambda", "--tasks", "0|1|2", "--num-samples", "4",
+                     "--objective", "train_seconds_total:max,forgetting:min", "--scheduler", "asha")
+    assert sweep.main(args) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front (train_seconds_total max, forgetting min):" in out
+    plan = SweepPlan.load(str(local_ray / "sweeps"), "multi")
+    assert isinstance(optuna_sampler(plan), optuna.samplers.NSGAIISampler)
+    study = optuna.load_study(study_name="multi", storage=plan.optuna_storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" and len(t.values) == 2 for t in study.trials)
+
+    client = MlflowClient(plan.tracking_uri)
+    runs = children(client, plan.parent_run_id)
+    history = {trial_id: [m.step for m in client.get_metric_history(run.info.run_id, "avg_acc")]
+               for trial_id, run in runs.items()}
+    assert len(runs) == 4 and sorted(map(len, history.values()))[0] == 2  # the grace period: two tasks at least
+    assert [3] in [h[2:] for h in history.values()] and [] in [h[2:] for h in history.values()]  # some stopped
+    assert " stopped early " in out
+    for trial_id, run in runs.items():
+        assert run.info.status == "FINISHED"  # an early stop is not a failure
+        assert (run.data.tags.get("stopped_early") == "1") == (history[trial_id] == [1, 2])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,7 +133,7 @@ def test_mnist5k_evaluator_is_accurate_and_stored_with_its_accuracy(mnist_evalua
     assert mnist_evaluator.test_accuracy >= 0.95
     assert mnist_evaluator.path.startswith(str(evaluator_cache))
     assert mnist_evaluator.cache_key in mnist_evaluator.path
-    beside = json.loads(open(mnist_evaluator.path.replace(".pt", ".json")).read())
+    beside = json.loads(Path(mnist_evaluator.path).with_suffix(".json").read_text())
     assert beside["test_accuracy"] == mnist_evaluator.test_accuracy
     assert beside["fingerprint"] == mnist5k.fingerprint
     predictions = mnist_evaluator.predict(mnist5k.test.get(torch.arange(len(mnist5k.test))))
@@ -187,7 +188,7 @@ def test_retrain_flag_and_a_damaged_cache_file_train_again(tmp_path, monkeypatch
     assert len(calls) == 1
     get_evaluator(ds, config, "cpu", retrain=True)
     assert len(calls) == 2
-    open(first.path, "wb").write(b"half a file")
+    Path(first.path).write_bytes(b"half a file")
     repaired = get_evaluator(ds, config, "cpu")
     assert len(calls) == 3 and repaired.cache_key == first.cache_key
     assert get_evaluator(ds, config, "cpu").info["cached"]
@@ -355,3 +356,37 @@ def test_inception_fid_comes_with_weights_from_the_environment(tmp_path, monkeyp
     monkeypatch.setenv(frechet.INCEPTION_ENV, str(tmp_path / "absent.pth"))
     with pytest.raises(frechet.InceptionWeightsError, match="no such file"):
         evaluate_after_task(RealImages(ds.test), ds, [[0, 1]], 0, config, None, "cpu", None)
+
+
+# -- the command line ----------------------------------------------------------------------------
+def test_classifier_command_shows_the_cached_evaluator(mnist_evaluator, evaluator_cache, capsys):
+    from mergan.cli import main
+
+    assert main(["classifier", "--dataset", "mnist5k", "--cache-dir", str(evaluator_cache), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "loaded from the cache" in out and mnist_evaluator.cache_key in out and mnist_evaluator.path in out
+    assert f"{mnist_evaluator.test_accuracy:.4f}" in out
+
+
+def test_eval_command_evaluates_a_checkpoint(mnist_evaluator, evaluator_cache, tmp_path, capsys):
+    from mergan.cli import main
+    from mergan.config import build_config
+    from mergan.trainer import Trainer
+
+    config = build_config(overrides={
+        "device": "cpu", "tasks": "0|1", "out_dir": str(tmp_path / "run"), "iterations_per_task": 2,
+        "batch_size": 16, "critic_steps": 1, "z_dim": 16, "g_width": 16, "d_width": 8, "log_every": 1,
+        "eval_samples_per_class": 10, "grid_per_class": 2, "cache_dir": str(evaluator_cache)})
+    Trainer(config).fit()
+    capsys.readouterr()
+    out_file = tmp_path / "eval.json"
+    assert main(["eval", str(tmp_path / "run"), "--samples-per-class", "20", "--out", str(out_file),
+                 "--device", "cpu", "--samples-dir", str(tmp_path / "grids")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads(out_file.read_text())
+    assert printed == written
+    assert written["task"] == 2 and written["samples_per_class"] == 20
+    assert len(written["accuracy_matrix"]) == 2 and written["row"] == written["accuracy_matrix"][1]
+    assert {"acc_task_1", "acc_task_2", "avg_acc", "bwt", "forgetting", "fid_classifier"} <= set(written["metrics"])
+    assert written["evaluator"]["cache_key"] == mnist_evaluator.cache_key
+    assert written["samples_path"].endswith("samples_task_2.png")

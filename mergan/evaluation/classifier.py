@@ -4,6 +4,11 @@ The cache key hashes the dataset's content (``ds.fingerprint``) with the classif
 settings, so every run and trial on the same data reuses one evaluator and a change to
 either retrains it. Several processes asking at once wait on a file lock; the winner
 trains and renames its file into place atomically.
+
+Cache layout: ``<cache_dir>/evaluators/<dataset>-<key>.pt`` (``{"state_dict", "meta"}``, readable
+with ``torch.load(weights_only=True)``), ``<dataset>-<key>.json`` beside it (the same meta: real
+test accuracy, training seconds, settings, dataset fingerprint) and a ``.lock`` file. The cache
+dir is ``EvalConfig.cache_dir``, else $MERGAN_CACHE_DIR, else ~/.cache/mergan.
 """
 
 from __future__ import annotations
@@ -325,7 +330,8 @@ def _info(meta: dict[str, Any], cached: bool) -> dict[str, Any]:
 def _train_and_store(ds: Any, path: Path, key: str, shape: dict[str, int], settings: ClassifierSettings,
                      device: torch.device) -> Evaluator:
     start = time.perf_counter()
-    log.info("training the evaluator for %s (%d images, %d epochs)", ds.name, len(ds.train), settings.epochs)
+    log.info("training the evaluator for %s (%d images, %d epochs) into %s", ds.name, len(ds.train),
+             settings.epochs, path)
     net = train_classifier(ds.train.get, ds.train.labels, shape, settings, device)
     seconds = time.perf_counter() - start
     get_images, labels = _test_split(ds)

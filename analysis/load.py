@@ -241,7 +241,7 @@ def runs_frame(mlflow_runs: Sequence[Any]) -> pd.DataFrame:
         tags, params = run.data.tags, run.data.params
         record: dict[str, Any] = {
             "run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-            "method": tags.get("method") or params.get("method.method"),
+            "method": tags.get("method") or params.get("method.method") or "unknown",
             "dataset": tags.get("dataset") or params.get("data.dataset"),
             "seed": params.get("run.seed"),
             "sweep_id": tags.get("sweep_id"), "trial_id": tags.get("trial_id"),

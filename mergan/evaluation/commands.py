@@ -15,28 +15,27 @@ from mergan.config import DATASETS, DEVICES, DataConfig, EvalConfig
 def add_subcommands(subparsers: Any) -> None:
     """Register ``eval`` and ``classifier`` on the ``mergan`` parser's subparsers."""
     evaluate = subparsers.add_parser(
-        "eval", help="evaluate a saved checkpoint: accuracy row, matrix summaries, FID; prints JSON",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "eval", help="evaluate a saved checkpoint: accuracy row, matrix summaries, FID; prints JSON")
     evaluate.add_argument("checkpoint", help="a checkpoint.pt, a task_<t> folder, or a run folder (latest task)")
     evaluate.add_argument("--out", metavar="FILE.json", help="also write the JSON here")
     evaluate.add_argument("--samples-per-class", type=int, default=None,
                           help="generated images per class (default: the run's eval_samples_per_class)")
     evaluate.add_argument("--device", choices=DEVICES, default=None, help="default: the run's device")
-    evaluate.add_argument("--samples-dir", default=None, help="write the class grid PNG here")
+    evaluate.add_argument("--samples-dir", default=None, help="write the class grid PNG here (default: none)")
     evaluate.add_argument("--jt-results", metavar="FILE.json", default=None,
                           help="a JT run's results.json (its accuracy_matrix) for intransigence")
     evaluate.set_defaults(handler=cmd_eval)
 
     classifier = subparsers.add_parser(
-        "classifier", help="train (once) or show the cached evaluator classifier of a dataset",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "classifier", help="train (once) or show the cached evaluator classifier of a dataset")
     classifier.add_argument("--dataset", choices=DATASETS, required=True)
     classifier.add_argument("--data-root", default=None, help="folder of the dataset's files (not for mnist5k)")
     classifier.add_argument("--image-size", type=int, default=None, help="default: 64 for lsun, else 32")
     classifier.add_argument("--retrain", action="store_true", help="train again even when cached")
     classifier.add_argument("--cache-dir", default=None, help="default: $MERGAN_CACHE_DIR or ~/.cache/mergan")
-    classifier.add_argument("--epochs", type=int, default=EvalConfig.evaluator_epochs)
-    classifier.add_argument("--device", choices=DEVICES, default="auto")
+    classifier.add_argument("--epochs", type=int, default=EvalConfig.evaluator_epochs,
+                            help=f"training epochs (default {EvalConfig.evaluator_epochs}; part of the cache key)")
+    classifier.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (cuda when present)")
     classifier.set_defaults(handler=cmd_classifier)
 
 

@@ -98,7 +98,7 @@ def evaluate_after_task(sampler: Sampler, ds: Any, tasks: Sequence[Sequence[int]
     timings: dict[str, float] = {}
 
     # One generated pass feeds accuracy, both FIDs and the reverse-accuracy training set.
-    want_fid = bool(getattr(eval_config, "fid", True))
+    want_fid = bool(getattr(eval_config, "fid", True)) and per_class * len(seen_classes) >= 2  # a covariance
     inception_path = inception_weights_path(eval_config) if want_fid else None
     inception = load_inception(inception_path, device) if inception_path else None
     classifier_space = _ClassifierSpace(evaluator)

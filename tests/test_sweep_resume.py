@@ -1,0 +1,136 @@
+"""A sweep whose driver is SIGKILLed mid-sweep continues with ``sweep.py --resume``: every trial finishes,
+once, in Tune's results, in MLflow and in the Optuna study; a trial with a checkpoint resumes from it."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from trainables.plan import SweepPlan
+
+REPO = Path(__file__).resolve().parents[1]
+# Tasks long enough (60 steps) that the driver dies with trials unfinished.
+SETS = ["iterations_per_task=60", "critic_steps=1", "batch_size=8", "g_width=8", "d_width=8", "z_dim=8",
+        "eval_samples_per_class=10", "evaluator_epochs=1", "grid_per_class=2"]
+
+
+def ray_processes_of(temp_dir: Path) -> list[psutil.Process]:
+    """Processes started with ``RAY_TMPDIR=temp_dir``: the Ray of one test alone (read from /proc, since Ray's
+    process titles overwrite what psutil parses)."""
+    marker = f"RAY_TMPDIR={temp_dir}".encode()
+    found = []
+    for process in psutil.process_iter():
+        try:
+            environ = Path(f"/proc/{process.pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(process)
+    return found
+
+
+def kill_ray_of(temp_dir: Path) -> None:
+    """End the Ray processes of one test, by process id (never ``ray stop``: it ends every Ray on the machine)."""
+    ours = ray_processes_of(temp_dir)
+    for process in ours:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(ours, timeout=10)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.fixture
+def sweep_env(tmp_path):
+    temp_dir = Path("/tmp") / f"rs{os.getpid()}"  # short: Ray's socket paths must stay under 108 bytes
+    temp_dir.mkdir(exist_ok=True)
+    env = {**os.environ, "RAY_TMPDIR": str(temp_dir), "MERGAN_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    yield env
+    kill_ray_of(temp_dir)
+
+
+def first_checkpoint_is_in_the_saved_state(storage: Path) -> bool:
+    """Tune's experiment state in storage (what --resume reads) knows of a trial's first checkpoint."""
+    for path in glob.glob(str(storage / "experiment_state-*.json")):
+        try:
+            if "checkpoint_000000" in Path(path).read_text():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_every_unfinished_trial_once(tmp_path, sweep_env):
+    storage = tmp_path / "sweeps"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = [arg for item in SETS for arg in ("--set", item)]
+    command = [sys.executable, str(REPO / "sweep.py"), "--space", "ra-lambda", "--tasks", "0|1|2", "--num-samples", "3",
+               "--max-concurrent", "2", *sets, "--storage-path", str(storage), "--tracking-uri", uri,
+               "--name", "killed", "--verbose", "0"]
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(command, cwd=tmp_path, env=sweep_env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while not first_checkpoint_is_in_the_saved_state(storage / "killed"):
+            assert driver.poll() is None, f"the sweep ended before it could be killed:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no trial result after 240 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        time.sleep(2.5)  # one more periodic save (every 2 s), so that the checkpoint is registered in it
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+    finished_before = [p for p in glob.glob(str(storage / "killed" / "train_trial_*" / "result.json"))
+                       if sum(1 for _ in open(p)) == 3]
+    assert len(finished_before) < 3  # the kill left work to resume
+
+    resumed = subprocess.run([sys.executable, str(REPO / "sweep.py"), "--resume", "--storage-path", str(storage),
+                              "--verbose", "0"], cwd=tmp_path, env=sweep_env, capture_output=True, text=True,
+                             timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "Resuming on a local Ray" in resumed.stdout
+
+    # Tune: three trials, each finished all three tasks, each task reported once per trial.
+    plan = SweepPlan.load(str(storage), "killed")
+    trial_dirs = sorted(glob.glob(str(storage / "killed" / "train_trial_*")))
+    finals = {}
+    for folder in trial_dirs:
+        rows = [json.loads(line) for line in open(Path(folder) / "result.json")]
+        assert [r["tasks_done"] for r in rows] == [1, 2, 3], folder
+        finals[rows[-1]["trial_id"]] = rows[-1]
+    assert len(finals) == 3
+    assert any(r["resumed_from_task"] >= 1 for r in finals.values())  # continued from a checkpoint, not zero
+    table = resumed.stdout[resumed.stdout.index("trial  "):]
+    assert all(f"{trial_id}  finished  3/3" in table for trial_id in finals)
+
+    # MLflow: one child run per Tune trial, continued across the kill, every task's metrics once.
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")
+    assert sorted(run.data.tags["trial_id"] for run in runs) == sorted(finals)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "avg_acc")] == [1, 2, 3]
+    assert client.get_run(plan.parent_run_id).info.status == "FINISHED"
+
+    # Optuna: the study kept its trials across the kill; three complete with Tune's values, none left running.
+    study = optuna.load_study(study_name="killed", storage=plan.optuna_storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.value for t in complete) == pytest.approx(sorted(r["stream_avg_acc"] for r in finals.values()))
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]

@@ -159,6 +159,8 @@ def train_classifier(get_images: Callable[[torch.Tensor], torch.Tensor], labels:
 
     ``get_images(indices)`` returns images in [-1, 1] for those indices (on any device), so
     both in-memory and lazily loaded image sets work. The global torch RNG is not touched.
+    Bit-exact on CPU for a given thread count; on CUDA cuDNN is held to deterministic
+    convolutions, though a few kernels (max-pool backward) may still differ in the last bits.
     """
     device = torch.device(device)
     net = build_net(dict(shape, width=settings.width, feature_dim=settings.feature_dim), settings.seed)

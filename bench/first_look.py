@@ -5,12 +5,16 @@ Trains SFT, EWC, DGR, JTR, RA and JT on the embedded MNIST digits, small preset,
 generated for digit 0 (task 1) it still recognises as 0 after task 5, and the average over
 digits 0..4. Writes bench/results/first_look.json.
 
-    python bench/first_look.py [--iterations 400] [--methods sft,ewc,dgr,jtr,ra,jt] [--samples 500]
+    python bench/first_look.py [--iterations 400] [--methods sft,ewc,dgr,jtr,ra,jt] [--samples 500] [--threads 1]
+
+Several processes may run it at once with different --methods (one torch thread each is much
+faster than oversubscribed threads on a busy machine); each adds its rows under a file lock.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import time
 from pathlib import Path
@@ -30,10 +34,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500, help="generated images per class")
     parser.add_argument("--out", default="runs/first_look")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    path = RESULTS / "first_look.json"
-    table = json.loads(path.read_text()) if path.exists() else {}
+    torch.set_num_threads(args.threads)
     for method in args.methods.split(","):
         config = build_config("small", dict(method=method, tasks="0|1|2|3|4", iterations_per_task=args.iterations,
                                             eval_when="final", eval_samples_per_class=args.samples,
@@ -41,7 +44,7 @@ def main() -> None:
         started = time.perf_counter()
         results = Trainer(config).fit()
         final = results[-1]
-        table[method] = {
+        row = {
             "first_task_recognised": final.metrics["acc_task_1"],
             "average_accuracy": final.metrics["avg_acc"],
             "per_task": [final.metrics[f"acc_task_{j}"] for j in range(1, 6)],
@@ -51,8 +54,18 @@ def main() -> None:
             "lambda_ewc": config.method.lambda_ewc if "ewc" in method else None,
             "evaluator_test_accuracy": final.extra["evaluator_test_accuracy"],
         }
-        print(method, json.dumps(table[method]), flush=True)
-        RESULTS.mkdir(exist_ok=True)
+        print(method, json.dumps(row), flush=True)
+        record(method, row)
+
+
+def record(method: str, row: dict) -> None:
+    """Add one method's row to bench/results/first_look.json (locked: other processes add theirs)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "first_look.json"
+    with open(RESULTS / ".first_look.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = json.loads(path.read_text()) if path.exists() else {}
+        table[method] = row
         path.write_text(json.dumps(table, indent=1))
 
 

@@ -71,3 +71,12 @@ def test_summarize_names_match_the_callback_metric_names():
 
 def test_task_accuracy_is_the_mean_over_its_classes():
     assert task_accuracy({0: 1.0, 1: 0.5, 2: 0.0}, [0, 1]) == pytest.approx(0.75)
+
+
+def test_the_metrics_load_without_torch():
+    # analysis/ reads MLflow runs with these functions; importing torch there would cost seconds
+    import subprocess
+    import sys
+
+    code = "import sys, mergan.evaluation.metrics; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

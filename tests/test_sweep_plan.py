@@ -21,8 +21,8 @@ from trainables.plan import (
 
 
 def plan(tmp_path, **overrides) -> SweepPlan:
-    values = dict(space="ra-lambda", storage_path=str(tmp_path / "sweeps"),
-                  tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", name="p")
+    values = {"space": "ra-lambda", "storage_path": str(tmp_path / "sweeps"),
+                  "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "name": "p"}
     return make_plan(**{**values, **overrides})
 
 
@@ -60,19 +60,19 @@ def test_objectives_by_name_or_metric_mode_pairs():
 
 
 @pytest.mark.parametrize("overrides,error,message", [
-    (dict(space="nope"), SpaceError, "unknown search space 'nope'"),
-    (dict(sets=["lamda_ra=1"]), PlanError, "unknown config field 'lamda_ra'"),
-    (dict(sets=["lambda_ra=1e-3"]), PlanError, "searches 'lambda_ra', so it cannot also be fixed"),
-    (dict(sets=["out_dir=/tmp/x"]), PlanError, "set by the sweep itself"),
-    (dict(sets=["eval_when=final"]), PlanError, "evaluates every task"),
-    (dict(space="ablation", tasks="0"), PlanError, "protects earlier tasks, but the stream has 1 task"),
-    (dict(sets=["lr_g=-1"]), PlanError, "refuses .*optim.lr_g: -1.0 must be > 0"),
-    (dict(scheduler="hyperband"), PlanError, "allowed: asha"),
-    (dict(grace_period=1), PlanError, "at least 2 tasks"),
-    (dict(cpus_per_trial=0), PlanError, "--cpus-per-trial 0: allowed: > 0"),
-    (dict(gpus_per_trial=1.5), PlanError, "a fraction in \\(0, 1\\)"),
-    (dict(preset="tiny"), PlanError, "--preset 'tiny': unknown"),
-    (dict(name="a b"), PlanError, "--name 'a b'"),
+    ({"space": "nope"}, SpaceError, "unknown search space 'nope'"),
+    ({"sets": ["lamda_ra=1"]}, PlanError, "unknown config field 'lamda_ra'"),
+    ({"sets": ["lambda_ra=1e-3"]}, PlanError, "searches 'lambda_ra', so it cannot also be fixed"),
+    ({"sets": ["out_dir=/tmp/x"]}, PlanError, "set by the sweep itself"),
+    ({"sets": ["eval_when=final"]}, PlanError, "evaluates every task"),
+    ({"space": "ablation", "tasks": "0"}, PlanError, "protects earlier tasks, but the stream has 1 task"),
+    ({"sets": ["lr_g=-1"]}, PlanError, "refuses .*optim.lr_g: -1.0 must be > 0"),
+    ({"scheduler": "hyperband"}, PlanError, "allowed: asha"),
+    ({"grace_period": 1}, PlanError, "at least 2 tasks"),
+    ({"cpus_per_trial": 0}, PlanError, "--cpus-per-trial 0: allowed: > 0"),
+    ({"gpus_per_trial": 1.5}, PlanError, "a fraction in \\(0, 1\\)"),
+    ({"preset": "tiny"}, PlanError, "--preset 'tiny': unknown"),
+    ({"name": "a b"}, PlanError, "--name 'a b'"),
 ])
 def test_bad_settings_are_refused_with_the_flag_and_what_is_allowed(tmp_path, overrides, error, message):
     with pytest.raises(error, match=message):

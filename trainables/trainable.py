@@ -11,7 +11,8 @@ Metrics the sweep adds to each report:
   counting 0; equal to ``avg_acc`` after the last task, and comparable between trials stopped
   at different tasks (what the searcher optimises by default).
 - ``tasks_done``, ``num_tasks``, ``train_seconds_total``, ``eval_seconds_total``,
-  ``resumed_from_task`` (0 on a first attempt), ``diverged`` (0/1) and ``divergence`` (message).
+  ``resumed_from_task`` (0 on a first attempt), ``diverged`` (0/1) and ``divergence`` (message),
+  ``node_id`` (the Ray node that ran the task).
 """
 
 from __future__ import annotations
@@ -88,6 +89,13 @@ def task_report(result: TaskResult, results: list[TaskResult], resumed_from_task
     return report
 
 
+def node_id() -> str | None:
+    """The Ray node running this trial (Tune records its IP; several nodes may share one)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 class TuneReporter(Callback):
     """Reports each finished task to Tune with its checkpoint, then drops older local checkpoints."""
 
@@ -97,7 +105,7 @@ class TuneReporter(Callback):
         self.last_report: dict[str, Any] = {}
 
     def on_task_end(self, trainer: Trainer, result: TaskResult) -> None:
-        self.last_report = task_report(result, trainer.results, self.resumed_from_task)
+        self.last_report = {**task_report(result, trainer.results, self.resumed_from_task), "node_id": node_id()}
         checkpoint = tune.Checkpoint.from_directory(result.checkpoint_path) if result.checkpoint_path else None
         tune.report(self.last_report, checkpoint=checkpoint)  # Tune copies the checkpoint to its storage
         for older in Path(trainer.out_dir).glob("task_*"):

@@ -155,6 +155,8 @@ class Trainer:
     def fit(self) -> list[TaskResult]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(self.config, self.out_dir / "config.yaml")
+        if self.config.eval.eval_when != "none":
+            self.evaluator()  # trained (or loaded) up front, so task 1's eval time is evaluation only
         self.callbacks.on_run_start(self)
         for t in range(self.tasks_done, len(self.tasks)):
             started = time.perf_counter()

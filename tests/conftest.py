@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -11,7 +10,9 @@ import torch
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # helper modules beside the tests (data_fixtures, mlflow_server)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the tests' tensors are tiny, and Ray workers and servers run beside the tests;
+# oversubscribed threads were measured several times slower than one here.
+torch.set_num_threads(1)
 
 # Tiny everything: a few steps of narrow nets on CPU, no evaluation unless a test asks.
 TINY = dict(preset="small", device="cpu", iterations_per_task=3, batch_size=16, critic_steps=1, z_dim=16,

@@ -15,7 +15,6 @@ from mergan.callbacks import Callback, DivergenceError, StepInfo, TaskResult
 from mergan.config import PAPER_ITERATIONS, PRESETS, ConfigError, build_config
 
 
-
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field (``--lr-g``, ``--lambda-ra`` ...), all defaulting to 'not given'."""
     from mergan.config import ExperimentConfig

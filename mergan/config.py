@@ -131,7 +131,7 @@ class ExperimentConfig:
         section = getattr(self, section_name)
         setattr(section, field_name, _coerce(section_name, field_name, value))
 
-    def copy(self) -> "ExperimentConfig":
+    def copy(self) -> ExperimentConfig:
         return copy.deepcopy(self)
 
     @property

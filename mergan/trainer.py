@@ -127,7 +127,7 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, callbacks: list[Callback] | None = None,
                         overrides: dict[str, Any] | None = None,
-                        dataset: ClassDataset | None = None) -> "Trainer":
+                        dataset: ClassDataset | None = None) -> Trainer:
         """A trainer at the end of the checkpoint's task; ``fit()`` continues with the next one.
 
         ``overrides`` may change where and how the run goes on (device, out_dir, eval settings);

@@ -66,7 +66,7 @@ def test_jtr_fresh_batches_hold_earlier_classes_in_the_authors_shares(tiny_confi
     assert labels.tolist() == [0] * 4 + [1] * 4  # 12 // 3 per earlier class, none of the current
     assert images.shape == (8, 1, 32, 32)
     torch.manual_seed(0)
-    real, real_labels = trainer.real_batches(trainer.method.real_classes(trainer, 2)).next()
+    _, real_labels = trainer.real_batches(trainer.method.real_classes(trainer, 2)).next()
     assert set(real_labels.tolist()) == {2}
 
 

@@ -30,11 +30,11 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return clone
 
 
-def earlier_classes(trainer: "Trainer", t: int) -> list[int]:
+def earlier_classes(trainer: Trainer, t: int) -> list[int]:
     return [c for task in trainer.tasks[:t] for c in task]
 
 
-def per_class_replay_count(trainer: "Trainer", t: int, n_real: int) -> int:
+def per_class_replay_count(trainer: Trainer, t: int, n_real: int) -> int:
     """Replayed images per earlier class in a batch with ``n_real`` real images.
 
     Default (the authors' code): n_real // (t + 1), i.e. 64 // t with 1-based t. With
@@ -54,38 +54,38 @@ class Method:
     conditional = True  # False: the generator and critic are unconditional (one class)
     needs_previous_task = False
 
-    def setup(self, trainer: "Trainer") -> None:
+    def setup(self, trainer: Trainer) -> None:
         pass
 
-    def real_classes(self, trainer: "Trainer", t: int) -> list[int]:
+    def real_classes(self, trainer: Trainer, t: int) -> list[int]:
         return list(trainer.tasks[t])
 
-    def before_task(self, trainer: "Trainer", t: int) -> None:
+    def before_task(self, trainer: Trainer, t: int) -> None:
         pass
 
-    def after_task(self, trainer: "Trainer", t: int) -> None:
+    def after_task(self, trainer: Trainer, t: int) -> None:
         pass
 
-    def replay(self, trainer: "Trainer", t: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def replay(self, trainer: Trainer, t: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
 
-    def replay_labels(self, trainer: "Trainer", t: int, n_real: int) -> torch.Tensor | None:
+    def replay_labels(self, trainer: Trainer, t: int, n_real: int) -> torch.Tensor | None:
         """Labels of a replayed batch without drawing its images (the generator step only needs labels)."""
         return None
 
-    def generator_terms(self, trainer: "Trainer", t: int) -> dict[str, torch.Tensor]:
+    def generator_terms(self, trainer: Trainer, t: int) -> dict[str, torch.Tensor]:
         return {}
 
-    def critic_terms(self, trainer: "Trainer", t: int) -> dict[str, torch.Tensor]:
+    def critic_terms(self, trainer: Trainer, t: int) -> dict[str, torch.Tensor]:
         return {}
 
-    def sampler(self, trainer: "Trainer") -> "GeneratorSampler":
+    def sampler(self, trainer: Trainer) -> GeneratorSampler:
         return GeneratorSampler(trainer.generator, trainer.config.model.z_dim)
 
     def state_dict(self) -> dict:
         return {}
 
-    def load_state_dict(self, state: dict, trainer: "Trainer") -> None:
+    def load_state_dict(self, state: dict, trainer: Trainer) -> None:
         pass
 
 
@@ -114,18 +114,18 @@ class CompositeMethod(Method):
         self.conditional = all(m.conditional for m in methods)
         self.needs_previous_task = any(m.needs_previous_task for m in methods)
 
-    def setup(self, trainer: "Trainer") -> None:
+    def setup(self, trainer: Trainer) -> None:
         for method in self.methods:
             method.setup(trainer)
 
-    def real_classes(self, trainer: "Trainer", t: int) -> list[int]:
+    def real_classes(self, trainer: Trainer, t: int) -> list[int]:
         return self.methods[0].real_classes(trainer, t)
 
-    def before_task(self, trainer: "Trainer", t: int) -> None:
+    def before_task(self, trainer: Trainer, t: int) -> None:
         for method in self.methods:
             method.before_task(trainer, t)
 
-    def after_task(self, trainer: "Trainer", t: int) -> None:
+    def after_task(self, trainer: Trainer, t: int) -> None:
         for method in self.methods:
             method.after_task(trainer, t)
 
@@ -148,6 +148,6 @@ class CompositeMethod(Method):
     def state_dict(self) -> dict:
         return {m.name: m.state_dict() for m in self.methods}
 
-    def load_state_dict(self, state: dict, trainer: "Trainer") -> None:
+    def load_state_dict(self, state: dict, trainer: Trainer) -> None:
         for method in self.methods:
             method.load_state_dict(state.get(method.name, {}), trainer)

@@ -97,7 +97,7 @@ class DeepGenerativeReplay(Method):
             optimizer.step()
         self.solver.eval()
 
-    def sampler(self, trainer) -> "SolverFilteredSampler":
+    def sampler(self, trainer) -> SolverFilteredSampler:
         return SolverFilteredSampler(trainer.generator, self.solver, trainer.config.model.z_dim)
 
     def state_dict(self) -> dict:
@@ -140,14 +140,14 @@ class SolverFilteredSampler:
             images = self.generator(noise, torch.zeros(noise.shape[0], dtype=torch.long, device=device))
             probs = F.softmax(self.solver(images), dim=1)
             predicted = probs.argmax(1)
-            for c in wanted:
+            for c, count in wanted.items():
                 have = sum(x.shape[0] for x in kept[c])
-                if have < wanted[c]:
-                    kept[c].append(images[predicted == c][: wanted[c] - have])
+                if have < count:
+                    kept[c].append(images[predicted == c][: count - have])
                 scores = probs[:, c]
                 pool_images = images if c not in best else torch.cat([best[c][0], images])
                 pool_scores = scores if c not in best else torch.cat([best[c][1], scores])
-                top = pool_scores.topk(min(wanted[c], pool_scores.shape[0])).indices
+                top = pool_scores.topk(min(count, pool_scores.shape[0])).indices
                 best[c] = (pool_images[top], pool_scores[top])
             if all(sum(x.shape[0] for x in kept[c]) >= wanted[c] for c in wanted):
                 break

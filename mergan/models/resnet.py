@@ -8,6 +8,8 @@ D: 3x3 conv to w, four down-sampling residual blocks with layer norm (w -> 2w ->
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,7 +54,7 @@ class ResNetGenerator(nn.Module):
         self.register_buffer("onehot", torch.eye(num_classes), persistent=False)
         self.project = nn.Linear(z_dim + num_classes, 8 * width * 4 * 4)
         widths = [8 * width, 8 * width, 4 * width, 2 * width, width]
-        self.blocks = nn.Sequential(*[UpBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.blocks = nn.Sequential(*[UpBlock(a, b) for a, b in itertools.pairwise(widths)])
         self.norm = nn.BatchNorm2d(width)
         self.out = nn.Conv2d(width, channels, 3, padding=1)
 
@@ -68,7 +70,7 @@ class ResNetCritic(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(channels, width, 3, padding=1)
         widths = [width, 2 * width, 4 * width, 8 * width, 8 * width]
-        self.blocks = nn.Sequential(*[DownBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.blocks = nn.Sequential(*[DownBlock(a, b) for a, b in itertools.pairwise(widths)])
         flat = 8 * width * (image_size // 16) ** 2
         self.score = nn.Linear(flat, 1)
         self.classify = nn.Linear(flat, num_classes)

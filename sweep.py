@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -73,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else mergan-sweeps)")
     where.add_argument("--name", help="the sweep's name: its folder, study and MLflow run (default: <space>-<time>)")
     where.add_argument("--resume", action="store_true",
-                       help="continue the sweep --name (default: the latest) after its driver stopped")
+                       help="continue the sweep --name (default: the latest in --storage-path) after its driver "
+                            "stopped; its settings come from the plan it saved")
     where.add_argument("--dry-run", action="store_true", help="print the resolved plan and stop")
     where.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune's progress output")
     return parser.parse_args(argv)
@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, SpaceError, ConfigError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return 2
-    logging.getLogger("trainables").setLevel(logging.INFO)
     from trainables.sweeping import run_sweep
 
     print(("Resuming" if args.resume else "Starting") + f" on {where}:\n{describe(plan)}\n", flush=True)

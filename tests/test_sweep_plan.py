@@ -138,3 +138,25 @@ def test_a_second_sweep_of_the_same_name_is_refused_and_resume_names_what_exists
     assert "no sweep named 'q'" in capsys.readouterr().err
     assert sweep.main(["--resume", "--storage-path", str(tmp_path / "sweeps"), "--dry-run"]) == 0
     assert "sweep p:" in capsys.readouterr().out  # the latest sweep when no --name is given
+
+
+def test_the_table_and_the_best_trial_by_one_objective_or_a_pareto_front(tmp_path):
+    from trainables.sweeping import TrialRow, best_rows, format_table
+
+    rows = [TrialRow("a", "finished", {"method": "sft"}, {"avg_acc": 0.4, "forgetting": 0.6, "stream_avg_acc": 0.4,
+                                                         "train_seconds_total": 50.0, "tasks_done": 3, "num_tasks": 3}),
+            TrialRow("b", "finished", {"method": "ra", "lambda_ra": 0.01},
+                     {"avg_acc": 0.8, "forgetting": 0.1, "stream_avg_acc": 0.8, "train_seconds_total": 70.0,
+                      "tasks_done": 3, "num_tasks": 3}),
+            TrialRow("c", "diverged", {"method": "ra", "lambda_ra": 1.0},
+                     {"stream_avg_acc": 0.9, "forgetting": 0.0, "train_seconds_total": 1.0, "tasks_done": 1,
+                      "num_tasks": 3}, error="training diverged: loss_g became nan")]
+    single = plan(tmp_path)
+    assert [r.trial_id for r in best_rows(rows, single)] == ["b"]  # a diverged trial is never the best
+    multi = plan(tmp_path, objective="multi")
+    assert [r.trial_id for r in best_rows(rows, multi)] == ["a", "b"]  # a is faster, b more accurate
+    table = format_table(rows, single).splitlines()
+    assert table[0].split() == ["trial", "status", "tasks", "lambda_ra", "method", "avg_acc", "forgetting",
+                                "stream_avg_acc", "train_s", "total_s"]
+    assert table[3].split()[:5] == ["b", "finished", "3/3", "0.01", "ra"]
+    assert table[-1] == "c: diverged: training diverged: loss_g became nan"

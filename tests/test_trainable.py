@@ -21,8 +21,9 @@ from trainables.trainable import (
     trial_config,
 )
 
-TINY = {"tasks": "0|1", "iterations_per_task": 2, "critic_steps": 1, "batch_size": 8, "g_width": 8, "d_width": 8, "z_dim": 8,
-            "eval_samples_per_class": 10, "evaluator_epochs": 1, "device": "cpu", "log_every": 1, "grid_per_class": 2, "seed": 3}
+TINY = {"tasks": "0|1", "iterations_per_task": 2, "critic_steps": 1, "batch_size": 8, "g_width": 8, "d_width": 8,
+        "z_dim": 8, "eval_samples_per_class": 10, "evaluator_epochs": 1, "device": "cpu", "log_every": 1,
+        "grid_per_class": 2, "seed": 3}
 DIVERGING_LR = 1e30  # the generator's weights blow up in the first steps: a NaN loss
 
 

@@ -280,11 +280,9 @@ def start_tracking(plan: SweepPlan) -> str:
 
 def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1) -> SweepOutcome:
     """Run (or resume) the planned sweep to the end; every trial's row, the best, where it all is."""
+    plan.parent_run_id = start_tracking(plan)  # on resume: the same parent run, continued
     if not resume:
-        plan.parent_run_id = start_tracking(plan)
         plan.save()  # before any trial starts: --resume needs it even if this driver dies at once
-    else:
-        plan.parent_run_id = start_tracking(plan)
     if not is_uri(plan.storage_path):
         # Save Tune's experiment state every 2 s (default: at most every 10 s): a driver killed
         # between a trial's start and the next save would otherwise lose that trial's record.

@@ -80,8 +80,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", default=str(RESULTS / "trainer_overhead.json"))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = build_config(args.preset, dict(device=args.device, tasks="0", iterations_per_task=args.iterations,
                                             eval_when="none", save_checkpoints=False, log_every=50,
                                             out_dir="runs/bench_overhead"))
@@ -107,7 +110,7 @@ def main() -> None:
         "bare_round_seconds": [round(s, 3) for s in bare_seconds],
         "trainer_round_seconds": [round(s, 3) for s in trainer_seconds],
         "command": f"python bench/trainer_overhead.py --preset {args.preset} --device {args.device} "
-                   f"--iterations {args.iterations} --rounds {args.rounds}",
+                   f"--iterations {args.iterations} --rounds {args.rounds} --threads {args.threads}",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     path = Path(args.out)

@@ -149,6 +149,9 @@ def connect_ray(address: str | None, plan: SweepPlan) -> str:
         where = "a local Ray"
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     check_resources(plan, nodes, where)
+    if len(nodes) > 1 and "://" not in plan.storage_path:
+        print(f"sweep.py: note: {len(nodes)} nodes share --storage-path {plan.storage_path}: every node must see "
+              f"that folder at the same path (an NFS/EFS mount), or give s3://bucket/path", file=sys.stderr)
     if plan.max_concurrent is None:
         plan.max_concurrent = concurrent_trials(plan, nodes)
     return where

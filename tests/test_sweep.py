@@ -38,7 +38,8 @@ def tiny_args(tmp_path, name: str, *extra: str) -> list[str]:
 def local_ray(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     monkey = pytest.MonkeyPatch()
-    monkey.setenv("MERGAN_CACHE_DIR", str(root / "cache"))  # workers inherit it from the raylet
+    # Workers inherit it from the raylet; one evaluator cache for every sweep test of the session.
+    monkey.setenv("MERGAN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "sweep-evaluator-cache"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield root
     ray.shutdown()

@@ -301,7 +301,8 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
     storage = storage_path or str(Path.cwd() / "runs" / "sweeps")
     storage = storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
     if optuna_storage is None and loaded.kind == "optuna":
-        folder = Path(storage, name) if not is_uri(storage) else Path.cwd() / "runs" / "sweeps" / name
+        # Beside Tune's files on a disk; with cloud storage, in the driver's home (SQLite needs a local file).
+        folder = Path(storage, name) if not is_uri(storage) else Path.home() / "mergan-sweeps" / name
         optuna_storage = f"sqlite:///{folder / OPTUNA_FILE}"
     name_keys = sorted({k for p in points for k in p if not _same_field(k, "method") and not _same_field(k, "seed")})
     return SweepPlan(

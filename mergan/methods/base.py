@@ -89,6 +89,26 @@ class Method:
         pass
 
 
+class PreviousGeneratorMethod(Method):
+    """A method that keeps G_{t-1}: a frozen copy of the generator taken before every task t > 1."""
+
+    needs_previous_task = True
+
+    def __init__(self):
+        self.previous_generator: nn.Module | None = None
+
+    def before_task(self, trainer: Trainer, t: int) -> None:
+        self.previous_generator = frozen_copy(trainer.generator) if t > 0 else None
+
+    def state_dict(self) -> dict:
+        return {"previous_generator": self.previous_generator.state_dict() if self.previous_generator else None}
+
+    def load_state_dict(self, state: dict, trainer: Trainer) -> None:
+        if state.get("previous_generator") is not None:
+            self.previous_generator = frozen_copy(trainer.generator)
+            self.previous_generator.load_state_dict(state["previous_generator"])
+
+
 class GeneratorSampler:
     """Draws class c from a class-conditional generator: ``sample(labels, z)``, in eval mode."""
 

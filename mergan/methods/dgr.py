@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mergan.methods.base import Method, earlier_classes, frozen_copy, per_class_replay_count
+from mergan.methods.base import PreviousGeneratorMethod, earlier_classes, frozen_copy, per_class_replay_count
 
 _MAX_ROUNDS = 20
 
@@ -38,13 +38,12 @@ class Solver(nn.Module):
         return self.net(images)
 
 
-class DeepGenerativeReplay(Method):
+class DeepGenerativeReplay(PreviousGeneratorMethod):
     name = "dgr"
     conditional = False
-    needs_previous_task = True
 
     def __init__(self):
-        self.previous_generator = None
+        super().__init__()
         self.previous_solver = None
         self.solver: Solver | None = None
 
@@ -53,7 +52,7 @@ class DeepGenerativeReplay(Method):
         self.solver = Solver(ds.num_classes, ds.channels, trainer.config.model.image_size).to(trainer.device)
 
     def before_task(self, trainer, t: int) -> None:
-        self.previous_generator = frozen_copy(trainer.generator) if t > 0 else None
+        super().before_task(trainer, t)
         self.previous_solver = frozen_copy(self.solver) if t > 0 else None
 
     def replay_labels(self, trainer, t: int, n_real: int) -> torch.Tensor | None:
@@ -102,19 +101,17 @@ class DeepGenerativeReplay(Method):
 
     def state_dict(self) -> dict:
         return {
+            **super().state_dict(),
             "solver": self.solver.state_dict(),
             "previous_solver": self.previous_solver.state_dict() if self.previous_solver else None,
-            "previous_generator": self.previous_generator.state_dict() if self.previous_generator else None,
         }
 
     def load_state_dict(self, state: dict, trainer) -> None:
+        super().load_state_dict(state, trainer)
         self.solver.load_state_dict(state["solver"])
         if state.get("previous_solver") is not None:
             self.previous_solver = frozen_copy(self.solver)
             self.previous_solver.load_state_dict(state["previous_solver"])
-        if state.get("previous_generator") is not None:
-            self.previous_generator = frozen_copy(trainer.generator)
-            self.previous_generator.load_state_dict(state["previous_generator"])
 
 
 class SolverFilteredSampler:

@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import torch
 
-from mergan.methods.base import Method, earlier_classes, frozen_copy, per_class_replay_count
+from mergan.methods.base import PreviousGeneratorMethod, earlier_classes, per_class_replay_count
 
 _DRAW_CHUNK = 512  # images per forward when drawing a fixed replay set
 
 
-class JointRetraining(Method):
+class JointRetraining(PreviousGeneratorMethod):
     name = "jtr"
-    needs_previous_task = True
 
     def __init__(self):
-        self.previous_generator = None
+        super().__init__()
         self.replay_images: torch.Tensor | None = None  # fixed mode: [n_earlier * N, C, S, S]
 
     def before_task(self, trainer, t: int) -> None:
-        self.previous_generator = frozen_copy(trainer.generator) if t > 0 else None
+        super().before_task(trainer, t)
         self.replay_images = None
         if self.previous_generator is not None and trainer.config.method.replay_mode == "fixed":
             self.replay_images = self._draw_replay_set(trainer, t)
@@ -65,11 +64,3 @@ class JointRetraining(Method):
         slot = torch.arange(n_earlier, device=trainer.device).repeat_interleave(labels.shape[0] // n_earlier)
         rows = slot * per_class + torch.randint(per_class, slot.shape, device=trainer.device)
         return self.replay_images[rows], labels
-
-    def state_dict(self) -> dict:
-        return {"previous_generator": self.previous_generator.state_dict() if self.previous_generator else None}
-
-    def load_state_dict(self, state: dict, trainer) -> None:
-        if state.get("previous_generator") is not None:
-            self.previous_generator = frozen_copy(trainer.generator)
-            self.previous_generator.load_state_dict(state["previous_generator"])

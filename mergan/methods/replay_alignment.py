@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from mergan.methods.base import Method, earlier_classes, frozen_copy, per_class_replay_count
+from mergan.methods.base import PreviousGeneratorMethod, earlier_classes, per_class_replay_count
 
 
 def replay_alignment_loss(current: torch.Tensor, previous: torch.Tensor, num_earlier_classes: int,
@@ -26,15 +26,8 @@ def replay_alignment_loss(current: torch.Tensor, previous: torch.Tensor, num_ear
     return loss / num_earlier_classes if divide_by_classes else loss
 
 
-class ReplayAlignment(Method):
+class ReplayAlignment(PreviousGeneratorMethod):
     name = "ra"
-    needs_previous_task = True
-
-    def __init__(self):
-        self.previous_generator = None
-
-    def before_task(self, trainer, t: int) -> None:
-        self.previous_generator = frozen_copy(trainer.generator) if t > 0 else None
 
     def replayed_labels(self, trainer, t: int) -> torch.Tensor:
         classes = earlier_classes(trainer, t)
@@ -53,11 +46,3 @@ class ReplayAlignment(Method):
         loss = replay_alignment_loss(trainer.generator(z, labels), target, len(earlier_classes(trainer, t)),
                                      divide_by_classes=trainer.config.data.dataset != "lsun")
         return {"loss_ra": trainer.config.method.lambda_ra * loss}
-
-    def state_dict(self) -> dict:
-        return {"previous_generator": self.previous_generator.state_dict() if self.previous_generator else None}
-
-    def load_state_dict(self, state: dict, trainer) -> None:
-        if state.get("previous_generator") is not None:
-            self.previous_generator = frozen_copy(trainer.generator)
-            self.previous_generator.load_state_dict(state["previous_generator"])

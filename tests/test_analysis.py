@@ -39,7 +39,7 @@ from analysis.tables import results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "analysis" / "notebooks"
-PAPER_MD = Path("/work/shared/PAPER.md")
+PAPER_MD = ROOT.parent / "shared" / "PAPER.md"  # the project's shared notes sit beside the checkout
 RA_LAMBDAS = (1e-3, 1e-2)
 
 

@@ -109,3 +109,15 @@ def test_a_sweep_submitted_as_a_ray_job_uploads_the_project_and_runs(cluster):
     assert len(results) == 2 and all(r["tasks_done"] == 2 for r in results)
     assert mlflow_trials(cluster, "job") == {r["trial_id"]: "FINISHED" for r in results}
     assert time.monotonic() - started < 400
+
+
+@pytest.mark.slow
+def test_a_trial_no_node_can_hold_is_refused_before_any_trial_starts(cluster):
+    # Two CPUs in the cluster, but one per node: a two-CPU trial fits nowhere.
+    done = subprocess.run([sys.executable, *sweep_args(cluster, "too-big"), "--address", cluster["address"],
+                           "--cpus-per-trial", "2"], cwd=REPO, env=cluster["env"], capture_output=True, text=True,
+                          timeout=200, check=False)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (f"--cpus-per-trial 2: the Ray cluster at {cluster['address']} has no node with that many CPUs (the most "
+            f"on one node: 1)") in done.stderr
+    assert not (cluster["root"] / "shared" / "too-big").exists()

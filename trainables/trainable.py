@@ -32,6 +32,7 @@ from mergan.callbacks import Callback, DivergenceError, TaskResult
 from mergan.config import ExperimentConfig, build_config
 from mergan.trainer import Trainer
 from trainables.tracking import MLflowCallback
+from trainables.tracking_outbox import PLACEHOLDER
 
 logger = logging.getLogger("trainables.trainable")
 
@@ -129,7 +130,7 @@ def divergence_report(trainer: Trainer, error: DivergenceError, last_report: dic
 def _tag_run(tracker: MLflowCallback, tags: dict[str, str]) -> None:
     """Tags on the trial's MLflow run (only while the store answers: the callback has no tag op yet)."""
     run_id = tracker.run_id
-    if not tracker.online or not run_id or run_id.startswith("local:"):
+    if not tracker.online or not run_id or run_id.startswith(PLACEHOLDER):
         logger.warning("MLflow is unreachable; tags %s not recorded", sorted(tags))
         return
     from mlflow import MlflowClient

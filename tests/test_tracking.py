@@ -258,9 +258,9 @@ def test_records_kept_while_unreachable_are_sent_by_mergan_sync(server, tmp_path
     parser = argparse.ArgumentParser(prog="mergan")
     add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sync", "--outbox", str(tmp_path), "--tracking-uri", server.uri])
-    assert args.func(args) == 0
+    assert args.handler(args) == 0
     assert not list(outbox.glob("*.jsonl")) and not list(outbox.glob("*.files/*/*"))
-    assert args.func(args) == 0  # nothing left: a second sync sends nothing
+    assert args.handler(args) == 0  # nothing left: a second sync sends nothing
 
     client = MlflowClient(server.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("synced").experiment_id])

@@ -11,8 +11,8 @@ import ray
 from mlflow import MlflowClient
 
 import sweep
-from trainables.plan import SweepPlan
-from trainables.sweeping import optuna_sampler
+from trainables.plan import SweepPlan, make_plan
+from trainables.sweeping import build_searcher, optuna_sampler
 
 TINY_SETS = ["iterations_per_task=2", "critic_steps=1", "batch_size=8", "g_width=8", "d_width=8", "z_dim=8",
              "eval_samples_per_class=10", "evaluator_epochs=1", "log_every=1", "grid_per_class=2"]
@@ -120,3 +120,22 @@ def test_a_multi_objective_sweep_with_asha_never_stops_a_trial_before_two_tasks(
     for trial_id, run in runs.items():
         assert run.info.status == "FINISHED"  # an early stop is not a failure
         assert (run.data.tags.get("stopped_early") == "1") == (history[trial_id] == [1, 2])
+
+
+def test_a_searcher_restored_from_before_a_trial_finished_accepts_its_results_again(tmp_path):
+    # The driver died after trial t1 finished (the study holds it COMPLETE) but before Tune saved its state:
+    # the resumed sweep re-runs t1's last task from an older checkpoint and reports it again.
+    plan = make_plan(space="ra-lambda", storage_path=str(tmp_path / "sweeps"), name="race",
+                     tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    live = build_searcher(plan, plan.load_space())
+    live.suggest("t1")
+    live.save(str(tmp_path / "searcher.pkl"))  # Tune's last saved state
+    result = {"stream_avg_acc": 0.5, "training_iteration": 2, "tasks_done": 2}
+    live.on_trial_result("t1", result)
+    live.on_trial_complete("t1", result)
+    restored = build_searcher(plan, plan.load_space())
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("t1", {**result, "training_iteration": 3})  # no UpdateFinishedTrialError
+    restored.on_trial_complete("t1", result)
+    study = optuna.load_study(study_name="race", storage=plan.optuna_storage)
+    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 0.5)]

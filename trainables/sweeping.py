@@ -32,12 +32,24 @@ CRASH_ENV = "MERGAN_TEST_CRASH_AFTER_TASK"  # test-only: trials raise once after
 CHECKPOINTS_KEPT = 2  # per trial, in Tune's storage: the latest to resume from, one before it
 
 
-class DivergenceAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that records a diverged trial as FAILED in the study instead of scoring it.
+class SweepOptunaSearch(OptunaSearch):
+    """OptunaSearch for sweeps that diverge and resume.
 
-    A diverged trial reports what it had learned (so that Tune's table shows it), but that is not
-    the value of its hyperparameters: telling Optuna a score would pull the sampler toward them.
+    A diverged trial is recorded as FAILED in the study instead of scored: it reports what it had
+    learned (so that Tune's table shows it), but that is not the value of its hyperparameters, and
+    telling Optuna a score would pull the sampler toward them.
+
+    A resumed sweep may re-run the last tasks of a trial that the study already holds as finished
+    (the driver died after the trial ended but before Tune saved its state): its reports are then
+    not the study's news, and Optuna would refuse them (``UpdateFinishedTrialError``).
     """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            logger.info("Optuna already holds trial %s as finished; result of task %s not reported again",
+                        trial_id, result.get("tasks_done"))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and result.get("diverged"):
@@ -67,7 +79,7 @@ def build_searcher(plan: SweepPlan, space: SearchSpace) -> OptunaSearch | None:
     if space.kind == "grid":
         return None
     single = len(plan.objective) == 1
-    return DivergenceAwareOptunaSearch(
+    return SweepOptunaSearch(
         space=space.define, metric=plan.metrics[0] if single else plan.metrics,
         mode=plan.modes[0] if single else plan.modes, points_to_evaluate=space.points_to_evaluate or None,
         sampler=optuna_sampler(plan), study_name=plan.name, storage=open_study_storage(plan))

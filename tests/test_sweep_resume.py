@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def kill_ray_of(temp_dir: Path) -> None:
             process.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(ours, timeout=10)
+    _, alive = psutil.wait_procs(ours, timeout=3)
     for process in alive:
         try:
             process.kill()
@@ -65,6 +66,7 @@ def sweep_env(tmp_path, tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     yield env
     kill_ray_of(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def first_checkpoint_is_in_the_saved_state(storage: Path) -> bool:

@@ -32,7 +32,6 @@ from mergan.callbacks import Callback, DivergenceError, TaskResult
 from mergan.config import ExperimentConfig, build_config
 from mergan.trainer import Trainer
 from trainables.tracking import MLflowCallback
-from trainables.tracking_outbox import PLACEHOLDER
 
 logger = logging.getLogger("trainables.trainable")
 
@@ -127,19 +126,6 @@ def divergence_report(trainer: Trainer, error: DivergenceError, last_report: dic
             "diverged": 1, "divergence": str(error)}
 
 
-def _tag_run(tracker: MLflowCallback, tags: dict[str, str]) -> None:
-    """Tags on the trial's MLflow run (only while the store answers: the callback has no tag op yet)."""
-    run_id = tracker.run_id
-    if not tracker.online or not run_id or run_id.startswith(PLACEHOLDER):
-        logger.warning("MLflow is unreachable; tags %s not recorded", sorted(tags))
-        return
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracker.tracking_uri)
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value[:5000])
-
-
 def scratch_dir(trial_id: str) -> Path:
     """The trial's node-local run folder: Tune's per-trial working directory (the current one), else a
     temporary folder. Only checkpoints handed to ``tune.report`` reach the sweep's storage."""
@@ -173,12 +159,12 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
             trainer.fit()
         except DivergenceError as error:
             tune.report(divergence_report(trainer, error, reporter.last_report))
-            _tag_run(tracker, {"diverged": "1", "divergence": str(error)})
+            tracker.set_tags({"diverged": "1", "divergence": str(error)})
             tracker.close("FAILED")
         except SystemExit:
             # Tune stopped the trial at a report: a scheduler such as ASHA (an early end, not a failure),
             # or ASHA's own stop at its last task.
             if trainer.tasks_done < len(trainer.tasks):
-                _tag_run(tracker, {"stopped_early": "1"})
+                tracker.set_tags({"stopped_early": "1"})
             tracker.close("FINISHED")
             raise

@@ -84,6 +84,7 @@ class EvalConfig:
     inception_weights: str | None = None  # path to pt_inception weights; MERGAN_INCEPTION_WEIGHTS also read
     evaluator_epochs: int = 6
     evaluator_weights: str | None = None  # bring-your-own evaluator state_dict (skips training and cache)
+    jt_results: str | None = None  # a JT run's results.json: its matrix gives intransigence
     cache_dir: str | None = None  # evaluator cache; None: ~/.cache/mergan (MERGAN_CACHE_DIR)
     grid_per_class: int = 8  # sample-grid columns per class
 
@@ -389,7 +390,7 @@ def validate_config(config: ExperimentConfig) -> ExperimentConfig:
     _positive("run.log_every", run.log_every)
     if data.tasks is not None:
         parse_tasks(data.tasks)
-    for name in ("inception_weights", "evaluator_weights"):
+    for name in ("inception_weights", "evaluator_weights", "jt_results"):
         path = getattr(ev, name)
         if path and not os.path.isfile(path):
             raise ConfigError(f"eval.{name}: {path} is not a file")

@@ -271,10 +271,13 @@ class Trainer:
     def evaluate(self, t: int):
         """Evaluate the generator after task t (0-based); leaves the training RNG untouched."""
         from mergan.evaluation import evaluate_after_task
+        from mergan.evaluation.commands import read_matrix
 
+        jt_results = self.config.eval.jt_results
         with preserved_rng():
             return evaluate_after_task(self.sampler(), self.dataset, self.tasks, t, self.config.eval,
                                        self.evaluator(), self.device, self.accuracy_matrix,
+                                       jt_matrix=read_matrix(jt_results) if jt_results else None,
                                        seed=self.config.run.seed, samples_dir=self.out_dir / "samples")
 
     def finish_task(self, t: int, train_seconds: float) -> TaskResult:

@@ -176,3 +176,21 @@ def test_cli_refuses_bad_input_with_a_message(capsys):
     assert main(["train", "--method", "magic", "--no-mlflow"]) == 2
     assert "method.method" in capsys.readouterr().err
     assert main(["train", "--set", "optim.lr_g", "--no-mlflow"]) == 2
+
+
+def test_evaluation_after_each_task_fills_the_matrix_and_intransigence_against_jt(tiny_config, mnist5k, tmp_path):
+    from mergan.evaluation.classifier import build_net, net_shape
+
+    weights = tmp_path / "evaluator.pt"  # an untrained bring-your-own evaluator: no training cost here
+    torch.save(build_net(net_shape(mnist5k), seed=0).state_dict(), weights)
+    jt = tmp_path / "jt_results.json"
+    jt.write_text(json.dumps({"accuracy_matrix": [[1.0], [1.0, 1.0]]}))
+    config = tiny_config(eval_when="every", evaluator_weights=str(weights), jt_results=str(jt))
+    results = Trainer(config, dataset=mnist5k).fit()
+    assert [len(row) for row in results[-1].accuracy_matrix] == [1, 2]
+    metrics = results[-1].metrics
+    row = results[-1].accuracy_matrix[-1]
+    assert metrics["acc_task_1"] == row[0] and metrics["acc_task_2"] == row[1]
+    diagonal = [results[0].accuracy_matrix[0][0], row[1]]
+    assert metrics["intransigence"] == pytest.approx(sum(1.0 - v for v in diagonal) / 2)
+    assert results[-1].samples_path.endswith("samples_task_2.png")

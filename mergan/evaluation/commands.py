@@ -39,7 +39,8 @@ def add_subcommands(subparsers: Any) -> None:
     classifier.set_defaults(handler=cmd_classifier)
 
 
-def _read_matrix(path: str) -> list[list[float | None]]:
+def read_matrix(path: str | os.PathLike) -> list[list[float | None]]:
+    """The accuracy matrix of a run's results.json (or of a JSON list of rows)."""
     payload = json.loads(Path(path).read_text())
     matrix = payload.get("accuracy_matrix") if isinstance(payload, dict) else payload
     if isinstance(matrix, list):
@@ -61,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if task < 1:
         raise ValueError(f"{args.checkpoint}: the checkpoint has no finished task to evaluate")
     evaluator = trainer.evaluator()
-    jt_matrix = _read_matrix(args.jt_results) if args.jt_results else None
+    jt_matrix = read_matrix(args.jt_results) if args.jt_results else None
     result = evaluate_after_task(trainer.sampler(), trainer.dataset, trainer.tasks, task - 1, trainer.config.eval,
                                  evaluator, trainer.device, trainer.accuracy_matrix[: task - 1], jt_matrix,
                                  seed=trainer.config.run.seed, samples_dir=args.samples_dir)

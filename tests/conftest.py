@@ -13,6 +13,12 @@ sys.path.insert(0, str(TESTS))  # helper modules beside the tests (data_fixtures
 # One thread: the tests' tensors are tiny, and Ray workers and servers run beside the tests;
 # oversubscribed threads were measured several times slower than one here.
 torch.set_num_threads(1)
+try:  # and one BLAS thread for numpy/scipy (FID's matrix square roots)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+except ImportError:
+    pass
 
 # Tiny everything: a few steps of narrow nets on CPU, no evaluation unless a test asks.
 TINY = dict(preset="small", device="cpu", iterations_per_task=3, batch_size=16, critic_steps=1, z_dim=16,
@@ -40,3 +46,18 @@ def tiny_config(tmp_path, monkeypatch):
         return build_config(overrides=values)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A local Ray for one test module (its sweep storage root), sharing one evaluator cache per session."""
+    import ray
+
+    root = tmp_path_factory.mktemp("ray")
+    monkey = pytest.MonkeyPatch()
+    # Workers inherit it from the raylet; one evaluator cache for every sweep test of the session.
+    monkey.setenv("MERGAN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "sweep-evaluator-cache"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield root
+    ray.shutdown()
+    monkey.undo()

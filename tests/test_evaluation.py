@@ -31,21 +31,6 @@ from mergan.evaluation.grids import class_grid
 DIGIT_TASKS = [[c] for c in range(10)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread for torch and BLAS: on busy shared cores, spinning thread pools run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-    else:
-        with threadpool_limits(1):
-            yield
-    torch.set_num_threads(threads)
-
-
 # -- stand-in generators ---------------------------------------------------------------------
 class RealImages:
     """A "generator" that returns real images: of the class asked for, or of ``draw(class)``."""

@@ -72,21 +72,6 @@ def test_feature_stats_match_numpy_and_merge():
     assert fid_from_stats(whole, first + second) == pytest.approx(0.0, abs=1e-9)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for torch and BLAS: on busy shared cores, spinning thread pools run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-    else:
-        with threadpool_limits(1):
-            yield
-    torch.set_num_threads(threads)
-
-
 # -- Inception: no real weights exist offline, so a randomly initialised network stands in ------
 @pytest.fixture(scope="module")
 def random_inception_file(tmp_path_factory):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import optuna
 import pytest
-import ray
 from mlflow import MlflowClient
 
 import sweep
@@ -32,18 +31,6 @@ def tiny_args(tmp_path, name: str, *extra: str) -> list[str]:
     sets = [arg for item in TINY_SETS for arg in ("--set", item)]
     return [*sets, "--storage-path", str(tmp_path / "sweeps"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
             "--experiment", "sweeps", "--name", name, "--verbose", "0", *extra]
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    monkey = pytest.MonkeyPatch()
-    # Workers inherit it from the raylet; one evaluator cache for every sweep test of the session.
-    monkey.setenv("MERGAN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "sweep-evaluator-cache"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield root
-    ray.shutdown()
-    monkey.undo()
 
 
 def children(client: MlflowClient, parent_run_id: str) -> dict[str, object]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import ray
 import torch
 from mlflow import MlflowClient
 from ray import tune
@@ -38,18 +37,6 @@ def test_stream_accuracy_counts_tasks_not_learned_yet_as_zero():
     assert report["stream_avg_acc"] == pytest.approx(1.4 / 3)  # avg_acc 0.7 over 2 of 3 tasks
     assert (report["tasks_done"], report["num_tasks"], report["train_seconds_total"]) == (2, 3, 5.0)
     assert (report["avg_acc"], report["resumed_from_task"], report["diverged"]) == (0.7, 1, 0)
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trainable")
-    monkey = pytest.MonkeyPatch()
-    # Workers inherit it from the raylet; one evaluator cache for every sweep test of the session.
-    monkey.setenv("MERGAN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "sweep-evaluator-cache"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield root
-    ray.shutdown()
-    monkey.undo()
 
 
 def run_trials(root, name: str, params: dict, settings: TrialSettings, max_failures: int = 0) -> tune.ResultGrid:

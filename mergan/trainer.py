@@ -74,7 +74,7 @@ class RealBatches:
                  conditional: bool = True):
         index_device = device if images.in_memory else torch.device("cpu")
         labels = images.labels
-        members = torch.isin(labels, torch.tensor(classes, dtype=labels.dtype)).nonzero().squeeze(1)
+        members = images.indices_of(classes)
         if members.numel() == 0:
             raise ConfigError(f"data.tasks: no training images of classes {classes}")
         self.images, self.batch_size, self.conditional = images, batch_size, conditional
@@ -95,6 +95,12 @@ class RealBatches:
         """Labels drawn like a real batch's, without loading images (for the generator step)."""
         labels = self.member_labels[self._draw(n).to(self.device)]
         return labels if self.conditional else torch.zeros_like(labels)
+
+
+def _task_result_from_json(record: dict[str, Any]) -> TaskResult:
+    """A TaskResult read back from JSON, whose object keys are strings: class ids become ints again."""
+    record = dict(record, class_accuracy={int(k): v for k, v in record.get("class_accuracy", {}).items()})
+    return TaskResult(**record)
 
 
 class Trainer:
@@ -147,7 +153,7 @@ class Trainer:
         trainer.tasks_done = int(state["task"])
         trainer.global_step = int(state["global_step"])
         trainer.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]
-        trainer.results = [TaskResult(**r) for r in json.loads(state["results_json"])]
+        trainer.results = [_task_result_from_json(r) for r in json.loads(state["results_json"])]
         set_rng_state(state["rng"])
         return trainer
 

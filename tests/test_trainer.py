@@ -93,6 +93,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_config, mnist
     for name, value in full.critic.state_dict().items():
         assert torch.equal(value, resumed.critic.state_dict()[name]), name
     assert resumed.global_step == full.global_step
+    assert [r.task for r in resumed.results] == [1, 2, 3]
 
 
 def test_bad_checkpoints_are_refused_with_the_file_named(tmp_path):
@@ -194,3 +195,6 @@ def test_evaluation_after_each_task_fills_the_matrix_and_intransigence_against_j
     diagonal = [results[0].accuracy_matrix[0][0], row[1]]
     assert metrics["intransigence"] == pytest.approx(sum(1.0 - v for v in diagonal) / 2)
     assert results[-1].samples_path.endswith("samples_task_2.png")
+    restored = Trainer.from_checkpoint(config.run.out_dir, dataset=mnist5k).results
+    assert restored[-1].class_accuracy == results[-1].class_accuracy  # class ids stay ints through JSON
+    assert all(isinstance(c, int) for c in restored[-1].class_accuracy)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+FORMAT = 2  # 2: generators normalise per class group (no running statistics); optional optimizer state
 REQUIRED_KEYS = ("format", "config", "task", "tasks", "global_step", "generator", "critic", "method", "rng",
                  "accuracy_matrix", "results_json")
 
@@ -51,6 +52,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a MeRGAN checkpoint; missing {', '.join(missing)}")
-    if state["format"] != 1:
-        raise CheckpointError(f"{path}: checkpoint format {state['format']} is not supported (this version reads 1)")
+    if state["format"] != FORMAT:
+        reason = (" (format 1 came before the class-grouped batch norm: its generator's running statistics "
+                  "and per-task replay counts no longer apply; train again)" if state["format"] == 1 else "")
+        raise CheckpointError(f"{path}: checkpoint format {state['format']} is not supported (this version reads "
+                              f"{FORMAT}){reason}")
     return state

@@ -17,8 +17,9 @@ import yaml
 
 DATASETS = ("mnist5k", "mnist", "svhn", "lsun", "folder")
 ARCHITECTURES = ("small", "dcgan", "resnet")
-BASE_METHODS = ("jt", "sft", "ewc", "dgr", "jtr", "ra")
+BASE_METHODS = ("jt", "sft", "ewc", "dgr", "jtr", "ra", "jt-stream")
 REPLAY_MODES = ("fresh", "fixed")
+JTR_LOSSES = ("per-class", "concatenated")
 EVAL_WHEN = ("every", "final", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -68,7 +69,9 @@ class MethodConfig:
     ra_batch_size: int | None = None  # replayed samples per RA step; None: the batch size
     replay_mode: str = "fresh"
     replay_size_per_class: int = 1000  # fixed mode: images drawn once per earlier class
-    replay_share: float | None = None  # share of each batch replayed; None: the authors' 64 // t rule
+    replay_share: float | None = None  # share of each step replayed; None: the authors' batch // class_count
+    reduce_batch: bool | None = None  # authors' REDUCE_BATCH: split a batch over earlier classes; None: all but LSUN
+    jtr_loss: str = "per-class"  # per-class: the authors' per-class terms; concatenated: replay joins the real batch
     lambda_ewc: float = 1e9
     ewc_fisher_samples: int = 1024
     dgr_solver_iterations: int = 500
@@ -291,7 +294,8 @@ def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
 # Which parts of training each method changes; methods that change the same part, or that
 # contradict each other, cannot be combined.
 _METHOD_ROLES = {
-    "jt": "data",  # real data of every task so far
+    "jt": "data",  # real data of every class of the stream, from the start
+    "jt-stream": "data",  # real data of every task so far
     "sft": "base",
     "ewc": "generator-penalty",
     "ra": "generator-alignment",
@@ -319,6 +323,8 @@ def parse_method(text: str) -> tuple[str, ...]:
             reasons = {
                 "sft": "sft is the plain baseline that the others extend; write the other method alone",
                 "jt": "jt trains on all real data jointly, so there is nothing to protect or replay",
+                "jt-stream": "jt-stream trains on the real data of every task so far, so there is nothing to "
+                             "protect or replay",
                 "dgr": "dgr trains an unconditional generator with its own solver; the conditional "
                        "methods (ra, jtr, ewc) act on a class-conditional generator",
             }
@@ -347,6 +353,7 @@ def validate_config(config: ExperimentConfig) -> ExperimentConfig:
     _allowed("data.dataset", data.dataset, DATASETS)
     _allowed("model.arch", model.arch, ARCHITECTURES)
     _allowed("method.replay_mode", method.replay_mode, REPLAY_MODES)
+    _allowed("method.jtr_loss", method.jtr_loss, JTR_LOSSES)
     _allowed("eval.eval_when", ev.eval_when, EVAL_WHEN)
     _allowed("run.device", run.device, DEVICES)
     _allowed("optim.precision", optim.precision, PRECISIONS)
@@ -380,7 +387,7 @@ def validate_config(config: ExperimentConfig) -> ExperimentConfig:
                           f"when method.replay_mode is 'fixed'")
     if method.replay_share is not None and not 0.0 < method.replay_share < 1.0:
         raise ConfigError(f"method.replay_share: {method.replay_share!r} must be in (0, 1), or empty for "
-                          f"the authors' 64 // t rule")
+                          f"the authors' batch // class_count rule")
     _positive("data.num_tasks", data.num_tasks)
     _positive("data.test_per_class", data.test_per_class)
     _positive("data.lsun_max_per_class", data.lsun_max_per_class)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mergan.callbacks import Callback, CallbackList, DivergenceError, StepInfo, TaskResult
-from mergan.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from mergan.checkpoint import FORMAT, find_checkpoint, load_checkpoint, save_checkpoint
 from mergan.config import ConfigError, ExperimentConfig, config_from_dict, save_yaml, validate_config
 from mergan.data import ClassDataset, ImageSet, load_dataset, task_stream
 from mergan.losses import critic_loss, generator_loss
@@ -127,6 +127,7 @@ class Trainer:
         self.global_step = 0
         self.accuracy_matrix: list[list[float | None]] = []
         self.results: list[TaskResult] = []
+        self.optimizers: tuple[torch.optim.Adam, torch.optim.Adam] | None = None  # (generator's, critic's)
         self._evaluator = None
 
     # -- construction from a checkpoint ---------------------------------------------------
@@ -150,6 +151,10 @@ class Trainer:
         trainer.generator.load_state_dict(state["generator"])
         trainer.critic.load_state_dict(state["critic"])
         trainer.method.load_state_dict(state["method"], trainer)
+        if state.get("optimizers") is not None:  # a method that keeps its optimizers across tasks (JT)
+            trainer.optimizers = trainer.new_optimizers()
+            for optimizer, optimizer_state in zip(trainer.optimizers, state["optimizers"]):
+                optimizer.load_state_dict(optimizer_state)
         trainer.tasks_done = int(state["task"])
         trainer.global_step = int(state["global_step"])
         trainer.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]
@@ -177,13 +182,19 @@ class Trainer:
         conditional = self.method.conditional if conditional_labels is None else conditional_labels
         return RealBatches(self.train_set, classes, self.config.optim.batch_size, self.device, conditional)
 
+    def new_optimizers(self) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+        cfg = self.config.optim
+        return (torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
+                torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)))
+
     def train_task(self, t: int) -> None:
         """``iterations_per_task`` generator steps on task t (0-based), each after ``critic_steps`` critic steps."""
         cfg = self.config.optim
         generator, critic, method = self.generator, self.critic, self.method
         method.before_task(self, t)
-        optimizer_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-        optimizer_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        if method.resets_optimizers or self.optimizers is None:
+            self.optimizers = self.new_optimizers()
+        optimizer_g, optimizer_d = self.optimizers
         batches = self.real_batches(method.real_classes(self, t))
         z_dim = self.config.model.z_dim
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
@@ -322,7 +333,7 @@ class Trainer:
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {
-            "format": 1,
+            "format": FORMAT,
             "config": self.config.to_dict(),
             "task": self.tasks_done,
             "tasks": [list(t) for t in self.tasks],
@@ -330,6 +341,8 @@ class Trainer:
             "generator": self.generator.state_dict(),
             "critic": self.critic.state_dict(),
             "method": self.method.state_dict(),
+            "optimizers": (None if self.method.resets_optimizers or self.optimizers is None
+                           else [optimizer.state_dict() for optimizer in self.optimizers]),
             "rng": rng_state(),
             "accuracy_matrix": self.accuracy_matrix,
             "results_json": json.dumps([asdict(r) for r in self.results]),

@@ -53,18 +53,18 @@ def test_ra_gradient_pulls_the_new_generator_toward_the_old(tiny_config, mnist5k
 
 def test_ra_replays_only_earlier_classes_with_the_authors_batch(tiny_config, mnist5k):
     trainer = trainer_at_task(tiny_config, mnist5k, "ra", 2, batch_size=12)
-    labels = trainer.method.replayed_labels(trainer, 2)
-    assert labels.tolist() == [0] * 4 + [1] * 4  # 12 // 3 per earlier class
+    labels = trainer.method.alignment_labels(trainer, 2)
+    assert labels.tolist() == [0] * 6 + [1] * 6  # 12 // 2 per earlier class
     trainer.config.method.ra_batch_size = 10
-    assert trainer.method.replayed_labels(trainer, 2).tolist() == [0] * 5 + [1] * 5
+    assert trainer.method.alignment_labels(trainer, 2).tolist() == [0] * 5 + [1] * 5
 
 
 # -- MeRGAN-JTR -----------------------------------------------------------------------------
-def test_jtr_fresh_batches_hold_earlier_classes_in_the_authors_shares(tiny_config, mnist5k):
+def test_jtr_fresh_replay_holds_earlier_classes_in_the_authors_shares(tiny_config, mnist5k):
     trainer = trainer_at_task(tiny_config, mnist5k, "jtr", 2, batch_size=12)
-    images, labels = trainer.method.replay(trainer, 2, n_real=12)
-    assert labels.tolist() == [0] * 4 + [1] * 4  # 12 // 3 per earlier class, none of the current
-    assert images.shape == (8, 1, 32, 32)
+    labels, z, images = trainer.method.replay_pairs(trainer, 2)
+    assert labels.tolist() == [0] * 6 + [1] * 6  # 12 // 2 per earlier class, none of the current
+    assert images.shape == (12, 1, 32, 32) and z.shape == (12, trainer.config.model.z_dim)
     torch.manual_seed(0)
     _, real_labels = trainer.real_batches(trainer.method.real_classes(trainer, 2)).next()
     assert set(real_labels.tolist()) == {2}
@@ -73,27 +73,27 @@ def test_jtr_fresh_batches_hold_earlier_classes_in_the_authors_shares(tiny_confi
 def test_jtr_replayed_images_are_the_frozen_generators(tiny_config, mnist5k):
     trainer = trainer_at_task(tiny_config, mnist5k, "jtr", 1)
     torch.manual_seed(3)
-    images, labels = trainer.method.replay(trainer, 1, n_real=16)
+    labels, z, images = trainer.method.replay_pairs(trainer, 1)
     torch.manual_seed(3)
-    z = torch.randn(labels.shape[0], trainer.config.model.z_dim)
+    assert torch.equal(z, torch.randn(labels.shape[0], trainer.config.model.z_dim))
     assert torch.allclose(images, trainer.method.previous_generator(z, labels))
 
 
 def test_jtr_fixed_replay_set_is_drawn_once_per_task_and_sampled_from(tiny_config, mnist5k):
     trainer = trainer_at_task(tiny_config, mnist5k, "jtr", 2, replay_mode="fixed", replay_size_per_class=5,
                               replay_share=0.5, batch_size=8)
-    bank = trainer.method.replay_images
-    assert bank.shape == (10, 1, 32, 32)  # 5 per earlier class, classes 0 and 1
-    images, labels = trainer.method.replay(trainer, 2, n_real=8)
-    assert labels.tolist() == [0] * 4 + [1] * 4  # share 0.5 of the batch: as many replayed as real
-    for image, label in zip(images, labels):
-        rows = bank[5 * label: 5 * label + 5]
-        assert any(torch.equal(image, row) for row in rows)
+    bank_z, bank = trainer.method.replay_set
+    assert bank.shape == (10, 1, 32, 32) and bank_z.shape[0] == 10  # 5 per earlier class, classes 0 and 1
+    labels, z, images = trainer.method.replay_pairs(trainer, 2)
+    assert labels.tolist() == [0] * 4 + [1] * 4  # share 0.5 of the step: as many replayed as real
+    for image, noise, label in zip(images, z, labels):
+        rows = [k for k in range(5 * label, 5 * label + 5) if torch.equal(image, bank[k])]
+        assert rows and torch.equal(noise, bank_z[rows[0]])  # the image comes with its own noise
 
 
-def test_jtr_generator_step_learns_replayed_classes_as_their_classes(tiny_config, mnist5k):
-    trainer = trainer_at_task(tiny_config, mnist5k, "jtr", 1, batch_size=8)
-    assert trainer.method.replay_labels(trainer, 1, 8).tolist() == [0] * 4
+def test_jtr_concatenated_generator_step_learns_replayed_classes_as_their_classes(tiny_config, mnist5k):
+    trainer = trainer_at_task(tiny_config, mnist5k, "jtr", 1, batch_size=8, jtr_loss="concatenated")
+    assert trainer.method.replay_labels(trainer, 1, 8).tolist() == [0] * 8
 
 
 # -- EWC --------------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def test_dgr_draws_class_c_as_samples_the_solver_labels_c(tiny_config, mnist5k):
 class SignGenerator(torch.nn.Module):
     """An 'unconditional generator' whose image is the sign of z[0] everywhere."""
 
-    def forward(self, z, labels):
+    def forward(self, z, labels, groups=None):
         return z[:, :1, None, None].expand(-1, 1, 4, 4)
 
 
@@ -161,7 +161,7 @@ class SignSolver(torch.nn.Module):
 def test_dgr_sampler_keeps_only_samples_the_solver_labels_c():
     from mergan.methods.dgr import SolverFilteredSampler
 
-    sampler = SolverFilteredSampler(SignGenerator(), SignSolver(), z_dim=3)
+    sampler = SolverFilteredSampler(SignGenerator(), SignSolver(), z_dim=3, group_size=4)
     labels = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1])
     images = sampler.sample(labels, torch.randn(8, 3))
     means = images.flatten(1).mean(1)
@@ -185,8 +185,8 @@ def test_combinations_that_make_no_sense_are_refused(text, reason):
 def test_composite_adds_both_terms(tiny_config, mnist5k):
     trainer = trainer_at_task(tiny_config, mnist5k, "jtr+ra+ewc", 1)
     terms = trainer.method.generator_terms(trainer, 1)
-    assert set(terms) == {"loss_ra", "loss_ewc"}
-    assert trainer.method.replay(trainer, 1, 8) is not None
+    assert set(terms) == {"loss_ra", "loss_ewc", "loss_jtr_g"}
+    assert set(trainer.method.critic_terms(trainer, 1)) == {"loss_jtr_d"}
 
 
 @pytest.mark.parametrize("overrides,field", [({"lambda_ewc": -1}, "lambda_ewc"), ({"lambda_ra": -0.1}, "lambda_ra"),

@@ -75,7 +75,7 @@ def test_checkpoint_after_each_task_loads_weights_only(tiny_config, mnist5k):
     assert json.loads((trainer.out_dir / "results.json").read_text())["tasks"] == [[0], [1]]
 
 
-@pytest.mark.parametrize("method", ["sft", "ra", "jtr", "ewc", "dgr", "jtr+ra"])
+@pytest.mark.parametrize("method", ["sft", "ra", "jtr", "ewc", "dgr", "jtr+ra", "jt"])
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_config, mnist5k, tmp_path, method):
     full = Trainer(tiny_config(method=method, tasks="0|1|2", out_dir=str(tmp_path / "full")), dataset=mnist5k)
     full.fit()

@@ -6,7 +6,7 @@ from mergan.config import parse_method
 from mergan.methods.base import CompositeMethod, Method
 from mergan.methods.dgr import DeepGenerativeReplay
 from mergan.methods.ewc import ElasticWeightConsolidation
-from mergan.methods.joint import JointTraining, SequentialFineTuning
+from mergan.methods.joint import JointTraining, SequentialFineTuning, StreamedJointTraining
 from mergan.methods.joint_retraining import JointRetraining
 from mergan.methods.replay_alignment import ReplayAlignment
 
@@ -17,6 +17,7 @@ METHODS: dict[str, type[Method]] = {
     "dgr": DeepGenerativeReplay,
     "jtr": JointRetraining,
     "ra": ReplayAlignment,
+    "jt-stream": StreamedJointTraining,
 }
 
 

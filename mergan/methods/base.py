@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from mergan.models.norm import groups_of_size
+
 if TYPE_CHECKING:
     from mergan.trainer import Trainer
 
@@ -34,17 +36,31 @@ def earlier_classes(trainer: Trainer, t: int) -> list[int]:
     return [c for task in trainer.tasks[:t] for c in task]
 
 
-def per_class_replay_count(trainer: Trainer, t: int, n_real: int) -> int:
-    """Replayed images per earlier class in a batch with ``n_real`` real images.
+def reduces_batch(trainer: Trainer) -> bool:
+    """The authors' ``REDUCE_BATCH``: True for digits (one batch split over the earlier classes,
+    replay terms summed), False for LSUN (a whole batch per earlier class, terms divided by their number)."""
+    value = trainer.config.method.reduce_batch
+    return trainer.config.data.dataset != "lsun" if value is None else value
 
-    Default (the authors' code): n_real // (t + 1), i.e. 64 // t with 1-based t. With
-    ``method.replay_share`` s, the replayed part is a share s of the whole batch.
+
+def per_class_replay_count(trainer: Trainer, t: int, n_real: int) -> int:
+    """Replayed images per earlier class in a step whose real batch holds ``n_real`` images.
+
+    Default (the authors' code): ``n_real // class_count`` with ``class_count`` the number of
+    EARLIER classes (64, 32, ..., 7 at the tenth one-digit task), or ``n_real`` per earlier class
+    when the batch is not reduced (LSUN). With ``method.replay_share`` s, the replayed part is a
+    share s of the whole step instead.
     """
     share = trainer.config.method.replay_share
     n_earlier = len(earlier_classes(trainer, t))
     if share is None:
-        return max(1, n_real // (t + 1))
+        return max(1, n_real // n_earlier) if reduces_batch(trainer) else n_real
     return max(1, round(n_real * share / (1 - share) / n_earlier))
+
+
+def replayed_labels(trainer: Trainer, t: int, per_class: int) -> torch.Tensor:
+    """Every earlier class, ``per_class`` times each, grouped by class: [c0, c0, ..., c1, c1, ...]."""
+    return torch.tensor(earlier_classes(trainer, t), device=trainer.device).repeat_interleave(per_class)
 
 
 class Method:
@@ -53,6 +69,7 @@ class Method:
     name = "sft"
     conditional = True  # False: the generator and critic are unconditional (one class)
     needs_previous_task = False
+    resets_optimizers = True  # fresh Adam state at every task (the authors' mergan.py); JT keeps one
 
     def setup(self, trainer: Trainer) -> None:
         pass
@@ -80,7 +97,7 @@ class Method:
         return {}
 
     def sampler(self, trainer: Trainer) -> GeneratorSampler:
-        return GeneratorSampler(trainer.generator, trainer.config.model.z_dim)
+        return GeneratorSampler(trainer.generator, trainer.config.model.z_dim, trainer.config.optim.batch_size)
 
     def state_dict(self) -> dict:
         return {}
@@ -110,19 +127,19 @@ class PreviousGeneratorMethod(Method):
 
 
 class GeneratorSampler:
-    """Draws class c from a class-conditional generator: ``sample(labels, z)``, in eval mode."""
+    """Draws class c from a class-conditional generator: ``sample(labels, z)``.
 
-    def __init__(self, generator: nn.Module, z_dim: int):
-        self.generator, self.z_dim = generator, z_dim
+    As in the authors' evaluation, each class's images are normalised in groups of the training
+    batch size (64 of one class per call there), so a class's images never depend on which other
+    classes are asked for at the same time, nor on how many (models/norm.py)."""
+
+    def __init__(self, generator: nn.Module, z_dim: int, group_size: int):
+        self.generator, self.z_dim, self.group_size = generator, z_dim, group_size
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            return self.generator(z, labels)
-        finally:
-            self.generator.train(was_training)
+        groups = groups_of_size(labels, self.generator.num_classes, self.group_size)
+        return self.generator(z, labels, groups)
 
 
 class CompositeMethod(Method):
@@ -133,6 +150,7 @@ class CompositeMethod(Method):
         self.name = "+".join(m.name for m in methods)
         self.conditional = all(m.conditional for m in methods)
         self.needs_previous_task = any(m.needs_previous_task for m in methods)
+        self.resets_optimizers = all(m.resets_optimizers for m in methods)
 
     def setup(self, trainer: Trainer) -> None:
         for method in self.methods:

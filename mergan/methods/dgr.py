@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mergan.methods.base import PreviousGeneratorMethod, earlier_classes, frozen_copy, per_class_replay_count
+from mergan.models.norm import groups_of_size
 
 _MAX_ROUNDS = 20
 
@@ -97,7 +98,8 @@ class DeepGenerativeReplay(PreviousGeneratorMethod):
         self.solver.eval()
 
     def sampler(self, trainer) -> SolverFilteredSampler:
-        return SolverFilteredSampler(trainer.generator, self.solver, trainer.config.model.z_dim)
+        return SolverFilteredSampler(trainer.generator, self.solver, trainer.config.model.z_dim,
+                                     trainer.config.optim.batch_size)
 
     def state_dict(self) -> dict:
         return {
@@ -117,8 +119,13 @@ class DeepGenerativeReplay(PreviousGeneratorMethod):
 class SolverFilteredSampler:
     """Draws "class c" from an unconditional generator by keeping samples the solver labels c."""
 
-    def __init__(self, generator: nn.Module, solver: nn.Module, z_dim: int):
-        self.generator, self.solver, self.z_dim = generator, solver, z_dim
+    def __init__(self, generator: nn.Module, solver: nn.Module, z_dim: int, group_size: int):
+        self.generator, self.solver, self.z_dim, self.group_size = generator, solver, z_dim, group_size
+
+    def unconditional(self, z: torch.Tensor) -> torch.Tensor:
+        """Images of the unconditional generator, normalised in groups of the training batch size."""
+        labels = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        return self.generator(z, labels, groups_of_size(labels, 1, self.group_size))
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -126,15 +133,13 @@ class SolverFilteredSampler:
         # Extra noise comes from a generator seeded by z, so the same z gives the same images and
         # the global RNG (training's) is never touched.
         rng = torch.Generator(device=device).manual_seed(int(z.flatten()[:8].abs().sum().item() * 1e6) % 2**31)
-        was_training = self.generator.training
-        self.generator.eval()
         self.solver.eval()
         wanted = {int(c): int((labels == c).sum()) for c in labels.unique()}
         kept: dict[int, list[torch.Tensor]] = {c: [] for c in wanted}
         best: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         noise = z
         for _ in range(_MAX_ROUNDS):
-            images = self.generator(noise, torch.zeros(noise.shape[0], dtype=torch.long, device=device))
+            images = self.unconditional(noise)
             probs = F.softmax(self.solver(images), dim=1)
             predicted = probs.argmax(1)
             for c, count in wanted.items():
@@ -149,7 +154,6 @@ class SolverFilteredSampler:
             if all(sum(x.shape[0] for x in kept[c]) >= wanted[c] for c in wanted):
                 break
             noise = torch.randn(z.shape, generator=rng, device=device)
-        self.generator.train(was_training)
         out = torch.empty((labels.shape[0], *images.shape[1:]), device=device, dtype=images.dtype)
         for c, n in wanted.items():
             chosen = torch.cat(kept[c]) if kept[c] else images[:0]

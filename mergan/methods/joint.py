@@ -1,8 +1,14 @@
-"""JT, joint training: the upper bound. Task t trains on the real images of every task so far.
+"""JT, joint training: the upper bound, as the authors' ``joint.py`` trains it; and its streamed variant.
 
-Not sequential in spirit: nothing is forgotten because nothing is taken away. Running it as a
-stream (classes of tasks 1..t at task t) gives an upper-bound point after every task, which is
-what the forgetting curves and intransigence compare against.
+``jt`` trains ONE model on the real images of every class of the stream from the first step, with
+one pair of optimizers for the whole run (no reset between tasks). The trainer still runs it in
+``iterations_per_task`` segments, so it is evaluated at the same points as the sequential methods:
+after k segments (the budget of tasks 1..k) on the classes of tasks 1..k. After the last segment
+it has had the whole budget, tasks x iterations_per_task, on all classes at once.
+
+``jt-stream`` trains task t on the real images of tasks 1..t (fresh optimizers per task, like the
+sequential methods): a model that has seen all the data so far at every point, the reference
+that intransigence (Chaudhry et al. 2018) compares against.
 """
 
 from __future__ import annotations
@@ -12,6 +18,14 @@ from mergan.methods.base import Method
 
 class JointTraining(Method):
     name = "jt"
+    resets_optimizers = False
+
+    def real_classes(self, trainer, t: int) -> list[int]:
+        return [c for task in trainer.tasks for c in task]
+
+
+class StreamedJointTraining(Method):
+    name = "jt-stream"
 
     def real_classes(self, trainer, t: int) -> list[int]:
         return [c for task in trainer.tasks[: t + 1] for c in task]

@@ -1,23 +1,46 @@
 """MeRGAN-JTR, joint retraining with replayed samples (Wu et al. 2018, Sec. 3.2).
 
-Before task t > 1 a frozen copy G_{t-1} draws images of every earlier class. They join each real
-batch of the current task: the critic scores them as real and classifies them as their classes
-(no gradient penalty on them), and the generator's step draws their classes too, so G keeps
-learning old and new classes together. Two replay modes:
-- ``fresh`` (the authors' code): new images every step, batch // t per earlier class per real
-  batch of ``batch`` images (t the 1-based task number);
-- ``fixed``: a replay set of ``replay_size_per_class`` images per earlier class, drawn once at the
-  start of the task (the paper's S~_c), sampled from at every step.
-``replay_share`` replaces the batch // t rule by a fixed share of each batch.
+Before task t > 1 a frozen copy G_{t-1} is kept; it draws images of every earlier class, which
+train the critic and the generator together with the current task's real images. Two loss forms:
+
+- ``per-class`` (default, the authors' code): for each earlier class c separately, with the same
+  noise z fed to both generators, a Wasserstein term in which G_{t-1}(z, c) is "real" and
+  G_t(z, c) is "fake", plus the class loss: the critic gets
+  mean D(G_t(z, c)) - mean D(G_{t-1}(z, c)) + CE(aux(G_{t-1}(z, c)), c), the generator
+  -mean D(G_t(z, c)) + CE(aux(G_t(z, c)), c). The per-class terms are summed, so every earlier
+  class weighs as much as the current one (whose ordinary WGAN-GP + AC-GAN terms the trainer adds);
+  LSUN (no reduced batch) divides the sums by the number of earlier classes. No gradient penalty
+  on replayed images.
+- ``concatenated``: the replayed images join each real batch (scored and classified as real) and
+  the generator step draws their classes too; the current class then weighs as much as all
+  earlier classes together. Kept as an option for comparison.
+
+Replay modes: ``fresh`` (the authors' code) draws new noise every step, ``batch // class_count``
+per earlier class (LSUN: a whole batch); ``fixed`` draws a replay set of ``replay_size_per_class``
+images (and their noise) per earlier class once at the start of the task (the paper's S~_c) and
+samples from it. ``replay_share`` replaces the per-class count by a share of each step.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from mergan.methods.base import PreviousGeneratorMethod, earlier_classes, per_class_replay_count
+from mergan.methods.base import (
+    GeneratorSampler,
+    PreviousGeneratorMethod,
+    earlier_classes,
+    per_class_replay_count,
+    reduces_batch,
+    replayed_labels,
+)
 
 _DRAW_CHUNK = 512  # images per forward when drawing a fixed replay set
+
+
+def per_class_sum(values: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Sum over classes of each class's mean, for ``values`` grouped by class in equal runs."""
+    return values.view(num_classes, -1).mean(1).sum()
 
 
 class JointRetraining(PreviousGeneratorMethod):
@@ -25,42 +48,81 @@ class JointRetraining(PreviousGeneratorMethod):
 
     def __init__(self):
         super().__init__()
-        self.replay_images: torch.Tensor | None = None  # fixed mode: [n_earlier * N, C, S, S]
+        self.replay_set: tuple[torch.Tensor, torch.Tensor] | None = None  # fixed mode: (z, images) by class
 
     def before_task(self, trainer, t: int) -> None:
         super().before_task(trainer, t)
-        self.replay_images = None
+        self.replay_set = None
         if self.previous_generator is not None and trainer.config.method.replay_mode == "fixed":
-            self.replay_images = self._draw_replay_set(trainer, t)
+            self.replay_set = self._draw_replay_set(trainer, t)
 
-    def _draw_replay_set(self, trainer, t: int) -> torch.Tensor:
-        per_class = trainer.config.method.replay_size_per_class
-        labels = torch.tensor(earlier_classes(trainer, t), device=trainer.device).repeat_interleave(per_class)
-        chunks = []
+    def _draw_replay_set(self, trainer, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = replayed_labels(trainer, t, trainer.config.method.replay_size_per_class)
+        z = torch.randn(labels.shape[0], trainer.config.model.z_dim, device=trainer.device)
+        sampler = self.previous_sampler(trainer)  # batch-sized groups of one class, as when training
+        images = torch.cat([sampler.sample(y, noise) for y, noise in zip(labels.split(_DRAW_CHUNK),
+                                                                         z.split(_DRAW_CHUNK))])
+        return z, images
+
+    def previous_sampler(self, trainer) -> GeneratorSampler:
+        return GeneratorSampler(self.previous_generator, trainer.config.model.z_dim, trainer.config.optim.batch_size)
+
+    def replay_pairs(self, trainer, t: int, with_previous: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(labels, z, G_{t-1}(z, labels) or None) for one step, grouped by earlier class."""
+        per_class = per_class_replay_count(trainer, t, trainer.config.optim.batch_size)
+        labels = replayed_labels(trainer, t, per_class)
+        if self.replay_set is None:
+            z = torch.randn(labels.shape[0], trainer.config.model.z_dim, device=trainer.device)
+            if not with_previous:
+                return labels, z, None
+            with torch.no_grad():
+                return labels, z, self.previous_generator(z, labels)
+        # Fixed set: earlier class k occupies rows [k * N, (k + 1) * N).
+        size = trainer.config.method.replay_size_per_class
+        n_earlier = len(earlier_classes(trainer, t))
+        slot = torch.arange(n_earlier, device=trainer.device).repeat_interleave(per_class)
+        rows = slot * size + torch.randint(size, slot.shape, device=trainer.device)
+        set_z, set_images = self.replay_set
+        return labels, set_z[rows], set_images[rows]
+
+    def _per_class_form(self, trainer) -> bool:
+        return trainer.config.method.jtr_loss == "per-class"
+
+    def _reduce(self, trainer, t: int, total: torch.Tensor) -> torch.Tensor:
+        return total if reduces_batch(trainer) else total / len(earlier_classes(trainer, t))
+
+    def critic_terms(self, trainer, t: int) -> dict[str, torch.Tensor]:
+        if self.previous_generator is None or not self._per_class_form(trainer):
+            return {}
+        labels, z, previous = self.replay_pairs(trainer, t)
         with torch.no_grad():
-            for start in range(0, labels.shape[0], _DRAW_CHUNK):
-                chunk = labels[start:start + _DRAW_CHUNK]
-                z = torch.randn(chunk.shape[0], trainer.config.model.z_dim, device=trainer.device)
-                chunks.append(self.previous_generator(z, chunk))
-        return torch.cat(chunks)
+            current = trainer.generator(z, labels)
+        n_earlier = len(earlier_classes(trainer, t))
+        score, logits = trainer.critic(torch.cat([previous, current]))
+        previous_score, current_score = score.split(labels.shape[0])
+        wasserstein = per_class_sum(current_score, n_earlier) - per_class_sum(previous_score, n_earlier)
+        classify = per_class_sum(F.cross_entropy(logits[: labels.shape[0]], labels, reduction="none"), n_earlier)
+        return {"loss_jtr_d": self._reduce(trainer, t, wasserstein + trainer.config.optim.lambda_cls * classify)}
 
+    def generator_terms(self, trainer, t: int) -> dict[str, torch.Tensor]:
+        if self.previous_generator is None or not self._per_class_form(trainer):
+            return {}
+        labels, z, _ = self.replay_pairs(trainer, t, with_previous=False)
+        score, logits = trainer.critic(trainer.generator(z, labels))
+        n_earlier = len(earlier_classes(trainer, t))
+        adversarial = -per_class_sum(score, n_earlier)
+        classify = per_class_sum(F.cross_entropy(logits, labels, reduction="none"), n_earlier)
+        return {"loss_jtr_g": self._reduce(trainer, t, adversarial + trainer.config.optim.lambda_cls * classify)}
+
+    # -- the concatenated form: replay joins the real batch ------------------------------------
     def replay_labels(self, trainer, t: int, n_real: int) -> torch.Tensor | None:
-        if self.previous_generator is None:
+        if self.previous_generator is None or self._per_class_form(trainer):
             return None
-        per_class = per_class_replay_count(trainer, t, n_real)
-        return torch.tensor(earlier_classes(trainer, t), device=trainer.device).repeat_interleave(per_class)
+        return replayed_labels(trainer, t, per_class_replay_count(trainer, t, n_real))
 
     def replay(self, trainer, t: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        labels = self.replay_labels(trainer, t, n_real)
-        if labels is None:
+        if self.previous_generator is None or self._per_class_form(trainer):
             return None
-        if self.replay_images is None:
-            z = torch.randn(labels.shape[0], trainer.config.model.z_dim, device=trainer.device)
-            with torch.no_grad():
-                return self.previous_generator(z, labels), labels
-        # Fixed set: class k of the earlier classes occupies rows [k * N, (k + 1) * N).
-        per_class = trainer.config.method.replay_size_per_class
-        n_earlier = len(earlier_classes(trainer, t))
-        slot = torch.arange(n_earlier, device=trainer.device).repeat_interleave(labels.shape[0] // n_earlier)
-        rows = slot * per_class + torch.randint(per_class, slot.shape, device=trainer.device)
-        return self.replay_images[rows], labels
+        labels, _, images = self.replay_pairs(trainer, t)
+        return images, labels

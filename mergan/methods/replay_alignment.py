@@ -2,21 +2,29 @@
 
 Before task t > 1 a frozen copy G_{t-1} of the generator is kept. Every generator step adds
 
-    lambda_RA * 1/2 * sum over the replayed batch of ||G_t(z, c) - G_{t-1}(z, c)||^2  [/ n_earlier]
+    lambda_RA * sum over earlier classes c of 1/2 ||G_t(z_c, c) - G_{t-1}(z_c, c)||^2  [/ class_count]
 
-for earlier classes c, the same z and c fed to both. The reduction is the authors' code's: the
-squared error is summed (not averaged) over the whole replayed batch and every pixel, halved
-(``tf.nn.l2_loss``), and for digits divided by the number of earlier classes; for LSUN it is not
-divided. That is the scale at which the paper's lambda_RA (1e-3 MNIST/LSUN, 1e-2 SVHN) holds here.
-The replayed batch holds ``method.ra_batch_size`` samples spread evenly over the earlier classes,
-or by default the authors' batch // t per earlier class (t the 1-based task number).
+with the same noise z_c fed to both. The reduction is the authors' code's: the squared error is
+summed (not averaged) over every replayed image and pixel, halved (``tf.nn.l2_loss``), and, when
+the batch is reduced (digits), divided by ``class_count``, the number of earlier classes; for
+LSUN it is not divided. That is the scale at which the paper's lambda_RA (1e-3 MNIST/LSUN, 1e-2
+SVHN) holds. Each earlier class gets ``batch // class_count`` replayed samples (LSUN: a whole
+batch), or ``method.ra_batch_size`` spread evenly over the earlier classes. All earlier classes go
+through one forward of each generator; the class-grouped batch norm (models/norm.py) makes that
+equal to the authors' one call per class, so identical G_t and G_{t-1} give a term of exactly 0.
 """
 
 from __future__ import annotations
 
 import torch
 
-from mergan.methods.base import PreviousGeneratorMethod, earlier_classes, per_class_replay_count
+from mergan.methods.base import (
+    PreviousGeneratorMethod,
+    earlier_classes,
+    per_class_replay_count,
+    reduces_batch,
+    replayed_labels,
+)
 
 
 def replay_alignment_loss(current: torch.Tensor, previous: torch.Tensor, num_earlier_classes: int,
@@ -29,20 +37,19 @@ def replay_alignment_loss(current: torch.Tensor, previous: torch.Tensor, num_ear
 class ReplayAlignment(PreviousGeneratorMethod):
     name = "ra"
 
-    def replayed_labels(self, trainer, t: int) -> torch.Tensor:
-        classes = earlier_classes(trainer, t)
+    def alignment_labels(self, trainer, t: int) -> torch.Tensor:
         size = trainer.config.method.ra_batch_size
-        per_class = (max(1, size // len(classes)) if size else
+        per_class = (max(1, size // len(earlier_classes(trainer, t))) if size else
                      per_class_replay_count(trainer, t, trainer.config.optim.batch_size))
-        return torch.tensor(classes, device=trainer.device).repeat_interleave(per_class)
+        return replayed_labels(trainer, t, per_class)
 
     def generator_terms(self, trainer, t: int) -> dict[str, torch.Tensor]:
         if self.previous_generator is None:
             return {}
-        labels = self.replayed_labels(trainer, t)
+        labels = self.alignment_labels(trainer, t)
         z = torch.randn(labels.shape[0], trainer.config.model.z_dim, device=trainer.device)
         with torch.no_grad():
             target = self.previous_generator(z, labels)
         loss = replay_alignment_loss(trainer.generator(z, labels), target, len(earlier_classes(trainer, t)),
-                                     divide_by_classes=trainer.config.data.dataset != "lsun")
+                                     divide_by_classes=reduces_batch(trainer))
         return {"loss_ra": trainer.config.method.lambda_ra * loss}

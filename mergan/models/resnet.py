@@ -1,7 +1,8 @@
 """The paper's 64x64 ResNet pair (LSUN), after the WGAN-GP 64x64 ResNet the authors built on.
 
 G: [z, onehot(c)] -> Linear -> 8w x 4 x 4, four up-sampling residual blocks (8w -> 8w -> 4w -> 2w -> w;
-w = 64 gives 512 -> 64), batch norm, ReLU, 3x3 conv, tanh.
+w = 64 gives 512 -> 64), batch norm with each class's own statistics (models/norm.py), ReLU,
+3x3 conv, tanh.
 D: 3x3 conv to w, four down-sampling residual blocks with layer norm (w -> 2w -> 4w -> 8w -> 8w;
 64 -> 512), then the Wasserstein and class heads on the 4x4 features.
 """
@@ -14,20 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mergan.models.norm import GroupedBatchNorm2d, NormGroups, class_groups
+
 
 class UpBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.norm1 = GroupedBatchNorm2d(in_channels, 1, conditional=False)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.norm2 = GroupedBatchNorm2d(out_channels, 1, conditional=False)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.shortcut = nn.Conv2d(in_channels, out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, groups: NormGroups) -> torch.Tensor:
         up = F.interpolate(x, scale_factor=2, mode="nearest")
-        h = self.conv1(F.interpolate(F.relu(self.norm1(x)), scale_factor=2, mode="nearest"))
-        h = self.conv2(F.relu(self.norm2(h)))
+        h = self.conv1(F.interpolate(F.relu(self.norm1(x, labels, groups)), scale_factor=2, mode="nearest"))
+        h = self.conv2(F.relu(self.norm2(h, labels, groups)))
         return h + self.shortcut(up)
 
 
@@ -54,15 +57,17 @@ class ResNetGenerator(nn.Module):
         self.register_buffer("onehot", torch.eye(num_classes), persistent=False)
         self.project = nn.Linear(z_dim + num_classes, 8 * width * 4 * 4)
         widths = [8 * width, 8 * width, 4 * width, 2 * width, width]
-        self.blocks = nn.Sequential(*[UpBlock(a, b) for a, b in itertools.pairwise(widths)])
-        self.norm = nn.BatchNorm2d(width)
+        self.blocks = nn.ModuleList([UpBlock(a, b) for a, b in itertools.pairwise(widths)])
+        self.norm = GroupedBatchNorm2d(width, 1, conditional=False)
         self.out = nn.Conv2d(width, channels, 3, padding=1)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, groups: NormGroups | None = None) -> torch.Tensor:
+        groups = class_groups(labels, self.num_classes) if groups is None else groups
         onehot = self.onehot[labels].to(z.dtype)  # (F.one_hot cannot run under vmap, used by EWC)
         x = self.project(torch.cat([z, onehot], dim=1)).view(-1, 8 * self.width, 4, 4)
-        x = self.blocks(x)
-        return torch.tanh(self.out(F.relu(self.norm(x))))
+        for block in self.blocks:
+            x = block(x, labels, groups)
+        return torch.tanh(self.out(F.relu(self.norm(x, labels, groups))))
 
 
 class ResNetCritic(nn.Module):

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mergan.models.norm import NormGroups
+
 
 class SmallGenerator(nn.Module):
     """[z, onehot(c)] -> Linear -> width x 8 x 8 -> two stride-2 transposed convs -> 32x32, tanh."""
@@ -18,7 +20,8 @@ class SmallGenerator(nn.Module):
         self.up1 = nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1)
         self.up2 = nn.ConvTranspose2d(width // 2, channels, 4, stride=2, padding=1)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, groups: NormGroups | None = None) -> torch.Tensor:
+        """``groups`` is accepted for the common generator interface; this net has no normalisation."""
         onehot = self.onehot[labels].to(z.dtype)  # (F.one_hot cannot run under vmap, used by EWC)
         x = F.relu(self.project(torch.cat([z, onehot], dim=1))).view(-1, self.width, 8, 8)
         x = F.relu(self.up1(x))

@@ -44,7 +44,7 @@ from analysis.errors import (
 # Metrics logged once per task (step = task number); names as in mergan/callbacks.py.
 TASK_ACCURACY = re.compile(r"^acc_task_(\d+)$")
 SUMMARY_METRICS = ("avg_acc", "bwt", "forgetting", "intransigence", "reverse_acc", "fid_classifier",
-                   "fid_inception")
+                   "fid_inception", "coverage_acc")
 # Params that differ between runs of one configuration (seed, paths, machine): never part of its label.
 RUN_SPECIFIC_PARAMS = frozenset({
     "run.seed", "run.out_dir", "run.device", "run.log_every", "run.save_checkpoints", "data.data_root",

@@ -11,6 +11,8 @@ Metric names (shared by the CLI, MLflow, Tune and analysis; task numbers are 1-b
 - ``avg_acc``, ``bwt``, ``forgetting``, ``intransigence`` (when a JT reference is given),
   ``reverse_acc``, ``fid_classifier`` (Frechet distance in the evaluator's feature space),
   ``fid_inception`` (standard FID, only with Inception weights).
+- unconditional generators (DGR) also: ``coverage_acc``, ``coverage_class_{c}``, ``coverage_unseen``
+  (the evaluator's labels of unconditional samples; no solver involved).
 - training (reported per step): ``loss_d``, ``loss_g``, ``wasserstein``, ``gp``, ``cls_real``,
   ``cls_fake`` and a method's own terms (``loss_ra``, ``loss_ewc`` ...), ``steps_per_second``.
 """

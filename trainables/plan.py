@@ -33,7 +33,7 @@ OBJECTIVES = {
     "multi": [("stream_avg_acc", "max"), ("forgetting", "min"), ("train_seconds_total", "min")],
 }
 METRICS = ("stream_avg_acc", "avg_acc", "forgetting", "bwt", "train_seconds_total", "eval_seconds_total",
-           "fid_classifier", "fid_inception", "reverse_acc", "intransigence")
+           "fid_classifier", "fid_inception", "reverse_acc", "intransigence", "coverage_acc")
 # The main job on a 2-core laptop (small preset only): short tasks, fewer evaluation samples.
 LAPTOP_DEFAULTS = {"iterations_per_task": 300, "eval_samples_per_class": 200}
 DATASET_CLASSES = {"mnist5k": 10, "mnist": 10, "svhn": 10}

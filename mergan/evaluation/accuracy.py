@@ -54,3 +54,30 @@ def generated_class_accuracy(sampler: Sampler, evaluator: Any, classes: Sequence
                 on_batch(cls, images, features)
         accuracy[int(cls)] = int(correct) / samples_per_class  # one host sync per class
     return accuracy
+
+
+def class_coverage(unconditional: Callable[[torch.Tensor], torch.Tensor], z_dim: int, evaluator: Any,
+                   classes: Sequence[int], samples_per_class: int, seed: int, device: torch.device | str,
+                   batch_size: int = SAMPLE_BATCH) -> dict[str, float]:
+    """How an unconditional generator covers the seen classes, judged by the evaluator alone.
+
+    ``len(classes) * samples_per_class`` images from ``unconditional(z)`` are labelled by the
+    evaluator: ``coverage_class_{c}`` is the share labelled c, ``coverage_unseen`` the share
+    labelled a class not seen yet, and ``coverage_acc`` the mean over seen classes of
+    min(1, share_c * number of seen classes): 1 when every seen class gets at least its fair share.
+    Unlike class-conditional accuracy through a solver (DGR's sampler), no second classifier is involved.
+    """
+    total = samples_per_class * len(classes)
+    z_all = fixed_normal(total, z_dim, derive_seed(seed, "coverage-z"))
+    counts = torch.zeros(evaluator.num_classes, dtype=torch.long, device=evaluator.device)
+    with torch.no_grad():
+        for z in z_all.split(batch_size):
+            images = unconditional(z.to(device)).float().clamp_(-1.0, 1.0)
+            logits, _ = evaluator.logits_and_features(images)
+            counts += torch.bincount(logits.argmax(1), minlength=evaluator.num_classes)
+    shares = (counts.double() / total).tolist()  # one host sync
+    seen = [int(c) for c in classes]
+    metrics = {f"coverage_class_{c}": shares[c] for c in seen}
+    metrics["coverage_unseen"] = 1.0 - sum(shares[c] for c in seen)
+    metrics["coverage_acc"] = sum(min(1.0, shares[c] * len(seen)) for c in seen) / len(seen)
+    return metrics

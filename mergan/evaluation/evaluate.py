@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mergan.evaluation.accuracy import Sampler, generated_class_accuracy
+from mergan.evaluation.accuracy import Sampler, class_coverage, generated_class_accuracy
 from mergan.evaluation.classifier import Evaluator, get_evaluator, settings_from_config
 from mergan.evaluation.frechet import FeatureStats, fid_from_stats, inception_weights_path, load_inception
 from mergan.evaluation.grids import save_class_grid
@@ -86,8 +86,9 @@ def evaluate_after_task(sampler: Sampler, ds: Any, tasks: Sequence[Sequence[int]
     """Evaluate the generator after task ``task_index0`` (0-based) on every class of tasks 0..task_index0.
 
     ``previous_matrix`` holds the rows of earlier tasks (missing rows or entries: None);
-    ``jt_matrix`` a joint-training run's matrix for ``intransigence``. Everything random is
-    drawn from generators seeded by ``seed``; the global torch RNG is left alone.
+    ``jt_matrix`` a joint-training run's matrix for ``intransigence``. A sampler with an
+    ``unconditional(z)`` method (DGR's) is also judged by class coverage (``class_coverage``).
+    Everything random is drawn from generators seeded by ``seed``; the global torch RNG is left alone.
     """
     start = time.perf_counter()
     device = torch.device(device)
@@ -128,6 +129,12 @@ def evaluate_after_task(sampler: Sampler, ds: Any, tasks: Sequence[Sequence[int]
     metrics: dict[str, float] = {f"acc_task_{j + 1}": value for j, value in enumerate(row)}
     metrics.update({f"acc_class_{c}": value for c, value in class_accuracy.items()})
     metrics.update(summarize(matrix, jt_matrix))
+    unconditional = getattr(sampler, "unconditional", None)
+    if unconditional is not None:
+        tic = time.perf_counter()
+        metrics.update(class_coverage(unconditional, sampler.z_dim, evaluator, seen_classes, per_class, seed,
+                                      device))
+        timings["coverage"] = time.perf_counter() - tic
 
     if want_fid:
         tic = time.perf_counter()

@@ -1,0 +1,230 @@
+"""The methods train as the authors' code (WuChenshen/MeRGAN: mergan.py, joint.py, cond_batchnorm.py) does.
+
+Each test pins one place where an earlier version trained differently (docs/fidelity.md).
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mergan.config import build_config
+from mergan.methods.base import per_class_replay_count
+from mergan.trainer import Trainer
+
+TEN_TASKS = "0|1|2|3|4|5|6|7|8|9"
+# The paper's nets, narrowed so that a CPU test runs in a second; the normalisation is what matters.
+NETS = {
+    "small": dict(preset="small", g_width=16, d_width=8),
+    "dcgan32": dict(preset="dcgan32", g_width=8, d_width=8, z_dim=16),
+    "resnet64": dict(preset="resnet64", g_width=4, d_width=4, z_dim=16, image_size=64),
+}
+
+
+@pytest.fixture(scope="module")
+def mnist64():
+    from mergan.config import DataConfig
+    from mergan.data import load_dataset
+
+    return load_dataset(DataConfig(dataset="mnist5k"), image_size=64)
+
+
+def trainer_for(tiny_config, mnist5k, mnist64, net, **overrides):
+    values = {**NETS[net], "critic_steps": 1, "iterations_per_task": 3, **overrides}
+    dataset = mnist64 if net == "resnet64" else mnist5k
+    return Trainer(tiny_config(**values), dataset=dataset)
+
+
+# -- 1. batch norm statistics: per class, from the call's own batch, never running statistics --------
+@pytest.mark.parametrize("net", list(NETS))
+def test_ra_term_is_exactly_zero_when_the_new_generator_equals_the_old(tiny_config, mnist5k, mnist64, net):
+    """Nine earlier classes in one forward: the class-grouped statistics make it equal to nine calls."""
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, net, method="ra", tasks=TEN_TASKS, batch_size=64)
+    trainer.train_task(0)  # weights (and, formerly, running statistics) that are not the initial ones
+    trainer.tasks_done = 9
+    trainer.method.before_task(trainer, 9)  # G_{t-1} := G_t
+    trainer.generator.train()
+    assert trainer.method.generator_terms(trainer, 9)["loss_ra"].item() == 0.0
+
+
+@pytest.mark.parametrize("net", ["dcgan32", "resnet64"])
+def test_a_class_samples_do_not_depend_on_the_other_classes_in_the_batch(tiny_config, mnist5k, mnist64, net):
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, net)
+    trainer.train_task(0)
+    generator = trainer.generator.train()
+    z = torch.randn(24, trainer.config.model.z_dim)
+    alone = generator(z[:8], torch.zeros(8, dtype=torch.long))
+    mixed = generator(z, torch.tensor([0] * 8 + [3] * 8 + [7] * 8))
+    torch.testing.assert_close(mixed[:8], alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("net", ["dcgan32", "resnet64"])
+def test_evaluation_samples_use_single_class_batch_statistics_like_training(tiny_config, mnist5k, mnist64, net):
+    """The sampler normalises each class in batch-sized groups, as the authors' 64-image evaluation calls."""
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, net, batch_size=16)
+    trainer.train_task(0)
+    z = torch.randn(40, trainer.config.model.z_dim)
+    labels = torch.tensor([0] * 20 + [1] * 20)
+    sampled = trainer.sampler().sample(labels, z)
+    trainer.generator.train()
+    with torch.no_grad():  # what one training-mode call of one class and 16 samples gives
+        for rows in (slice(0, 16), slice(16, 20), slice(20, 36), slice(36, 40)):
+            torch.testing.assert_close(sampled[rows], trainer.generator(z[rows], labels[rows]),
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_generators_keep_no_running_statistics(tiny_config, mnist5k, mnist64):
+    for net in ("dcgan32", "resnet64"):
+        generator = trainer_for(tiny_config, mnist5k, mnist64, net).generator
+        assert not [name for name, _ in generator.named_buffers() if "running" in name]
+
+
+# -- 2. replayed samples per earlier class: 64 // class_count (digits), 64 (LSUN) --------------------
+def _stream(dataset, tasks, **overrides):
+    config = build_config(overrides={"dataset": dataset, "tasks": tasks, "batch_size": 64, **overrides},
+                          validate=False)
+    return SimpleNamespace(config=config, tasks=[[int(c) for c in t.split(",")] for t in tasks.split("|")],
+                           device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("task,expected", [(1, 64), (2, 32), (3, 21), (4, 16), (9, 7)])
+def test_digits_replay_64_over_the_number_of_earlier_classes(task, expected):
+    assert per_class_replay_count(_stream("mnist", TEN_TASKS), task, 64) == expected
+
+
+def test_digits_with_two_classes_per_task_divide_by_earlier_classes_not_tasks():
+    stream = _stream("mnist", "0,1|2,3|4,5")
+    assert [per_class_replay_count(stream, t, 64) for t in (1, 2)] == [32, 16]
+
+
+@pytest.mark.parametrize("task", [1, 2, 3])
+def test_lsun_replays_a_whole_batch_per_earlier_class(task):
+    assert per_class_replay_count(_stream("lsun", "0|1|2|3"), task, 64) == 64
+
+
+@pytest.mark.parametrize("method,replay_mode", [("ra", "fresh"), ("jtr", "fresh"), ("jtr", "fixed")])
+@pytest.mark.parametrize("task,expected", [(1, 64), (2, 32), (4, 16)])
+def test_each_method_draws_the_authors_count_per_earlier_class(tiny_config, mnist5k, mnist64, method, replay_mode,
+                                                               task, expected):
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, "small", method=method, replay_mode=replay_mode,
+                          replay_size_per_class=8, tasks="0|1|2|3|4", batch_size=64)
+    trainer.tasks_done = task
+    trainer.method.before_task(trainer, task)
+    if method == "ra":
+        labels = trainer.method.alignment_labels(trainer, task)
+    else:
+        labels, _, images = trainer.method.replay_pairs(trainer, task)
+        assert images.shape[0] == labels.shape[0]
+    assert labels.tolist() == [c for c in range(task) for _ in range(expected)]
+
+
+def test_ra_scale_follows_the_authors_reduction(tiny_config, mnist5k, mnist64):
+    """Digits: summed over earlier classes and divided by their number; LSUN (no reduced batch): not divided."""
+    from mergan.methods.replay_alignment import replay_alignment_loss
+
+    current, previous = torch.ones(6, 1, 2, 2), torch.zeros(6, 1, 2, 2)
+    assert replay_alignment_loss(current, previous, 3).item() == pytest.approx(0.5 * 24 / 3)
+    assert replay_alignment_loss(current, previous, 3, divide_by_classes=False).item() == pytest.approx(12.0)
+
+
+# -- 3. JTR: one Wasserstein + class term per earlier class, each weighing as much as the current one --
+def _jtr_at_task_three(tiny_config, mnist5k, mnist64, **overrides):
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", method="jtr", tasks="0|1|2", batch_size=16,
+                          **overrides)
+    trainer.train_task(0)
+    trainer.tasks_done = 1
+    trainer.train_task(1)  # G_t now differs from G_{t-1}
+    trainer.tasks_done = 2
+    trainer.method.before_task(trainer, 2)
+    with torch.no_grad():
+        for p in trainer.generator.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return trainer
+
+
+def _authors_jtr_terms(trainer, z, per_class):
+    """mergan.py's JTR_loss_fn, one separate call per earlier class, summed."""
+    critic_total, generator_total = 0.0, 0.0
+    for c in (0, 1):
+        labels = torch.full((per_class,), c)
+        zc = z[c * per_class:(c + 1) * per_class]
+        old = trainer.method.previous_generator(zc, labels)
+        new = trainer.generator(zc, labels)
+        old_score, old_logits = trainer.critic(old)
+        new_score, new_logits = trainer.critic(new)
+        critic_total += new_score.mean() - old_score.mean() + F.cross_entropy(old_logits, labels)
+        generator_total += -new_score.mean() + F.cross_entropy(new_logits, labels)
+    return critic_total, generator_total
+
+
+def test_jtr_critic_and_generator_terms_are_the_authors_per_class_sums(tiny_config, mnist5k, mnist64):
+    trainer = _jtr_at_task_three(tiny_config, mnist5k, mnist64)
+    per_class = 16 // 2
+    torch.manual_seed(11)
+    critic_term = trainer.method.critic_terms(trainer, 2)["loss_jtr_d"]
+    torch.manual_seed(11)
+    generator_term = trainer.method.generator_terms(trainer, 2)["loss_jtr_g"]
+    torch.manual_seed(11)
+    z = torch.randn(2 * per_class, trainer.config.model.z_dim)
+    expected_critic, expected_generator = _authors_jtr_terms(trainer, z, per_class)
+    torch.testing.assert_close(critic_term, expected_critic, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(generator_term, expected_generator, rtol=1e-4, atol=1e-5)
+
+
+def test_jtr_per_class_terms_weigh_every_earlier_class_like_the_current_one():
+    """A known input: class means 1 and 5 (4 and 12 samples) sum to 6, whatever the counts' ratio."""
+    from mergan.methods.joint_retraining import per_class_sum
+
+    assert per_class_sum(torch.tensor([1.0] * 4 + [5.0] * 4), 2).item() == 6.0
+    assert per_class_sum(torch.arange(6.0), 3).item() == pytest.approx(0.5 + 2.5 + 4.5)
+
+
+def test_jtr_real_batches_hold_only_the_current_task_and_replay_nothing_into_them(tiny_config, mnist5k, mnist64):
+    trainer = _jtr_at_task_three(tiny_config, mnist5k, mnist64)
+    assert trainer.method.replay(trainer, 2, 16) is None and trainer.method.replay_labels(trainer, 2, 16) is None
+    _, labels = trainer.real_batches(trainer.method.real_classes(trainer, 2)).next()
+    assert set(labels.tolist()) == {2}
+
+
+def test_jtr_concatenated_form_stays_available_as_an_option(tiny_config, mnist5k, mnist64):
+    trainer = _jtr_at_task_three(tiny_config, mnist5k, mnist64, jtr_loss="concatenated")
+    images, labels = trainer.method.replay(trainer, 2, 16)
+    assert labels.tolist() == [0] * 8 + [1] * 8 and images.shape[0] == 16
+    assert trainer.method.critic_terms(trainer, 2) == {}
+
+
+# -- 4. JT: one model on every class from the start, one optimizer for the whole run ----------------
+def test_jt_trains_every_class_of_the_stream_from_the_first_task(tiny_config, mnist5k):
+    trainer = Trainer(tiny_config(method="jt", tasks="0|1|2"), dataset=mnist5k)
+    assert trainer.method.real_classes(trainer, 0) == [0, 1, 2]
+    _, labels = trainer.real_batches(trainer.method.real_classes(trainer, 0)).next()
+    assert len(set(labels.tolist())) > 1
+
+
+def test_jt_keeps_its_optimizer_state_across_tasks_and_resumes_it(tiny_config, mnist5k, tmp_path):
+    trainer = Trainer(tiny_config(method="jt", tasks="0|1|2", out_dir=str(tmp_path / "jt")), dataset=mnist5k)
+    trainer.fit()
+    optimizer_g, _ = trainer.optimizers
+    steps = {float(state["step"]) for state in optimizer_g.state.values()}
+    assert steps == {3.0 * 3}  # three tasks of three iterations, never reset
+    resumed = Trainer.from_checkpoint(tmp_path / "jt" / "task_2", dataset=mnist5k)
+    assert {float(s["step"]) for s in resumed.optimizers[0].state.values()} == {6.0}
+
+
+def test_jt_stream_keeps_the_streamed_reference_for_intransigence(tiny_config, mnist5k):
+    trainer = Trainer(tiny_config(method="jt-stream", tasks="0|1|2"), dataset=mnist5k)
+    assert [trainer.method.real_classes(trainer, t) for t in range(3)] == [[0], [0, 1], [0, 1, 2]]
+    assert trainer.method.resets_optimizers
+
+
+# -- 6. DGR is also judged without its solver: class coverage of its unconditional samples ----------
+def test_dgr_reports_class_coverage_by_the_evaluators_labels(tiny_config, mnist5k, tmp_path):
+    trainer = Trainer(tiny_config(method="dgr", eval_when="final", evaluator_epochs=1, eval_samples_per_class=16,
+                                  out_dir=str(tmp_path / "dgr")), dataset=mnist5k)
+    result = trainer.fit()[-1]
+    shares = [result.metrics[f"coverage_class_{c}"] for c in (0, 1)]
+    assert all(0.0 <= s <= 1.0 for s in shares)
+    assert sum(shares) + result.metrics["coverage_unseen"] == pytest.approx(1.0)
+    expected = sum(min(1.0, 2 * s) for s in shares) / 2
+    assert result.metrics["coverage_acc"] == pytest.approx(expected)

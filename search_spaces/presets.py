@@ -14,9 +14,9 @@ from typing import Any
 from search_spaces.space import DefineByRun, SearchSpace, SpaceError, docstring_question
 
 # Ranges wide enough for both the small CPU nets and the paper's nets (see mergan/config.py PRESETS:
-# small uses lambda_RA 1e-2 and lambda_EWC 1e3, the paper 1e-3 and 1e9).
+# small uses lambda_RA 1e-2, the paper 1e-3; both lambda_EWC 1e9, the penalty a mean over the weights).
 LAMBDA_RA = (1e-4, 1.0)
-LAMBDA_EWC = (1.0, 1e10)
+LAMBDA_EWC = (1e6, 1e12)
 REPLAY_SIZE_PER_CLASS = (16, 2048)
 PAPER_METHODS = ["jt", "sft", "ewc", "dgr", "jtr", "ra"]
 ABLATION_SEEDS = [0, 1, 2]

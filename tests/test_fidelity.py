@@ -228,3 +228,35 @@ def test_dgr_reports_class_coverage_by_the_evaluators_labels(tiny_config, mnist5
     assert sum(shares) + result.metrics["coverage_unseen"] == pytest.approx(1.0)
     expected = sum(min(1.0, 2 * s) for s in shares) / 2
     assert result.metrics["coverage_acc"] == pytest.approx(expected)
+
+
+# -- 5. EWC at the paper's lambda_EWC = 1e9 still learns the next task -------------------------------
+@pytest.mark.slow
+def test_paper_preset_ewc_still_learns_task_two(tmp_path, monkeypatch):
+    """The paper's nets and lambda: EWC's generator moves at least half as far on task 2 as without EWC."""
+    monkeypatch.setenv("MERGAN_CACHE_DIR", str(tmp_path / "cache"))
+    config = build_config(overrides=dict(preset="paper-mnist", dataset="mnist5k", tasks="0|1", method="ewc",
+                                         device="cpu", iterations_per_task=20, critic_steps=1,
+                                         ewc_fisher_samples=128, eval_when="none", out_dir=str(tmp_path / "ewc")))
+    assert config.method.lambda_ewc == 1e9
+    trainer = Trainer(config)
+    trainer.train_task(0)
+    trainer.method.after_task(trainer, 0)
+    trainer.tasks_done = 1
+    start = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    critic, rng = {k: v.clone() for k, v in trainer.critic.state_dict().items()}, torch.get_rng_state()
+
+    def distance_moved_on_task_two() -> float:
+        trainer.generator.load_state_dict(start)
+        trainer.critic.load_state_dict(critic)
+        torch.set_rng_state(rng)
+        trainer.train_task(1)
+        moved = [(p.detach() - start[k]).flatten() for k, p in trainer.generator.named_parameters()]
+        return torch.cat(moved).norm().item()
+
+    with_ewc = distance_moved_on_task_two()
+    fisher, trainer.method.fisher = trainer.method.fisher, None  # the same run without the penalty: SFT
+    without = distance_moved_on_task_two()
+    assert without > 0 and with_ewc > 0.5 * without
+    trainer.method.fisher = fisher
+    assert trainer.method.generator_terms(trainer, 1)["loss_ewc"].item() > 0  # it still holds something

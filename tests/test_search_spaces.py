@@ -36,7 +36,7 @@ def test_every_named_space_says_what_it_answers_and_uses_config_field_names():
 
 @pytest.mark.parametrize("name,parameter,low,high,constants", [
     ("ra-lambda", "lambda_ra", 1e-4, 1.0, {"method": "ra"}),
-    ("ewc-lambda", "lambda_ewc", 1.0, 1e10, {"method": "ewc"}),
+    ("ewc-lambda", "lambda_ewc", 1e6, 1e12, {"method": "ewc"}),
 ])
 def test_lambda_spaces_search_a_log_scale_for_their_method(name, parameter, low, high, constants):
     space = load_space(name)

@@ -28,7 +28,7 @@ from typing import Any
 
 from mergan.config import ConfigError
 from search_spaces import SpaceError, preset_names
-from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, list_sweeps, make_plan
+from trainables.plan import PlanError, SweepPlan, list_sweeps, make_plan
 
 # The main job's values where they differ from make_plan's (see the module docstring).
 MAIN_JOB = {"space": "methods", "num_samples": 6, "max_concurrent": 2}
@@ -131,32 +131,6 @@ def describe(plan: SweepPlan) -> str:
     return "\n".join(lines)
 
 
-def connect_ray(address: str | None, plan: SweepPlan) -> str:
-    """Start or join Ray after checking the plan's resources fit; returns a description of where."""
-    import ray
-
-    if ray.is_initialized():
-        where = "the running Ray"
-    elif address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, log_to_driver=True)
-        where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
-    else:
-        import torch
-
-        local = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
-        check_resources(plan, [local], "this machine")  # refused before Ray starts
-        ray.init(address="local", num_cpus=int(local["CPU"]), include_dashboard=False)
-        where = "a local Ray"
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    check_resources(plan, nodes, where)
-    if len(nodes) > 1 and "://" not in plan.storage_path:
-        print(f"sweep.py: note: {len(nodes)} nodes share --storage-path {plan.storage_path}: every node must see "
-              f"that folder at the same path (an NFS/EFS mount), or give s3://bucket/path", file=sys.stderr)
-    if plan.max_concurrent is None:
-        plan.max_concurrent = concurrent_trials(plan, nodes)
-    return where
-
-
 def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
     from trainables.sweeping import format_table, mlflow_hint
 
@@ -184,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(describe(plan))
             return 0
+        from trainables.sweeping import connect_ray, run_sweep
+
         where = connect_ray(args.address, plan)
     except (PlanError, SpaceError, ConfigError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return 2
-    from trainables.sweeping import run_sweep
 
     print(("Resuming" if args.resume else "Starting") + f" on {where}:\n{describe(plan)}\n", flush=True)
     started = time.perf_counter()

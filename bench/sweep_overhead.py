@@ -27,9 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mergan.trainer import Trainer
-from sweep import connect_ray
 from trainables.plan import make_plan
-from trainables.sweeping import run_sweep, trial_settings
+from trainables.sweeping import connect_ray, run_sweep, trial_settings
 from trainables.trainable import trial_config
 
 RESULTS = REPO / "bench" / "results" / "sweep_overhead.json"

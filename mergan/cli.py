@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
     _add_config_flags(train)
     train.set_defaults(handler=cmd_train)
-    for module in ("mergan.evaluation.commands", "trainables.tracking", "analysis.report"):
+    for module in ("mergan.evaluation.commands", "trainables.tracking", "analysis.report", "trainables.reproduce"):
         try:
             registered = __import__(module, fromlist=["add_subcommands"])
         except ImportError as error:

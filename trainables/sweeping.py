@@ -4,7 +4,7 @@
 SQLite file, or a grid; ASHA whose time unit is tasks; a fraction of a CPU/GPU per trial;
 retries from the last checkpoint), runs it, and returns one :class:`TrialRow` per trial.
 ``resume=True`` restores the Tuner, searcher state included, from the sweep's storage.
-Ray must already be initialised (``sweep.py`` does it).
+``connect_ray`` starts or joins Ray for a plan first (``sweep.py`` and ``mergan reproduce`` call it).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import SearchSpace
-from trainables.plan import SweepPlan, is_uri
+from trainables.plan import SweepPlan, check_resources, concurrent_trials, is_uri
 from trainables.tracking import finish_sweep_run, resolve_tracking_uri, start_sweep_run
 from trainables.trainable import TrialSettings, train_trial
 
@@ -56,6 +57,32 @@ class SweepOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result=None, error=True)
         else:
             super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def connect_ray(address: str | None, plan: SweepPlan) -> str:
+    """Start or join Ray after checking the plan's resources fit; returns a description of where."""
+    import ray
+
+    if ray.is_initialized():
+        where = "the running Ray"
+    elif address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, log_to_driver=True)
+        where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
+    else:
+        import torch
+
+        local = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+        check_resources(plan, [local], "this machine")  # refused before Ray starts
+        ray.init(address="local", num_cpus=int(local["CPU"]), include_dashboard=False)
+        where = "a local Ray"
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    check_resources(plan, nodes, where)
+    if len(nodes) > 1 and "://" not in plan.storage_path:
+        print(f"note: {len(nodes)} nodes share --storage-path {plan.storage_path}: every node must see "
+              f"that folder at the same path (an NFS/EFS mount), or give s3://bucket/path", file=sys.stderr)
+    if plan.max_concurrent is None:
+        plan.max_concurrent = concurrent_trials(plan, nodes)
+    return where
 
 
 def optuna_sampler(plan: SweepPlan) -> optuna.samplers.BaseSampler:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 # Paper column order and display names (the paper's own spelling).
 METHOD_ORDER = ("jt", "sft", "ewc", "dgr", "jtr", "ra")
-METHOD_LABELS = {"jt": "JT", "sft": "SFT", "ewc": "EWC", "dgr": "DGR", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA"}
+METHOD_LABELS = {"jt": "JT", "sft": "SFT", "ewc": "EWC", "dgr": "DGR", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA",
+                 "jt-stream": "JT (streamed)"}
 
 # Table 1: average accuracy (%) over the classes seen, by paper dataset, number of tasks, method.
 TABLE1: dict[str, dict[int, dict[str, float]]] = {

@@ -67,8 +67,12 @@ class ProgressPrinter(Callback):
         from tqdm import tqdm
 
         if self.bar is None:
+            # The bar moves every log_every steps, so tqdm's own rate would be nonsense: show only the
+            # trainer's measured steps/s, and estimate the time left from the task's average (smoothing 0).
             self.bar = tqdm(total=info.steps_in_task, desc=f"task {info.task}/{len(trainer.tasks)}",
-                            file=self.stream, dynamic_ncols=True, leave=False)
+                            file=self.stream, dynamic_ncols=True, leave=False, smoothing=0,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                       "[{elapsed}<{remaining}{postfix}]")
         self.bar.update(info.step - self.bar.n)
         shown = {k: info.losses[k] for k in ("loss_d", "loss_g", "loss_ra", "loss_ewc") if k in info.losses}
         self.bar.set_postfix({**{k: f"{v:.3g}" for k, v in shown.items()}, "it/s": f"{info.steps_per_second:.1f}"})

@@ -101,6 +101,7 @@ class RunConfig:
     out_dir: str = "runs/latest"
     log_every: int = 50  # steps between progress callbacks (the only host syncs of the loop)
     save_checkpoints: bool = True
+    deterministic: bool = True  # CUDA: deterministic cuDNN and algorithms (a seeded run repeats exactly)
 
 
 @dataclass

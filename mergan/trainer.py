@@ -38,6 +38,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def make_cuda_deterministic() -> None:
+    """Deterministic cuDNN and algorithms, so a seeded CUDA run (and a resumed one) repeats exactly.
+
+    cuBLAS needs its workspace size fixed before its first use (``CUBLAS_WORKSPACE_CONFIG``); a
+    process that already used cuBLAS keeps whatever it had, so set it in the environment to be sure.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -109,6 +121,8 @@ class Trainer:
         validate_config(config)
         self.config = config
         self.device = resolve_device(config.run.device)
+        if self.device.type == "cuda" and config.run.deterministic:
+            make_cuda_deterministic()
         self.callbacks = CallbackList(callbacks)
         self.out_dir = Path(config.run.out_dir)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, config.model.image_size)

@@ -75,18 +75,25 @@ def test_checkpoint_after_each_task_loads_weights_only(tiny_config, mnist5k):
     assert json.loads((trainer.out_dir / "results.json").read_text())["tasks"] == [[0], [1]]
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run.deterministic)")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("method", ["sft", "ra", "jtr", "ewc", "dgr", "jtr+ra", "jt"])
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_config, mnist5k, tmp_path, method):
-    full = Trainer(tiny_config(method=method, tasks="0|1|2", out_dir=str(tmp_path / "full")), dataset=mnist5k)
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_config, mnist5k, tmp_path, method, device):
+    """On CUDA this holds because run.deterministic (default on) makes cuDNN and every algorithm deterministic."""
+    full = Trainer(tiny_config(method=method, tasks="0|1|2", out_dir=str(tmp_path / "full"), device=device),
+                   dataset=mnist5k)
     full.fit()
-    first = Trainer(tiny_config(method=method, tasks="0|1|2", out_dir=str(tmp_path / "part")), dataset=mnist5k)
+    first = Trainer(tiny_config(method=method, tasks="0|1|2", out_dir=str(tmp_path / "part"), device=device),
+                    dataset=mnist5k)
     first.train_task(0)
     first.method.after_task(first, 0)
     first.tasks_done = 1
     first.finish_task(0, train_seconds=0.0)
     del first  # the process "dies" after task 1
     resumed = Trainer.from_checkpoint(tmp_path / "part", dataset=mnist5k)
-    assert resumed.tasks_done == 1
+    assert resumed.tasks_done == 1 and resumed.device.type == device
     resumed.fit()
     for name, value in full.generator.state_dict().items():
         assert torch.equal(value, resumed.generator.state_dict()[name]), name
@@ -94,6 +101,17 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_config, mnist
         assert torch.equal(value, resumed.critic.state_dict()[name]), name
     assert resumed.global_step == full.global_step
     assert [r.task for r in resumed.results] == [1, 2, 3]
+
+
+@CUDA
+def test_two_seeded_cuda_runs_are_identical(tiny_config, mnist5k, tmp_path):
+    runs = [Trainer(tiny_config(method="jtr+ra", device="cuda", tasks="0|1", out_dir=str(tmp_path / name)),
+                    dataset=mnist5k) for name in ("a", "b")]
+    for run in runs:
+        run.fit()
+    assert torch.backends.cudnn.deterministic and torch.are_deterministic_algorithms_enabled()
+    for name, value in runs[0].generator.state_dict().items():
+        assert torch.equal(value, runs[1].generator.state_dict()[name]), name
 
 
 def test_bad_checkpoints_are_refused_with_the_file_named(tmp_path):
@@ -198,3 +216,21 @@ def test_evaluation_after_each_task_fills_the_matrix_and_intransigence_against_j
     restored = Trainer.from_checkpoint(config.run.out_dir, dataset=mnist5k).results
     assert restored[-1].class_accuracy == results[-1].class_accuracy  # class ids stay ints through JSON
     assert all(isinstance(c, int) for c in restored[-1].class_accuracy)
+
+
+def test_progress_bar_shows_only_the_trainers_measured_rate():
+    import io
+
+    from mergan.callbacks import StepInfo
+    from mergan.cli import ProgressPrinter
+
+    stream = io.StringIO()
+    printer = ProgressPrinter(stream)
+    trainer = type("T", (), {"tasks": [[0], [1]]})()
+    for step in (50, 100):  # the trainer reports every log_every = 50 steps
+        printer.on_step(trainer, StepInfo(task=1, step=step, steps_in_task=400, global_step=step,
+                                          losses={"loss_d": 1.0, "loss_g": 2.0}, steps_per_second=7.25))
+    printer.bar.refresh()
+    text = stream.getvalue()
+    assert "it/s=7.2" in text
+    assert text.count("it/s") == text.count("it/s=7.2")  # tqdm's own (jumpy) rate is not shown

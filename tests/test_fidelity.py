@@ -74,6 +74,20 @@ def test_evaluation_samples_use_single_class_batch_statistics_like_training(tiny
                                        rtol=1e-5, atol=1e-5)
 
 
+def test_sample_grids_show_images_with_the_evaluations_statistics(tiny_config, mnist5k, mnist64):
+    from mergan.evaluation.grids import class_grid
+    from mergan.evaluation.seeding import derive_seed, fixed_normal
+
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", batch_size=16)
+    trainer.train_task(0)
+    sampler = trainer.sampler()
+    grid = class_grid(sampler, [0, 1], per_class=3, seed=0, device="cpu")
+    z = fixed_normal(16, trainer.config.model.z_dim, derive_seed(0, "grid-z"))
+    for row, cls in enumerate((0, 1)):
+        full_group = sampler.sample(torch.full((16,), cls), z)  # one batch-sized group, as evaluated
+        torch.testing.assert_close(grid[3 * row: 3 * row + 3], full_group[:3].clamp(-1, 1), rtol=1e-5, atol=1e-5)
+
+
 def test_generators_keep_no_running_statistics(tiny_config, mnist5k, mnist64):
     for net in ("dcgan32", "resnet64"):
         generator = trainer_for(tiny_config, mnist5k, mnist64, net).generator

@@ -13,11 +13,17 @@ from mergan.evaluation.seeding import derive_seed, fixed_normal
 
 def class_grid(sampler, classes: Sequence[int], per_class: int, seed: int,
                device: torch.device | str) -> torch.Tensor:
-    """[len(classes) * per_class, C, S, S] images in [-1, 1]; column k uses the same z for every class."""
-    z = fixed_normal(per_class, sampler.z_dim, derive_seed(seed, "grid-z"), device).repeat(len(classes), 1)
-    labels = torch.tensor(list(classes), dtype=torch.long, device=device).repeat_interleave(per_class)
+    """[len(classes) * per_class, C, S, S] images in [-1, 1]; column k uses the same z for every class.
+
+    A sampler whose generator normalises with batch statistics in groups of ``group_size`` draws a
+    whole group per class, so the grid shows images as the evaluation sees them (not the statistics
+    of only ``per_class`` samples); the first ``per_class`` of each class are shown."""
+    drawn = max(per_class, int(getattr(sampler, "group_size", per_class)))
+    z = fixed_normal(drawn, sampler.z_dim, derive_seed(seed, "grid-z"), device).repeat(len(classes), 1)
+    labels = torch.tensor(list(classes), dtype=torch.long, device=device).repeat_interleave(drawn)
     with torch.no_grad():
-        return sampler.sample(labels, z).float().clamp(-1.0, 1.0)
+        images = sampler.sample(labels, z).float().clamp(-1.0, 1.0)
+    return images.view(len(classes), drawn, *images.shape[1:])[:, :per_class].reshape(-1, *images.shape[1:])
 
 
 def save_class_grid(sampler, classes: Sequence[int], per_class: int, seed: int, device: torch.device | str,

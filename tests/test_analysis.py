@@ -251,6 +251,68 @@ def test_table1_numbers_equal_mlflow_and_sit_beside_the_papers(store):
     assert {"MeRGAN-RA (lambda_ra=0.001)", "MeRGAN-RA (lambda_ra=0.01)"} <= set(every.cells["row"])
 
 
+def test_tables_give_the_95_percent_t_interval_over_seeds_and_the_seeds_needed_to_tell_methods_apart(store):
+    from scipy import stats
+
+    data = load_experiment("cl", store.uri)
+    table = results_table(data)
+    cells = table.cells.set_index(["row", "header"])
+    markdown = table.to_markdown()
+    finals = {}
+    for method, label in {"sft": "SFT", "ewc": "EWC", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA (lambda_ra=0.001)"}.items():
+        best = best_configs(data).set_index("method")
+        runs = data.runs[(data.runs["method"] == method) & (data.runs["config"] == best.at[method, "config"])]
+        values = [store.history(r, "avg_acc")[3] * 100 for r in runs["run_id"]]
+        mean, std = statistics.mean(values), statistics.stdev(values)
+        low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=std / len(values) ** 0.5)
+        cell = cells.loc[(label, "Ours (3 tasks)")]
+        assert (cell["ci_low"], cell["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
+        assert f"{mean:.2f} ± {std:.2f} [{low:.1f}, {high:.1f}]" in line
+        finals[label] = values
+    assert "95% t-interval of the mean" in table.caption
+
+    # Each method against the best (RA here), at the spread measured over their seeds.
+    separation = table.separation().set_index("row")
+    assert set(separation["best_row"]) == {"MeRGAN-RA (lambda_ra=0.001)"}
+    ra = finals["MeRGAN-RA (lambda_ra=0.001)"]
+    for label in ("SFT", "EWC", "MeRGAN-JTR"):
+        ours = finals[label]
+        pooled = (((len(ours) - 1) * statistics.variance(ours) + (len(ra) - 1) * statistics.variance(ra))
+                  / (len(ours) + len(ra) - 2)) ** 0.5
+        row = separation.loc[label]
+        assert row["difference"] == pytest.approx(statistics.mean(ours) - statistics.mean(ra))
+        assert row["spread"] == pytest.approx(pooled) and row["n"] == len(ours)
+        assert row["seeds_needed"] >= 2
+    assert "Seeds needed" in markdown and "two-sided t-test at the 5% level and 80% power" in markdown
+    assert "Seeds needed" in table.to_html()
+
+
+def test_seeds_to_separate_gives_the_textbook_sample_sizes_and_the_power_it_promises():
+    from scipy import stats
+
+    from analysis.aggregate import seeds_to_separate
+
+    # Cohen's table for a two-sided two-sample t-test at 5% with 80% power: d = 0.5, 0.8, 1.0 -> 64, 26, 17 per group.
+    assert [seeds_to_separate(d, 1.0) for d in (0.5, 0.8, 1.0)] == [64, 26, 17]
+    assert seeds_to_separate(-3.0, 2.0) == seeds_to_separate(3.0, 2.0), "the sign of a difference does not matter"
+    assert seeds_to_separate(0.0, 1.0) is None and seeds_to_separate(1e-4, 1.0) is None
+    assert seeds_to_separate(float("nan"), 1.0) is None and seeds_to_separate(1.0, 0.0) == 2
+
+    # Simulated experiments: with the seeds it asks for the test finds the difference in >= 80% of them; with one
+    # seed fewer, in fewer.
+    rng = np.random.default_rng(0)
+    difference, spread = 6.0, 4.0
+    needed = seeds_to_separate(difference, spread)
+
+    def power(seeds: int) -> float:
+        a = rng.normal(0.0, spread, size=(20000, seeds))
+        b = rng.normal(difference, spread, size=(20000, seeds))
+        return float((stats.ttest_ind(a, b, axis=1).pvalue < 0.05).mean())
+
+    assert power(needed) >= 0.79 and power(needed - 1) < 0.80
+
+
 def test_table1_after_5_and_T_tasks_for_svhn(store):
     data = load_experiment("svhn-long", store.uri)
     table = results_table(data)

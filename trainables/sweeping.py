@@ -436,9 +436,8 @@ def mlflow_hint(plan: SweepPlan) -> str:
     ui_url = uri if served else LOCAL_UI_URL
     if not served:
         lines.append(f"  mlflow ui --backend-store-uri {uri}    # serves {LOCAL_UI_URL}")
-    experiment_id = _experiment_id(plan)
+    experiment_id, share_key = _chart_view_target(plan)
     if experiment_id and plan.parent_run_id:
-        share_key = plan.sweep_id if _has_chart_view(plan, experiment_id) else None
         lines.append(f"  every trial's forgetting curves: {chart_view_url(ui_url, experiment_id, share_key)}")
         lines.append(f"  the sweep's figures and tables:  "
                      f"{run_page_url(ui_url, experiment_id, plan.parent_run_id, 'forgetting_curves.png')}")
@@ -450,23 +449,16 @@ def mlflow_hint(plan: SweepPlan) -> str:
     return "\n".join(lines)
 
 
-def _has_chart_view(plan: SweepPlan, experiment_id: str) -> bool:
-    from mlflow import MlflowClient
-
-    try:
-        tags = MlflowClient(plan.tracking_uri).get_experiment(experiment_id).tags
-    except Exception:  # noqa: BLE001 - a hint: without the saved view the URL opens the plain chart view
-        return False
-    return f"{SHARED_VIEW_TAG}{plan.sweep_id}" in tags
-
-
-def _experiment_id(plan: SweepPlan) -> str | None:
-    """The experiment id of the sweep's parent run, or None when the store cannot say."""
+def _chart_view_target(plan: SweepPlan) -> tuple[str | None, str | None]:
+    """The experiment of the sweep's parent run and the key of its saved chart view (None where missing)."""
     if not plan.parent_run_id:
-        return None
+        return None, None
     from mlflow import MlflowClient
 
     try:
-        return MlflowClient(plan.tracking_uri).get_run(plan.parent_run_id).info.experiment_id
-    except Exception:  # noqa: BLE001 - a hint: without the id it points at the UI's front page
-        return None
+        client = MlflowClient(plan.tracking_uri)
+        experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
+        tags = client.get_experiment(experiment_id).tags
+    except Exception:  # noqa: BLE001 - a hint: without them it points at the UI's front page
+        return None, None
+    return experiment_id, plan.sweep_id if f"{SHARED_VIEW_TAG}{plan.sweep_id}" in tags else None

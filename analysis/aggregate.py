@@ -10,6 +10,9 @@ from analysis.load import ExperimentData, accuracy_matrix
 from analysis.paper import method_sort_key
 
 GROUP = ["method", "config"]  # a configuration: the method plus the params that vary between its runs
+CONFIDENCE = 0.95  # of the intervals over seeds, and 1 - the test level behind seeds_to_separate
+POWER = 0.8  # the chance seeds_to_separate asks for of finding a true difference
+MOST_SEEDS = 1000  # seeds_to_separate gives up beyond this many
 
 
 def single_dataset(data: ExperimentData, what: str = "a table") -> str:
@@ -64,9 +67,53 @@ def select_best(data: ExperimentData, metric: str = "avg_acc") -> ExperimentData
 
 
 def seed_stats(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
-    """Mean, sample std (NaN for one seed) and count of ``value`` per group of ``by``."""
+    """Mean, sample std (NaN for one seed), count and the 95% t-interval of the mean (``ci_low``,
+    ``ci_high``; NaN for one seed) of ``value`` per group of ``by``."""
     grouped = frame.dropna(subset=[value]).groupby(by, dropna=False, sort=False)[value]
-    return grouped.agg(mean="mean", std="std", n="count").reset_index()
+    stats = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    half = confidence_half_width(stats["std"].to_numpy(float), stats["n"].to_numpy(float))
+    return stats.assign(ci_low=stats["mean"] - half, ci_high=stats["mean"] + half)
+
+
+def confidence_half_width(std: np.ndarray | float, n: np.ndarray | float, confidence: float = CONFIDENCE
+                          ) -> np.ndarray:
+    """Half the width of the t-interval of a mean over ``n`` seeds with sample std ``std``: t(n-1) * std / sqrt(n).
+
+    Seeds are few, so the interval uses Student's t with n - 1 degrees of freedom, not the normal's
+    1.96 (over 3 seeds the 95% factor is 4.30 / sqrt(3)). NaN where n < 2.
+    """
+    from scipy import stats
+
+    std, n = np.asarray(std, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = stats.t.ppf(0.5 + confidence / 2, np.where(n >= 2, n - 1, np.nan))
+        return np.where(n >= 2, factor * std / np.sqrt(n), np.nan)
+
+
+def seeds_to_separate(difference: float, std: float, alpha: float = 1 - CONFIDENCE, power: float = POWER,
+                      most: int = MOST_SEEDS) -> int | None:
+    """Seeds per method a two-sided two-sample t-test at level ``alpha`` needs to find a true difference
+    ``difference`` between two methods' means with probability ``power``, when each seed's result spreads
+    with standard deviation ``std`` (the measured, pooled spread).
+
+    Exact power from the noncentral t distribution (df = 2n - 2, noncentrality d * sqrt(n / 2) with
+    d = difference / std), not the normal approximation. None when no number of seeds up to ``most``
+    does (a difference of 0, or one tiny against the spread); 2 when the spread is 0.
+    """
+    from scipy import stats
+
+    if not np.isfinite(difference) or not np.isfinite(std) or difference == 0:
+        return None
+    if std == 0:
+        return 2
+    effect = abs(difference) / std
+    for n in range(2, most + 1):
+        df = 2 * n - 2
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        shift = effect * np.sqrt(n / 2)
+        if stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift) >= power:
+            return n
+    return None
 
 
 def curves(data: ExperimentData) -> pd.DataFrame:

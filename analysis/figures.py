@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from analysis.aggregate import (
     GROUP,
@@ -29,7 +31,7 @@ from analysis.aggregate import (
     value_at,
 )
 from analysis.errors import NothingToPlotError
-from analysis.load import ExperimentData
+from analysis.load import ExperimentData, compact
 from analysis.paper import method_label, method_sort_key
 
 STYLE = {
@@ -52,6 +54,8 @@ RESPONSE_PARAMS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 AXIS_LABELS = {"method.lambda_ra": r"$\lambda_{RA}$", "method.lambda_ewc": r"$\lambda_{EWC}$",
                "method.replay_size_per_class": "replay size per class"}
 F = TypeVar("F", bound=Callable[..., Figure])
+CHAR_WIDTH_EM = 0.62  # a generous average glyph width of the default font, in units of its size
+MOST_LOG_TICKS = 5  # labelled ticks on a log axis; more crowd a 3-inch panel
 
 
 def styled(function: F) -> F:
@@ -109,6 +113,45 @@ def _seeds_note(data: ExperimentData, spread: bool = True) -> str:
     return (f"mean ± std over {seeds}" if spread else f"mean over {seeds}") if high > 1 else seeds
 
 
+def wrap_to_width(text: str, width_inches: float, fontsize: float) -> str:
+    """``text`` broken into lines no wider than ``width_inches`` at ``fontsize`` points (at spaces where it can),
+    so that titles of long configuration names stay over their own panel."""
+    chars = max(8, int(width_inches * 72 / (CHAR_WIDTH_EM * fontsize)))
+    return textwrap.fill(text, chars, break_on_hyphens=False)
+
+
+def legend_columns(labels: Sequence[str], width_inches: float, fontsize: float, most: int = 4) -> int:
+    """How many legend columns of these labels fit across ``width_inches`` (a line marker is about 4 characters)."""
+    longest = max((len(label) for label in labels), default=1) + 6
+    return max(1, min(most, len(labels), int(width_inches * 72 / (CHAR_WIDTH_EM * fontsize * longest))))
+
+
+def log_ticks(low: float, high: float, most: int = MOST_LOG_TICKS) -> list[float]:
+    """Labelled ticks for a log axis from ``low`` to ``high``: 1-2-5 steps when the range is short, whole
+    decades (every second, third ... when there are many) otherwise; at most ``most``."""
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    for steps in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0**k for k in range(first, last + 1) for m in steps if low <= m * 10.0**k <= high * (1 + 1e-9)]
+        if 2 <= len(ticks) <= most:
+            return ticks
+    decades = [10.0**k for k in range(first, last + 1) if low <= 10.0**k <= high * (1 + 1e-9)]
+    if len(decades) < 2:  # a range inside one decade: its ends
+        return [low, high]
+    return decades[::math.ceil(len(decades) / most)]
+
+
+def log_axis(axes: Any, values: np.ndarray) -> None:
+    """A log x axis over ``values`` with at most MOST_LOG_TICKS short labels ("1e-3", "0.002", "1e5") and
+    unlabelled minor ticks: matplotlib's own labels (2x10^-3 on minor ticks) collide in narrow panels."""
+    axes.set_xscale("log")
+    low, high = float(np.min(values)), float(np.max(values))
+    if low == high:
+        low, high = low / 2, high * 2
+    axes.xaxis.set_major_locator(FixedLocator(log_ticks(low, high)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: compact(float(value))))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _task_axis(axes: Any, num_tasks: int) -> None:
     axes.set_xlim(0.7, num_tasks + 0.3)
     step = 1 if num_tasks <= 12 else math.ceil(num_tasks / 10)
@@ -122,11 +165,17 @@ def forgetting_curves(data: ExperimentData, select: str = "best") -> Figure:
     mean line and a ±std band over seeds."""
     data, dataset = _prepare(data, select, "a forgetting-curve figure")
     stats = curves(data)
-    figure = Figure(figsize=(7.0, 2.9), layout="constrained")
+    configurations = _configurations(data)
+    width_inches, legend_size = 7.0, STYLE["legend.fontsize"]
+    columns = legend_columns([label for _, _, label, _ in configurations], width_inches, legend_size)
+    # The legend sits below the panels; long configuration names take one column each, so the figure
+    # grows by the legend's rows instead of squeezing the panels (or running wider than the page).
+    legend_inches = math.ceil(len(configurations) / columns) * legend_size * 1.6 / 72
+    figure = Figure(figsize=(width_inches, 2.75 + legend_inches), layout="constrained")
     panels = figure.subplots(1, 2, sharey=True)
     titles = {"task_1": "Accuracy on task 1's classes", "avg_acc": "Average accuracy over tasks seen"}
     for axes, measure in zip(panels, titles):
-        for method, config, label, style in _configurations(data):
+        for method, config, label, style in configurations:
             rows = stats[(stats["method"] == method) & (stats["config"] == config) & (stats["measure"] == measure)]
             if rows.empty:
                 continue
@@ -141,7 +190,7 @@ def forgetting_curves(data: ExperimentData, select: str = "best") -> Figure:
         axes.set_ylim(0, 102)
     panels[0].set_ylabel("accuracy (%)")
     handles, labels = panels[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
+    figure.legend(handles, labels, loc="outside lower center", ncol=columns, frameon=False)
     figure.suptitle(f"{data.experiment} · {dataset}: forgetting ({_seeds_note(data)})")
     return figure
 
@@ -155,13 +204,14 @@ def accuracy_heatmaps(data: ExperimentData, select: str = "best") -> Figure:
     count = len(matrices)
     columns = min(count, 4)
     rows = math.ceil(count / columns)
-    figure = Figure(figsize=(1.9 * columns + 0.8, 2.0 * rows + 0.5), layout="constrained")
+    panel_inches = 1.9
+    figure = Figure(figsize=(panel_inches * columns + 0.8, 2.0 * rows + 0.5), layout="constrained")
     grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
     image = None
     for axes, (key, matrix) in zip(grid, matrices.items()):
         size = len(matrix)
         image = axes.imshow(matrix * 100, vmin=0, vmax=100, cmap="viridis")
-        axes.set_title(labels.get(key, key[0]), fontsize=8)
+        axes.set_title(wrap_to_width(labels.get(key, key[0]), panel_inches, 8), fontsize=8)
         ticks = range(0, size, 1 if size <= 12 else math.ceil(size / 10))
         axes.set_xticks(list(ticks), [str(t + 1) for t in ticks])
         axes.set_yticks(list(ticks), [str(t + 1) for t in ticks])
@@ -242,7 +292,7 @@ def _response_panel(axes: Any, x: np.ndarray, y: np.ndarray, label: str, color: 
     else:  # (nearly) every value once, as in a random or TPE search: a line would zigzag through noise
         axes.scatter(x, y, s=14, alpha=0.8, color=color, linewidths=0, label=label)
     if (x > 0).all():
-        axes.set_xscale("log")
+        log_axis(axes, x)
 
 
 @styled

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import figures
-from analysis.aggregate import select_best
+from analysis.aggregate import CONFIDENCE, select_best
 from analysis.errors import NothingToPlotError
 from analysis.load import ExperimentData, download_sample_grids, load_experiment, load_optuna_study
 from analysis.paper import method_label, method_sort_key
@@ -225,7 +225,8 @@ def render_html(data: ExperimentData, sections: list[Section], select: str = "be
     meta = (f"<p class='meta'>{len(data.runs)} runs ({html.escape(methods)}) on "
             f"{html.escape(', '.join(data.datasets))}, up to {data.num_tasks} tasks; tracking store "
             f"{html.escape(data.tracking_uri)}; generated {html.escape(now)}. Tables and figures show {chosen}; "
-            f"spreads are standard deviations over seeds.</p>")
+            f"spreads are standard deviations over seeds, intervals the {CONFIDENCE:.0%} t-interval of the mean over "
+            f"seeds.</p>")
     parts = [head, f"<h1>MeRGAN report: {html.escape(data.experiment)}</h1>", meta, _sweep_block(data.sweep)]
     for section in sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")

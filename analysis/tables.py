@@ -2,10 +2,13 @@
 
 ```python
 table = results_table(data)            # one dataset; each method's best configuration
-table.cells                            # tidy numbers: row, method, config, header, source, tasks, metric, mean, std, n
+table.cells                            # tidy numbers: row, method, config, header, source, tasks, metric, mean,
+                                       # std, n, ci_low, ci_high
+table.separation()                     # seeds per method to tell each row from the best one
 print(table.to_markdown()); table.to_latex(); table.to_html()
 ```
-Accuracies are shown in percent (MLflow holds fractions), FID as is; "mean ± std" over seeds.
+Accuracies are shown in percent (MLflow holds fractions), FID as is; "mean ± std [95% t-interval of the
+mean]" over seeds.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.aggregate import GROUP, seed_stats, select_best, single_dataset, value_at
+from analysis.aggregate import (
+    CONFIDENCE,
+    GROUP,
+    POWER,
+    seed_stats,
+    seeds_to_separate,
+    select_best,
+    single_dataset,
+    value_at,
+)
 from analysis.errors import NoTaskMetricsError
 from analysis.load import ExperimentData
 from analysis.paper import (
@@ -31,6 +43,7 @@ from analysis.paper import (
 )
 
 MISSING = "–"
+SEPARATION_COLUMNS = ["row", "best_row", "tasks", "mean", "std", "n", "difference", "spread", "seeds_needed"]
 PERCENT_METRICS = {"avg_acc", "reverse_acc"}
 
 
@@ -49,7 +62,8 @@ class ResultTable:
         """Rows (methods) x headers, each cell the formatted "mean ± std" (or the paper's number)."""
         headers = list(dict.fromkeys(self.cells["header"]))
         rows = list(dict.fromkeys(self.cells["row"]))
-        text = self.cells.assign(text=[format_cell(m, s) for m, s in zip(self.cells["mean"], self.cells["std"])])
+        text = self.cells.assign(text=[format_cell(*values) for values in zip(
+            self.cells["mean"], self.cells["std"], self.cells["ci_low"], self.cells["ci_high"])])
         table = text.pivot(index="row", columns="header", values="text").reindex(index=rows, columns=headers)
         seeds = self.cells[self.cells["source"] == "ours"].groupby("row", sort=False)["n"].max()
         table["Seeds"] = seeds.reindex(rows).map(lambda n: MISSING if pd.isna(n) else str(int(n)))
@@ -57,12 +71,56 @@ class ResultTable:
         table.index.name, table.columns.name = "Method", None
         return table
 
+    def separation(self) -> pd.DataFrame:
+        """Each row of our results against the best one (highest mean accuracy after the most tasks): the
+        difference of means, the pooled spread over seeds, and the seeds per method a two-sided t-test
+        needs to tell the two apart (5% level, 80% power) if the difference and spread are as measured.
+
+        Columns: row, best_row, tasks, mean, std, n, difference, spread, seeds_needed (None: no spread
+        measured yet, or a difference too small against it). Empty when no row has a result.
+        """
+        ours = self.cells[(self.cells["source"] == "ours") & (self.cells["metric"] == "avg_acc")].dropna(
+            subset=["mean"])
+        if ours.empty:
+            return pd.DataFrame(columns=SEPARATION_COLUMNS)
+        ours = ours[ours["tasks"] == ours["tasks"].max()]
+        best = ours.loc[ours["mean"].idxmax()]
+        rows = []
+        for _, row in ours.iterrows():
+            if row["row"] == best["row"]:
+                continue
+            spread = pooled_std([(row["std"], row["n"]), (best["std"], best["n"])])
+            difference = row["mean"] - best["mean"]
+            rows.append({"row": row["row"], "best_row": best["row"], "tasks": int(row["tasks"]),
+                         "mean": row["mean"], "std": row["std"], "n": row["n"], "difference": difference,
+                         "spread": spread, "seeds_needed": seeds_to_separate(difference, spread)})
+        return pd.DataFrame(rows, columns=SEPARATION_COLUMNS)
+
+    def separation_note(self) -> str:
+        """What :meth:`separation` tells, in one sentence ("" without rows)."""
+        frame = self.separation()
+        if frame.empty:
+            return ""
+        return (f"Seeds per method to tell each from {frame['best_row'].iloc[0]} (the best after "
+                f"{frame['tasks'].iloc[0]} tasks) with a two-sided t-test at the {1 - CONFIDENCE:.0%} level and "
+                f"{POWER:.0%} power, if the difference and the spread over seeds are as measured here "
+                f"({MISSING} where no method of the pair has two seeds to measure a spread).")
+
+    def separation_display(self) -> pd.DataFrame:
+        """:meth:`separation` as text cells, indexed by method."""
+        frame = self.separation()
+        shown = pd.DataFrame({
+            "Difference (points)": frame["difference"].map(lambda v: f"{v:+.2f}"),
+            "Spread (pooled std)": frame["spread"].map(lambda v: MISSING if pd.isna(v) else f"{v:.2f}"),
+            "Seeds now": frame["n"].map(lambda v: str(int(v))),
+            "Seeds needed": frame["seeds_needed"].map(lambda v: MISSING if v is None or pd.isna(v) else str(int(v)))})
+        shown.index = pd.Index(frame["row"], name="Method")
+        return shown
+
     def to_markdown(self) -> str:
-        table = self.display()
-        header = ["Method", *table.columns]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * len(table.columns)) + "|"]
-        lines += ["| " + " | ".join([str(index), *row]) + " |" for index, row in zip(table.index, table.values)]
-        return f"{self.caption}\n\n" + "\n".join(lines) + "\n"
+        text = f"{self.caption}\n\n{markdown_table(self.display())}"
+        note = self.separation_note()
+        return text + (f"\n{note}\n\n{markdown_table(self.separation_display())}" if note else "")
 
     def to_latex(self) -> str:
         table = self.display()
@@ -74,16 +132,39 @@ class ResultTable:
                           *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
 
     def to_html(self) -> str:
-        body = self.display().to_html(classes="results", border=0, escape=True)
-        return f"<figure class='table'><figcaption>{html.escape(self.caption)}</figcaption>{body}</figure>"
+        parts = [(self.caption, self.display(), "results")]
+        note = self.separation_note()
+        if note:
+            parts.append((note, self.separation_display(), "separation"))
+        return "".join(f"<figure class='table'><figcaption>{html.escape(caption)}</figcaption>"
+                       f"{frame.to_html(classes=kind, border=0, escape=True)}</figure>" for caption, frame, kind in parts)
 
 
-def format_cell(mean: float, std: float) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
+    """A frame of text cells as a Markdown table: its index (named) first, left-aligned; columns right-aligned."""
+    header = [table.index.name or "", *table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * len(table.columns)) + "|"]
+    lines += ["| " + " | ".join([str(index), *row]) + " |" for index, row in zip(table.index, table.values)]
+    return "\n".join(lines) + "\n"
+
+
+def format_cell(mean: float, std: float, ci_low: float = math.nan, ci_high: float = math.nan) -> str:
+    """``"81.20 ± 1.30 [78.0, 84.4]"``: mean ± std over seeds and the 95% t-interval of the mean; the
+    mean alone for one seed (or a number of the paper)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return MISSING
     if std is None or (isinstance(std, float) and math.isnan(std)):
         return f"{mean:.2f}"
-    return f"{mean:.2f} ± {std:.2f}"
+    interval = f" [{ci_low:.1f}, {ci_high:.1f}]" if math.isfinite(ci_low) and math.isfinite(ci_high) else ""
+    return f"{mean:.2f} ± {std:.2f}{interval}"
+
+
+def pooled_std(groups: list[tuple[float, float]]) -> float:
+    """The pooled sample std of groups given as (std, n); groups of one seed add nothing (NaN: none has two)."""
+    measured = [(std, n) for std, n in groups if n >= 2 and math.isfinite(std)]
+    if not measured:
+        return math.nan
+    return math.sqrt(sum((n - 1) * std**2 for std, n in measured) / sum(n - 1 for _, n in measured))
 
 
 def latex_escape(text: str) -> str:
@@ -108,16 +189,16 @@ def results_table(data: ExperimentData, select: str = "best") -> ResultTable:
         raise ValueError(f"select: {select!r}; allowed: 'best', 'all'")
     paper = paper_dataset(dataset)
     chosen = "each method's best configuration by final average accuracy" if select == "best" else "every configuration"
+    ours = f"Ours: mean ± std over seeds [{CONFIDENCE:.0%} t-interval of the mean] ({chosen})"
     if paper == "LSUN":
         cells = _table2_cells(data)
-        caption = (f"{dataset} after {data.num_tasks} tasks: accuracy (%), reverse accuracy (%), FID. Ours: mean ± std "
-                   f"over seeds ({chosen}); paper: Wu et al. 2018, Table 2 (after the 4th task).")
+        caption = (f"{dataset} after {data.num_tasks} tasks: accuracy (%), reverse accuracy (%), FID. {ours}; "
+                   f"paper: Wu et al. 2018, Table 2 (after the 4th task).")
         kind = "table2"
     else:
         cells = _table1_cells(data, dataset)
         source = f"paper: Wu et al. 2018, Table 1, {paper} rows." if paper else "the paper reports no such dataset."
-        caption = (f"Average accuracy (%) over the classes seen on {dataset}. Ours: mean ± std over seeds "
-                   f"({chosen}); {source}")
+        caption = f"Average accuracy (%) over the classes seen on {dataset}. {ours}; {source}"
         kind = "table1"
     return ResultTable(dataset=dataset, paper_dataset=paper, num_tasks=data.num_tasks, kind=kind, cells=cells,
                        caption=caption)
@@ -142,7 +223,7 @@ def _ours(data: ExperimentData, groups: pd.DataFrame, metric: str, after_task: i
 
 def _paper(groups: pd.DataFrame, numbers: dict[str, float], metric: str, tasks: int, header: str) -> pd.DataFrame:
     return groups.assign(mean=[numbers.get(m, math.nan) for m in groups["method"]], std=math.nan, n=math.nan,
-                         header=header, source="paper", tasks=tasks, metric=metric)
+                         ci_low=math.nan, ci_high=math.nan, header=header, source="paper", tasks=tasks, metric=metric)
 
 
 def _table1_cells(data: ExperimentData, dataset: str) -> pd.DataFrame:
@@ -169,5 +250,6 @@ def _table2_cells(data: ExperimentData) -> pd.DataFrame:
 
 
 def _tidy(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    columns = ["row", "method", "config", "header", "source", "tasks", "metric", "mean", "std", "n"]
+    columns = ["row", "method", "config", "header", "source", "tasks", "metric", "mean", "std", "n", "ci_low",
+               "ci_high"]
     return pd.concat(parts, ignore_index=True)[columns]

@@ -307,6 +307,26 @@ _METHOD_ROLES = {
     "dgr": "unconditional",
 }
 _COMBINABLE = {"ewc", "ra", "jtr"}
+# The method.* fields each method reads, its main knob first. Every other method field does nothing
+# in that method's runs, so a run's name leaves it out. A field that acts only under a setting of
+# another field names it in KNOB_CONDITIONS.
+METHOD_KNOBS: dict[str, tuple[str, ...]] = {
+    "jt": (),
+    "sft": (),
+    "ewc": ("lambda_ewc", "ewc_fisher_samples", "ewc_reduction"),
+    "dgr": ("dgr_solver_iterations", "dgr_solver_lr", "replay_share", "reduce_batch"),
+    "jtr": ("replay_mode", "replay_size_per_class", "replay_share", "reduce_batch", "jtr_loss"),
+    "ra": ("lambda_ra", "ra_batch_size", "replay_share", "reduce_batch"),
+    "jt-stream": (),
+}
+KNOB_CONDITIONS: dict[str, tuple[str, Any]] = {"replay_size_per_class": ("replay_mode", "fixed")}
+
+
+def acting_knobs(config: ExperimentConfig) -> list[str]:
+    """The method fields (bare names) that change training in ``config``'s run, in METHOD_KNOBS order."""
+    knobs = dict.fromkeys(knob for method in config.methods for knob in METHOD_KNOBS[method])
+    return [knob for knob in knobs if knob not in KNOB_CONDITIONS
+            or getattr(config.method, KNOB_CONDITIONS[knob][0]) == KNOB_CONDITIONS[knob][1]]
 
 
 def parse_method(text: str) -> tuple[str, ...]:

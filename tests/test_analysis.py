@@ -8,6 +8,7 @@ the real ``MLflowCallback``), with artifacts under the tmp folder.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from dataclasses import dataclass
@@ -251,6 +252,68 @@ def test_table1_numbers_equal_mlflow_and_sit_beside_the_papers(store):
     assert {"MeRGAN-RA (lambda_ra=0.001)", "MeRGAN-RA (lambda_ra=0.01)"} <= set(every.cells["row"])
 
 
+def test_tables_give_the_95_percent_t_interval_over_seeds_and_the_seeds_needed_to_tell_methods_apart(store):
+    from scipy import stats
+
+    data = load_experiment("cl", store.uri)
+    table = results_table(data)
+    cells = table.cells.set_index(["row", "header"])
+    markdown = table.to_markdown()
+    finals = {}
+    for method, label in {"sft": "SFT", "ewc": "EWC", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA (lambda_ra=0.001)"}.items():
+        best = best_configs(data).set_index("method")
+        runs = data.runs[(data.runs["method"] == method) & (data.runs["config"] == best.at[method, "config"])]
+        values = [store.history(r, "avg_acc")[3] * 100 for r in runs["run_id"]]
+        mean, std = statistics.mean(values), statistics.stdev(values)
+        low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=std / len(values) ** 0.5)
+        cell = cells.loc[(label, "Ours (3 tasks)")]
+        assert (cell["ci_low"], cell["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
+        assert f"{mean:.2f} ± {std:.2f} [{low:.1f}, {high:.1f}]" in line
+        finals[label] = values
+    assert "95% t-interval of the mean" in table.caption
+
+    # Each method against the best (RA here), at the spread measured over their seeds.
+    separation = table.separation().set_index("row")
+    assert set(separation["best_row"]) == {"MeRGAN-RA (lambda_ra=0.001)"}
+    ra = finals["MeRGAN-RA (lambda_ra=0.001)"]
+    for label in ("SFT", "EWC", "MeRGAN-JTR"):
+        ours = finals[label]
+        pooled = (((len(ours) - 1) * statistics.variance(ours) + (len(ra) - 1) * statistics.variance(ra))
+                  / (len(ours) + len(ra) - 2)) ** 0.5
+        row = separation.loc[label]
+        assert row["difference"] == pytest.approx(statistics.mean(ours) - statistics.mean(ra))
+        assert row["spread"] == pytest.approx(pooled) and row["n"] == len(ours)
+        assert row["seeds_needed"] >= 2
+    assert "Seeds needed" in markdown and "two-sided t-test at the 5% level and 80% power" in markdown
+    assert "Seeds needed" in table.to_html()
+
+
+def test_seeds_to_separate_gives_the_textbook_sample_sizes_and_the_power_it_promises():
+    from scipy import stats
+
+    from analysis.aggregate import seeds_to_separate
+
+    # Cohen's table for a two-sided two-sample t-test at 5% with 80% power: d = 0.5, 0.8, 1.0 -> 64, 26, 17 per group.
+    assert [seeds_to_separate(d, 1.0) for d in (0.5, 0.8, 1.0)] == [64, 26, 17]
+    assert seeds_to_separate(-3.0, 2.0) == seeds_to_separate(3.0, 2.0), "the sign of a difference does not matter"
+    assert seeds_to_separate(0.0, 1.0) is None and seeds_to_separate(1e-4, 1.0) is None
+    assert seeds_to_separate(float("nan"), 1.0) is None and seeds_to_separate(1.0, 0.0) == 2
+
+    # Simulated experiments: with the seeds it asks for the test finds the difference in >= 80% of them; with one
+    # seed fewer, in fewer.
+    rng = np.random.default_rng(0)
+    difference, spread = 6.0, 4.0
+    needed = seeds_to_separate(difference, spread)
+
+    def power(seeds: int) -> float:
+        a = rng.normal(0.0, spread, size=(20000, seeds))
+        b = rng.normal(difference, spread, size=(20000, seeds))
+        return float((stats.ttest_ind(a, b, axis=1).pvalue < 0.05).mean())
+
+    assert power(needed) >= 0.79 and power(needed - 1) < 0.80
+
+
 def test_table1_after_5_and_T_tasks_for_svhn(store):
     data = load_experiment("svhn-long", store.uri)
     table = results_table(data)
@@ -323,6 +386,82 @@ def test_every_figure_is_written_as_png_and_pdf(store, tmp_path):
     assert [t.get_text() for t in made["curves"].legends[0].get_texts()] == [
         "SFT", "EWC", "MeRGAN-JTR", "MeRGAN-RA (lambda_ra=0.001)"]
     assert len(made["importances"].axes) == 2, "one panel per objective"
+
+
+def drawn_texts(figure) -> list[tuple[str, object]]:
+    """Every text a reader sees on ``figure`` with its box on the canvas: titles, axis labels, the labels of
+    ticks in view, annotations, legends, the suptitle."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    texts = list(figure.texts) + [t for legend in figure.legends for t in legend.get_texts()]
+    for axes in figure.axes:
+        if not axes.get_visible():
+            continue
+        texts += [axes.title, axes.xaxis.label, axes.yaxis.label, *axes.texts]
+        texts += [t for legend in [axes.get_legend()] if legend for t in legend.get_texts()]
+        texts += tick_labels(axes.xaxis) + tick_labels(axes.yaxis)
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+def tick_labels(axis) -> list:
+    """The labels (major and minor) of an axis's ticks in view, as drawn."""
+    low, high = sorted(axis.get_view_interval())
+    ticks = axis.get_major_ticks() + axis.get_minor_ticks()
+    return [t.label1 for t in ticks if low <= t.get_loc() <= high and t.label1.get_visible() and t.label1.get_text()]
+
+
+def overlapping_texts(figure) -> list[tuple[str, str]]:
+    """Pairs of drawn texts whose boxes overlap by more than a pixel: what a reader sees as a collision."""
+    boxes = drawn_texts(figure)
+    pairs = []
+    for index, (text, box) in enumerate(boxes):
+        for other, other_box in boxes[index + 1:]:
+            if min(box.x1, other_box.x1) - max(box.x0, other_box.x0) > 1 and \
+                    min(box.y1, other_box.y1) - max(box.y0, other_box.y0) > 1:
+                pairs.append((text, other))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def long_names(tmp_path_factory):
+    """Configurations with long names (RA over three knobs) and responses on short and long log ranges."""
+    root = tmp_path_factory.mktemp("long_names")
+    uri = empty_store(root / "mlflow.db")
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("long-names", artifact_location=(root / "artifacts").as_uri())
+
+    def log(method: str, seed: int, offset: float, **overrides) -> None:
+        config = make_config(method, seed, 3, root / "runs" / f"{method}{len(overrides)}{offset}{seed}", **overrides)
+        accuracy = method_accuracy(method, seed)
+        write_run(client, experiment, config, lambda i, j: round(accuracy(i, j) - offset, 6), artifacts=False,
+                  steps_per_task=1)
+
+    for seed in (0, 1):
+        for lambda_ra in (1e-3, 2e-3, 4e-3, 8e-3):  # less than a decade: matplotlib labels its minor ticks
+            for share, batch in ((0.25, 32), (0.5, 48)):
+                log("ra", seed, 2 * lambda_ra + share / 100, lambda_ra=lambda_ra, replay_share=share,
+                    ra_batch_size=batch)
+        for lambda_ewc in (10.0, 1e3, 1e5, 1e7, 1e9):  # eight decades
+            log("ewc", seed, math.log10(lambda_ewc) / 100, lambda_ewc=lambda_ewc)
+        log("sft", seed, 0.0)
+    return load_experiment("long-names", uri)
+
+
+def test_report_figures_keep_long_configuration_names_and_log_axis_labels_apart(long_names, tmp_path):
+    made = {"heatmaps": figures.accuracy_heatmaps(long_names, select="all"),
+            "curves": figures.forgetting_curves(long_names, select="all"),
+            "response": figures.hyperparameter_response(long_names)}
+    for name, figure in made.items():
+        assert overlapping_texts(figure) == [], f"{name}: texts drawn over each other"
+    titles = [axes.get_title() for axes in made["heatmaps"].axes if axes.get_title()]
+    assert any("\n" in title for title in titles) and "lambda_ra=0.001" in " ".join(titles).replace("\n", " ")
+    for axes in made["response"].axes:  # two to five short labels per log axis
+        labels = [label.get_text() for label in tick_labels(axes.xaxis)]
+        assert 2 <= len(labels) <= 5 and all(len(label) <= 6 for label in labels), labels
+    curves = made["curves"]
+    assert curves.get_tightbbox().width <= curves.get_figwidth() + 0.05, "the legend fits the figure's width"
 
 
 def test_figures_say_clearly_when_there_is_nothing_to_plot(store, tmp_path):

@@ -9,10 +9,14 @@ retries from the last checkpoint), runs it, and returns one :class:`TrialRow` pe
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import sys
+import tempfile
+import urllib.parse
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,9 @@ logger = logging.getLogger("trainables.sweeping")
 
 CRASH_ENV = "MERGAN_TEST_CRASH_AFTER_TASK"  # test-only: trials raise once after this task (first attempt)
 CHECKPOINTS_KEPT = 2  # per trial, in Tune's storage: the latest to resume from, one before it
+SUMMARY_FOLDER = "sweep"  # the parent run's artifact folder for the sweep's own files (settings, best, trials)
+LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves an SQLite store by default
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # the MLflow UI's saved views: experiment tags, key appended
 
 
 class SweepOptunaSearch(OptunaSearch):
@@ -312,9 +319,12 @@ def sweep_settings(plan: SweepPlan) -> dict[str, Any]:
 def start_tracking(plan: SweepPlan) -> str:
     """Create (or on resume, continue) the sweep's MLflow parent run; returns its id."""
     space = plan.load_space()
-    return start_sweep_run(plan.tracking_uri, plan.experiment, plan.name, space_for_mlflow(space),
-                           sweep_settings(plan), sweep_id=plan.sweep_id,
-                           tags={"space": plan.space, "storage": plan.experiment_path})
+    run_id = start_sweep_run(plan.tracking_uri, plan.experiment, plan.name, space_for_mlflow(space),
+                             sweep_settings(plan), sweep_id=plan.sweep_id,
+                             tags={"space": plan.space, "storage": plan.experiment_path})
+    plan.parent_run_id = run_id
+    save_chart_view(plan)  # at the start, so the trials can be watched while they run
+    return run_id
 
 
 def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1) -> SweepOutcome:
@@ -333,6 +343,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1) -> SweepO
     rows = summarize(results)
     reconcile(plan, {r.trial_id for r in rows})
     best = best_rows(rows, plan)
+    record_summary(plan, rows)
     record_best(plan, best)
     return SweepOutcome(rows, best, plan.experiment_path, plan.parent_run_id)
 
@@ -351,6 +362,36 @@ def record_best(plan: SweepPlan, best: list[TrialRow]) -> None:
         summary = {"pareto_front": [{"trial_id": r.trial_id, "config": r.params,
                                      "metrics": {m: r.value(m) for m in plan.metrics}} for r in best]}
     finish_sweep_run(plan.tracking_uri, plan.parent_run_id, summary if best else None)
+
+
+def record_summary(plan: SweepPlan, rows: list[TrialRow]) -> None:
+    """The sweep's results as artifacts of its parent run, at the top of the run's page in the MLflow UI:
+    ``mergan report``'s figures as PNG (forgetting curves, accuracy matrices ...), its results table
+    (``results.md``) and ``report.html``; and the trials table the sweep prints (``sweep/trials.txt``).
+    """
+    if not plan.parent_run_id:
+        return
+    from mlflow import MlflowClient
+
+    # analysis sits beside trainables, not below it: imported here, where a finished sweep is reported.
+    from analysis.report import build_report
+
+    client = MlflowClient(plan.tracking_uri)
+    try:
+        client.log_text(plan.parent_run_id, format_table(rows, plan) + "\n", f"{SUMMARY_FOLDER}/trials.txt")
+        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+            # Trials that diverged or failed before their first task have no per-task metrics, and
+            # analysis warns about them; the trials table printed beside this says what became of each.
+            warnings.simplefilter("ignore", UserWarning)
+            report = build_report(None, plan.tracking_uri, folder, sweep_run=plan.parent_run_id)
+            files = [p for p in report.figure_files if p.suffix == ".png"]
+            files += sorted((report.out_dir / "tables").glob("*.md")) + [report.html_path]
+            for path in files:
+                client.log_artifact(plan.parent_run_id, str(path))
+    except Exception as error:  # noqa: BLE001 - the trials are done and recorded; a summary must not undo that
+        logger.warning("could not add the sweep's figures and tables to its MLflow run %s (%s: %s); "
+                       "`mergan report --sweep-run %s` draws them", plan.parent_run_id, type(error).__name__,
+                       error, plan.parent_run_id)
 
 
 def reconcile(plan: SweepPlan, trial_ids: set[str]) -> None:
@@ -376,16 +417,75 @@ def reconcile(plan: SweepPlan, trial_ids: set[str]) -> None:
             logger.warning("marked Optuna trial %d FAILED: no Tune trial finished it", trial.number)
 
 
+def save_chart_view(plan: SweepPlan) -> str | None:
+    """Save a view of the sweep's trials for the MLflow UI's chart view; returns its share key.
+
+    Left to itself, the UI folds the trials under their parent run, whose only metrics are the best
+    trial's, so its charts show one bar. This view (what the UI's "Share" button stores: an experiment
+    tag ``mlflow.sharedViewState.<key>`` holding its state as JSON) keeps the sweep's runs and groups them
+    by method, which unfolds them, and draws every trial in the charts: each per-task metric against the
+    task, the forgetting curves. Returns None when the store refuses the tag (the URL then opens the plain view).
+    """
+    if not plan.parent_run_id:
+        return None
+    from mlflow import MlflowClient
+
+    state = {"searchFilter": f"tags.sweep_id = '{plan.sweep_id}'",
+             "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "method"}]},
+             "useGroupedValuesInCharts": False}
+    try:
+        client = MlflowClient(plan.tracking_uri)
+        experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
+        client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_TAG}{plan.sweep_id}", json.dumps(state))
+    except Exception as error:  # noqa: BLE001 - a convenience: the sweep runs without it
+        logger.warning("could not save the sweep's chart view in MLflow (%s: %s)", type(error).__name__, error)
+        return None
+    return plan.sweep_id
+
+
+def chart_view_url(ui_url: str, experiment_id: str, share_key: str | None) -> str:
+    """The experiment's chart view in the MLflow UI, showing the saved view ``share_key`` (see save_chart_view)."""
+    query = {"compareRunsMode": "CHART", **({"viewStateShareKey": share_key} if share_key else {})}
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
+
+
+def run_page_url(ui_url: str, experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+    """A run's artifacts in the MLflow UI, ``artifact`` opened (a sweep run's page lists its figures)."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts" + (f"/{artifact}" if artifact else "")
+
+
 def mlflow_hint(plan: SweepPlan) -> str:
     """Where to look in MLflow (and at the Optuna study) once the sweep is done."""
     uri = resolve_tracking_uri(plan.tracking_uri)
     lines = [(f"MLflow: tracking URI {uri}, experiment {plan.experiment!r}, sweep run {plan.parent_run_id} "
               f"({plan.name}; trials are its child runs)")]
-    if uri.startswith(("http://", "https://")):
-        lines.append(f"  open {uri} in a browser")
+    served = uri.startswith(("http://", "https://"))
+    ui_url = uri if served else LOCAL_UI_URL
+    if not served:
+        lines.append(f"  mlflow ui --backend-store-uri {uri}    # serves {LOCAL_UI_URL}")
+    experiment_id, share_key = _chart_view_target(plan)
+    if experiment_id and plan.parent_run_id:
+        lines.append(f"  every trial's forgetting curves: {chart_view_url(ui_url, experiment_id, share_key)}")
+        lines.append(f"  the sweep's figures and tables:  "
+                     f"{run_page_url(ui_url, experiment_id, plan.parent_run_id, 'forgetting_curves.png')}")
     else:
-        lines.append(f"  mlflow ui --backend-store-uri {uri}    # then open http://127.0.0.1:5000")
+        lines.append(f"  open {ui_url} in a browser")
     if plan.optuna_storage:
         lines.append(f"Optuna study {plan.name!r}: optuna-dashboard {plan.optuna_storage}")
     lines.append(f"Tune results: {plan.experiment_path}")
     return "\n".join(lines)
+
+
+def _chart_view_target(plan: SweepPlan) -> tuple[str | None, str | None]:
+    """The experiment of the sweep's parent run and the key of its saved chart view (None where missing)."""
+    if not plan.parent_run_id:
+        return None, None
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(plan.tracking_uri)
+        experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
+        tags = client.get_experiment(experiment_id).tags
+    except Exception:  # noqa: BLE001 - a hint: without them it points at the UI's front page
+        return None, None
+    return experiment_id, plan.sweep_id if f"{SHARED_VIEW_TAG}{plan.sweep_id}" in tags else None

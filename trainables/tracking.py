@@ -43,7 +43,7 @@ from typing_extensions import Self
 
 import mergan
 from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import ExperimentConfig, save_yaml
+from mergan.config import FIELDS, ExperimentConfig, acting_knobs, save_yaml
 from trainables.tracking_artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
 from trainables.tracking_outbox import (
     PLACEHOLDER,
@@ -81,8 +81,9 @@ HTTP_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-# Hyperparameters that name a run, by method (the seed is always added).
-METHOD_NAME_KEYS = {"ra": ("lambda_ra",), "ewc": ("lambda_ewc",), "jtr": ("replay_mode",)}
+# Hyperparameters that name a run outside a sweep, by method (the seed is always added); like a sweep's
+# searched keys, they name a run only where they act (mergan.config.acting_knobs).
+METHOD_NAME_KEYS = {"ra": ("lambda_ra",), "ewc": ("lambda_ewc",), "jtr": ("replay_mode", "replay_size_per_class")}
 
 
 # -- where runs go ------------------------------------------------------------------------
@@ -157,11 +158,18 @@ def trial_run_name(method: str, values: Mapping[str, Any]) -> str:
 
 
 def _name_values(config: ExperimentConfig, keys: Sequence[str] | None) -> dict[str, Any]:
+    """The values that name ``config``'s run: ``keys`` (default METHOD_NAME_KEYS of its methods), less
+    the method fields that do not act in this run (an SFT trial of a sweep over lambda_ra), and the seed."""
     bare = {name.rsplit(".", 1)[-1]: value for name, value in config.flat().items()}
     if keys is None:
         keys = [k for method in config.methods for k in METHOD_NAME_KEYS.get(method, ())]
-    chosen = {k.rsplit(".", 1)[-1]: bare[k.rsplit(".", 1)[-1]] for k in keys
-              if k.rsplit(".", 1)[-1] in bare and k.rsplit(".", 1)[-1] not in ("method", "seed")}
+    acting = set(acting_knobs(config))
+    method_fields = {name for name, (section, _) in FIELDS.items() if section == "method"}
+    chosen = {}
+    for key in keys:
+        name = key.rsplit(".", 1)[-1]
+        if name in bare and name not in ("method", "seed") and (name in acting or name not in method_fields):
+            chosen[name] = bare[name]
     return {**chosen, "seed": config.run.seed}
 
 

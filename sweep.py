@@ -179,13 +179,16 @@ def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from trainables.tracking import TrackingServerRefused, check_tracking_server
+
     try:
         plan = plan_from_args(args)
         if args.dry_run:
             print(describe(plan))
             return 0
+        check_tracking_server(plan.tracking_uri)  # a server refusing every record is refused before Ray starts
         where = connect_ray(args.address, plan)
-    except (PlanError, SpaceError, ConfigError) as error:
+    except (PlanError, SpaceError, ConfigError, TrackingServerRefused) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return 2
     from trainables.sweeping import run_sweep

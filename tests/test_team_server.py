@@ -1,6 +1,6 @@
 """A team MLflow server from ``platform/mlflow_server.py``: a second `start` keeps the running server,
 `--auth` asks for the login that `credentials` writes, `--allowed-hosts` replaces MLflow's list of
-hosts it answers."""
+hosts it answers; and a sweep that such a server refuses stops before Ray starts, saying why."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 import requests
 from mlflow import MlflowClient
 from mlflow_server import SCRIPT, start_mlflow_server
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def clean_env(home: Path) -> dict[str, str]:
@@ -103,3 +105,35 @@ def test_an_auth_server_answers_its_login_only_and_the_allowed_hosts_only(team_s
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
     with pytest.raises(Exception, match="401"):
         MlflowClient(uri).search_experiments(max_results=1)
+
+
+def sweep(home: Path, uri: str) -> subprocess.CompletedProcess:
+    home.mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, str(REPO / "sweep.py"), "--space", "ra-lambda", "--num-samples", "1",
+                           "--tracking-uri", uri, "--storage-path", str(home / "sweeps")], cwd=home,
+                          env=clean_env(home), capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_a_sweep_refused_for_its_host_stops_before_ray_with_the_server_the_uri_and_the_fix(team_server, tmp_path):
+    server, _ = team_server
+    uri = f"http://127.0.0.1:{server.port}"  # an address the server's --allowed-hosts does not list
+    done = sweep(tmp_path, uri)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith(f"sweep.py: error: the MLflow server at {uri} refuses requests addressed to "
+                           f"127.0.0.1:{server.port} (403 Invalid Host header)")
+    assert f"--allowed-hosts 127.0.0.1:{server.port}" in line
+    assert "Starting" not in done.stdout and not (tmp_path / "sweeps").exists()  # nothing ran
+
+
+@pytest.mark.slow
+def test_a_sweep_without_the_login_of_an_auth_server_stops_before_ray_saying_where_it_goes(team_server, tmp_path):
+    server, _ = team_server
+    uri = f"http://localhost:{server.port}"
+    done = sweep(tmp_path, uri)  # a HOME without ~/.mlflow/credentials
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"sweep.py: error: the MLflow server at {uri} asks for credentials (401)")
+    assert "MLFLOW_TRACKING_USERNAME" in line and "~/.mlflow/credentials" in line
+    assert "Starting" not in done.stdout and not (tmp_path / "sweeps").exists()

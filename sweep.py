@@ -28,6 +28,7 @@ from typing import Any
 
 from mergan.config import ConfigError
 from search_spaces import SpaceError, preset_names
+from trainables import mergan_import_problem
 from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, list_sweeps, make_plan
 
 # The main job's values where they differ from make_plan's (see the module docstring).
@@ -179,6 +180,10 @@ def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = mergan_import_problem()
+    if problem:
+        print(f"sweep.py: error: {problem}", file=sys.stderr)
+        return 2
     from trainables.tracking import TrackingServerRefused, check_tracking_server
 
     try:

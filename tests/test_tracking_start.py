@@ -1,8 +1,10 @@
-"""The start of runs: processes started together on a fresh SQLite store."""
+"""The start of runs and sweeps: processes started together on a fresh SQLite store, and a folder that
+shadows the mergan package."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+REPO = Path(__file__).resolve().parents[1]
 MERGAN = str(Path(sys.executable).with_name("mergan"))
 TINY_TRAIN = ["--preset", "small", "--tasks", "0|1", "--iterations", "1", "--batch-size", "8", "--critic-steps", "1",
               "--g-width", "8", "--d-width", "8", "--z-dim", "8", "--eval-when", "none", "--device", "cpu"]
@@ -37,3 +40,18 @@ def test_four_runs_started_together_on_a_fresh_sqlite_store_all_record_their_run
     assert sorted(run.data.tags["out_dir"] for run in found) == [str(tmp_path / f"run{i}") for i in range(4)]
     assert {run.info.status for run in found} == {"FINISHED"}
     assert not list(tmp_path.glob("run*/mlflow_outbox"))  # every record reached the store
+
+
+def test_a_mergan_folder_beside_sweep_py_is_named_instead_of_failing_later(tmp_path, env):
+    # What `ray submit` made of a cluster that synced this repository to ~/mergan: ~/sweep.py beside it.
+    home = tmp_path / "home"
+    (home / "mergan" / "mergan").mkdir(parents=True)
+    shutil.copy(REPO / "sweep.py", home / "sweep.py")
+    done = subprocess.run([sys.executable, str(home / "sweep.py"), "--space", "ra-lambda", "--num-samples", "1",
+                           "--storage-path", str(tmp_path / "sweeps")], cwd=home, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith(f"sweep.py: error: `import mergan` found the folder {home / 'mergan'}, not the "
+                           f"installed mergan package")
+    assert "~/mergan-platform" in line and not (tmp_path / "sweeps").exists()

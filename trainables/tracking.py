@@ -45,6 +45,7 @@ from typing_extensions import Self
 import mergan
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import ExperimentConfig, save_yaml
+from trainables import mergan_version
 from trainables.tracking_artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
 from trainables.tracking_outbox import (
     PLACEHOLDER,
@@ -393,7 +394,7 @@ class MLflowCallback(Callback):
     # -- building records ----------------------------------------------------------------
     def _tags(self, config: ExperimentConfig, trainer: Any) -> dict[str, str]:
         tags = {"method": config.method.method, "dataset": config.data.dataset, "preset": config.preset,
-                "mergan_version": mergan.__version__,
+                "mergan_version": mergan_version(),
                 "device": str(getattr(trainer, "device", None) or config.run.device),
                 "out_dir": str(self._out_dir)}
         commit = git_commit()
@@ -589,7 +590,7 @@ def start_sweep_run(tracking_uri: str | None, experiment: str, name: str,
     client = sender.client
     experiment_id = get_or_create_experiment(client, experiment, default_artifact_location(uri, experiment))
     sweep_id = sweep_id or name
-    run_tags = {"mergan.role": "sweep", "sweep_id": sweep_id, "mergan_version": mergan.__version__,
+    run_tags = {"mergan.role": "sweep", "sweep_id": sweep_id, "mergan_version": mergan_version(),
                 **{k: str(v) for k, v in (tags or {}).items()}}
     commit = git_commit()
     if commit:

@@ -184,16 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"sweep.py: error: {problem}", file=sys.stderr)
         return 2
-    from trainables.tracking import TrackingServerRefused, check_tracking_server
+    from trainables.tracking import TrackingServerError, check_tracking_server
 
     try:
         plan = plan_from_args(args)
         if args.dry_run:
             print(describe(plan))
             return 0
-        check_tracking_server(plan.tracking_uri)  # a server refusing every record is refused before Ray starts
+        check_tracking_server(plan.tracking_uri)  # before Ray starts: a server refusing the sweep stops it
         where = connect_ray(args.address, plan)
-    except (PlanError, SpaceError, ConfigError, TrackingServerRefused) as error:
+    except (PlanError, SpaceError, ConfigError, TrackingServerError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return 2
     from trainables.sweeping import run_sweep

@@ -1,6 +1,7 @@
 """A team MLflow server from ``platform/mlflow_server.py``: a second `start` keeps the running server,
 `--auth` asks for the login that `credentials` writes, `--allowed-hosts` replaces MLflow's list of
-hosts it answers; and a sweep that such a server refuses stops before Ray starts, saying why."""
+hosts it answers; and a sweep that such a server refuses, or that finds no server, stops before Ray
+starts, saying why."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow import MlflowClient
-from mlflow_server import SCRIPT, start_mlflow_server
+from mlflow_server import SCRIPT, free_port, start_mlflow_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,4 +137,14 @@ def test_a_sweep_without_the_login_of_an_auth_server_stops_before_ray_saying_whe
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"sweep.py: error: the MLflow server at {uri} asks for credentials (401)")
     assert "MLFLOW_TRACKING_USERNAME" in line and "~/.mlflow/credentials" in line
+    assert "Starting" not in done.stdout and not (tmp_path / "sweeps").exists()
+
+
+def test_a_sweep_whose_server_does_not_answer_stops_before_ray_saying_so(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    done = sweep(tmp_path, uri)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"sweep.py: error: the MLflow server at {uri} does not answer (")
+    assert "mlflow_server.py start" in line and "--tracking-uri" in line
     assert "Starting" not in done.stdout and not (tmp_path / "sweeps").exists()

@@ -66,7 +66,7 @@ from trainables.tracking_outbox import (
 )
 
 __all__ = [
-    "MLflowCallback", "TrackingServerRefused", "TrackingWarning", "add_subcommands", "check_tracking_server",
+    "MLflowCallback", "TrackingServerError", "TrackingWarning", "add_subcommands", "check_tracking_server",
     "configure_http_client", "finish_sweep_run", "git_commit", "resolve_tracking_uri", "run_id_from_out_dir",
     "start_sweep_run", "sync_outbox", "trial_run_name",
 ]
@@ -139,15 +139,16 @@ def _probe(tracking_uri: str) -> bool:
         return False
 
 
-class TrackingServerRefused(Exception):
-    """The tracking server answers but refuses this client for good (Host header, credentials, permission)."""
+class TrackingServerError(Exception):
+    """The tracking server refuses this client for good (Host header, login, permission) or does not answer."""
 
 
 def check_tracking_server(tracking_uri: str | None = None) -> None:
-    """Raise :class:`TrackingServerRefused`, saying what to do, when the server would refuse every record.
+    """Raise :class:`TrackingServerError`, saying what to do, when the server cannot take a sweep's records.
 
-    Servers only (``http(s)://``): one small API call, as a trial's first one would be. A server
-    that does not answer is no error here: runs keep their records in the outbox until it does.
+    Servers only (``http(s)://``): one small API call, as a trial's first one would be. A sweep
+    needs an answer at its start (its parent run is made there), so a server that does not answer
+    is an error too; trials that lose it later keep their records in the outbox.
     """
     uri = resolve_tracking_uri(tracking_uri)
     if not uri.startswith(("http://", "https://")):
@@ -159,7 +160,10 @@ def check_tracking_server(tracking_uri: str | None = None) -> None:
         open_client(uri).search_experiments(max_results=1)
     except MlflowException as error:
         if is_permanent(error):
-            raise TrackingServerRefused(refusal_advice(uri, error)) from None
+            raise TrackingServerError(refusal_advice(uri, error)) from None
+        raise TrackingServerError(f"the MLflow server at {uri} does not answer ({_short(error, 160)}): start it "
+                                  f"(`python platform/mlflow_server.py start`), or give the URI of one that "
+                                  f"runs with --tracking-uri or MLFLOW_TRACKING_URI") from None
 
 
 def refusal_advice(tracking_uri: str, error: BaseException) -> str:

@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     what = parser.add_argument_group("what to search")
     what.add_argument("--space", help=f"a named space ({', '.join(preset_names())}) or a .py/.yaml file of "
-                                      f"your own (default: {MAIN_JOB['space']})")
+                                      f"your own; a .py file runs as code (default: {MAIN_JOB['space']})")
     what.add_argument("--dataset", help="mnist5k (embedded, default), mnist, svhn, lsun, folder")
     what.add_argument("--tasks", help="the task stream, e.g. '0|1|2' or '0,1|2,3' (default for mnist5k: '0|1|2')")
     what.add_argument("--preset", default="small", help="the config preset every trial starts from (default: small)")

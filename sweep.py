@@ -28,6 +28,7 @@ from typing import Any
 
 from mergan.config import ConfigError
 from search_spaces import SpaceError, preset_names
+from trainables import mergan_import_problem
 from trainables.plan import PlanError, SweepPlan, list_sweeps, make_plan
 
 # The main job's values where they differ from make_plan's (see the module docstring).
@@ -40,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     what = parser.add_argument_group("what to search")
     what.add_argument("--space", help=f"a named space ({', '.join(preset_names())}) or a .py/.yaml file of "
-                                      f"your own (default: {MAIN_JOB['space']})")
+                                      f"your own; a .py file runs as code (default: {MAIN_JOB['space']})")
     what.add_argument("--dataset", help="mnist5k (embedded, default), mnist, svhn, lsun, folder")
     what.add_argument("--tasks", help="the task stream, e.g. '0|1|2' or '0,1|2,3' (default for mnist5k: '0|1|2')")
     what.add_argument("--preset", default="small", help="the config preset every trial starts from (default: small)")
@@ -153,15 +154,22 @@ def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = mergan_import_problem()
+    if problem:
+        print(f"sweep.py: error: {problem}", file=sys.stderr)
+        return 2
+    from trainables.tracking import TrackingServerError, check_tracking_server
+
     try:
         plan = plan_from_args(args)
         if args.dry_run:
             print(describe(plan))
             return 0
+        check_tracking_server(plan.tracking_uri)  # before Ray starts: a server refusing the sweep stops it
         from trainables.sweeping import connect_ray, run_sweep
 
         where = connect_ray(args.address, plan)
-    except (PlanError, SpaceError, ConfigError) as error:
+    except (PlanError, SpaceError, ConfigError, TrackingServerError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return 2
 

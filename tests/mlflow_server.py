@@ -35,6 +35,8 @@ def free_port() -> int:
 class Server:
     root: Path
     port: int
+    options: tuple[str, ...] = ()  # more `start` options, e.g. ("--auth",)
+    env: dict[str, str] | None = None  # the script's environment (default: this process's)
     running: bool = False
 
     @property
@@ -42,7 +44,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def _run(self, *args: str) -> None:
-        done = subprocess.run([sys.executable, str(SCRIPT), *args, "--root", str(self.root)],
+        done = subprocess.run([sys.executable, str(SCRIPT), *args, "--root", str(self.root)], env=self.env,
                               check=False, capture_output=True, text=True, timeout=150)
         if done.returncode != 0:
             log = self.root / "server.log"
@@ -50,7 +52,7 @@ class Server:
             raise RuntimeError(f"mlflow_server.py {args[0]} failed:\n{done.stdout}{done.stderr}\n{tail}")
 
     def start(self) -> Server:
-        self._run("start", "--port", str(self.port), "--wait", "120")
+        self._run("start", "--port", str(self.port), "--wait", "120", *self.options)
         self.running = True
         return self
 
@@ -59,8 +61,9 @@ class Server:
         self.running = False
 
 
-def start_mlflow_server(tmp_path: str | Path, port: int | None = None) -> Server:
+def start_mlflow_server(tmp_path: str | Path, port: int | None = None, options: tuple[str, ...] = (),
+                        env: dict[str, str] | None = None) -> Server:
     """Start a server whose store, artifacts, pid file and log live in ``tmp_path``; returns it running."""
     root = Path(tmp_path)
     root.mkdir(parents=True, exist_ok=True)
-    return Server(root=root, port=port or free_port()).start()
+    return Server(root=root, port=port or free_port(), options=options, env=env).start()

@@ -33,22 +33,45 @@ def commands(config: dict, key: str) -> str:
 
 
 def check_installs_the_project_and_points_at_mlflow(config: dict) -> None:
-    (remote, local), = config["file_mounts"].items()
-    assert local == "." and ".gitignore" in config["rsync_filter"] and ".venv" in config["rsync_exclude"]
+    mounts = {local: remote for remote, local in config["file_mounts"].items()}
+    remote = mounts["."]
+    # `ray submit` runs ~/sweep.py: a ~/mergan folder beside it would shadow the installed mergan package.
+    assert not Path(remote).name.isidentifier()
+    assert ".gitignore" in config["rsync_filter"] and ".venv" in config["rsync_exclude"]
+    assert mounts["~/.mlflow/credentials"].endswith("/.mlflow/credentials")  # every node's MLflow login
     setup = commands(config, "setup_commands")
     assert f"install -e {remote}" in setup or f"install --user -e {remote}" in setup
     assert '"ray[default,tune]==' in setup  # one Ray version on every node
     head = commands(config, "head_start_ray_commands")
-    assert "platform/mlflow_server.py start --host 0.0.0.0" in head
-    assert "export MLFLOW_TRACKING_URI=http://" in head and "ray start --head --port=6379" in head
+    assert f"cd {remote} && " in head and "platform/mlflow_server.py start --auth --host 0.0.0.0" in head
+    # MLflow answers requests addressed to the head (its address, its name) and to localhost (`ray attach -p`).
+    allowed = re.search(r'--allowed-hosts "([^"]+)"', head).group(1).split(",")
+    assert allowed == ["$(hostname -I | awk '{print $1}'):5000", "$(hostname):5000", "localhost:5000",
+                       "127.0.0.1:5000"]
+    assert "export MLFLOW_TRACKING_URI=http://$(hostname -I | awk '{print $1}'):5000" in head
+    # Ray's dashboard takes jobs, that is code: on the head's loopback, reached through `ray dashboard`.
+    assert "ray start --head --port=6379" in head and "--dashboard-host=127.0.0.1" in head
+    assert "0.0.0.0" not in head.replace("mlflow_server.py start --auth --host 0.0.0.0", "")
     assert "ray start --address=$RAY_HEAD_IP:6379" in commands(config, "worker_start_ray_commands")
+
+
+def check_every_bashrc_line_is_added_once(config: dict) -> None:
+    """`ray up` runs these commands every time: each appends its line only when ~/.bashrc lacks it."""
+    appending = [c for key in ("setup_commands", "head_setup_commands", "head_start_ray_commands")
+                 for c in config.get(key, []) if ">> ~/.bashrc" in c]
+    assert appending
+    for command in appending:
+        guard = re.fullmatch(r"grep -q (\S+) ~/\.bashrc \|\| echo (.+) >> ~/\.bashrc", command)
+        assert guard and guard.group(1) in guard.group(2), command
 
 
 def check_the_example_sweep_command_parses(name: str) -> None:
     header = (PLATFORM / name).read_text().split("\ncluster_name")[0]
-    example = re.search(r"ray submit platform/\S+ sweep\.py -- (.*?)\n#\s+ray down", header, re.DOTALL).group(1)
+    example = re.search(r"ray submit platform/\S+ sweep\.py -- (.*?)\n#\s+ray (exec|down)", header, re.DOTALL).group(1)
     args = sweep.parse_args(shlex.split(example.replace("\\\n#", " ")))
     assert args.address == "auto" and args.storage_path and args.gpus_per_trial > 0
+    # `ray submit` hands its arguments to the head's shell unquoted: the header says to quote twice.
+    assert "--tasks \"'0|1|2'\"" in header and "rsync on this machine" in header
 
 
 def test_the_aws_cluster_has_a_cpu_head_and_gpu_workers_and_installs_the_project():
@@ -63,6 +86,7 @@ def test_the_aws_cluster_has_a_cpu_head_and_gpu_workers_and_installs_the_project
     # At least one GPU node from the start: the sweep checks that a node can hold a GPU trial before it starts.
     assert all(1 <= t["min_workers"] <= t["max_workers"] <= config["max_workers"] for t in workers)
     check_installs_the_project_and_points_at_mlflow(config)
+    check_every_bashrc_line_is_added_once(config)
     check_the_example_sweep_command_parses("cluster.yaml")
 
 
@@ -75,6 +99,7 @@ def test_the_lab_cluster_uses_the_machines_it_names():
     (node_type,) = prepared["available_node_types"].values()
     assert node_type["min_workers"] == node_type["max_workers"] == len(provider["worker_ips"])
     check_installs_the_project_and_points_at_mlflow(config)
+    check_every_bashrc_line_is_added_once(config)
     check_the_example_sweep_command_parses("cluster-local.yaml")
 
 

@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,7 @@ from typing_extensions import Self
 import mergan
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import FIELDS, ExperimentConfig, acting_knobs, save_yaml
+from trainables import mergan_version
 from trainables.tracking_artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
 from trainables.tracking_outbox import (
     PLACEHOLDER,
@@ -58,14 +60,15 @@ from trainables.tracking_outbox import (
     get_or_create_experiment,
     is_permanent,
     now_ms,
+    open_client,
     outbox_files,
     read_file,
 )
 
 __all__ = [
-    "MLflowCallback", "TrackingWarning", "add_subcommands", "configure_http_client", "finish_sweep_run",
-    "git_commit", "resolve_tracking_uri", "run_id_from_out_dir", "start_sweep_run", "sync_outbox",
-    "trial_run_name",
+    "MLflowCallback", "TrackingServerError", "TrackingWarning", "add_subcommands", "check_tracking_server",
+    "configure_http_client", "finish_sweep_run", "git_commit", "resolve_tracking_uri", "run_id_from_out_dir",
+    "start_sweep_run", "sync_outbox", "trial_run_name",
 ]
 
 logger = logging.getLogger("trainables.tracking")
@@ -135,6 +138,59 @@ def _probe(tracking_uri: str) -> bool:
         return requests.get(tracking_uri.rstrip("/") + "/health", timeout=(2, 3)).ok
     except requests.RequestException:
         return False
+
+
+class TrackingServerError(Exception):
+    """The tracking server refuses this client for good (Host header, login, permission) or does not answer."""
+
+
+def check_tracking_server(tracking_uri: str | None = None) -> None:
+    """Raise :class:`TrackingServerError`, saying what to do, when the server cannot take a sweep's records.
+
+    Servers only (``http(s)://``): one small API call, as a trial's first one would be. A sweep
+    needs an answer at its start (its parent run is made there), so a server that does not answer
+    is an error too; trials that lose it later keep their records in the outbox.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    if not uri.startswith(("http://", "https://")):
+        return
+    from mlflow.exceptions import MlflowException
+
+    configure_http_client()
+    try:
+        open_client(uri).search_experiments(max_results=1)
+    except MlflowException as error:
+        if is_permanent(error):
+            raise TrackingServerError(refusal_advice(uri, error)) from None
+        raise TrackingServerError(f"the MLflow server at {uri} does not answer ({_short(error, 160)}): start it "
+                                  f"(`python platform/mlflow_server.py start`), or give the URI of one that "
+                                  f"runs with --tracking-uri or MLFLOW_TRACKING_URI") from None
+
+
+def refusal_advice(tracking_uri: str, error: BaseException) -> str:
+    """One line on why the server at ``tracking_uri`` refused a request, and how to fix it."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    status = error.get_http_status_code() if hasattr(error, "get_http_status_code") else None
+    address = urllib.parse.urlsplit(tracking_uri).netloc
+    user = read_mlflow_creds().username
+    if "Invalid Host header" in str(error):
+        return (f"the MLflow server at {tracking_uri} refuses requests addressed to {address} (403 Invalid Host "
+                f"header): it accepts only the host names its --allowed-hosts lists (without that option: "
+                f"localhost and private IP addresses). Restart it with {address} in --allowed-hosts, e.g. "
+                f"`python platform/mlflow_server.py start --host 0.0.0.0 --allowed-hosts {address},localhost:*`, "
+                f"or give a tracking URI it accepts")
+    if status == 401:
+        if user:
+            return (f"the MLflow server at {tracking_uri} refuses the credentials of user {user!r} (401): correct "
+                    f"MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials")
+        return (f"the MLflow server at {tracking_uri} asks for credentials (401): set MLFLOW_TRACKING_USERNAME and "
+                f"MLFLOW_TRACKING_PASSWORD, or write them to ~/.mlflow/credentials (on a cluster, the file the "
+                f"cluster YAML mounts on every node; `python platform/mlflow_server.py credentials` makes one)")
+    if status == 403:
+        return (f"the MLflow server at {tracking_uri} denies {f'user {user!r}' if user else 'this client'} "
+                f"access (403: {_short(error)}): ask its admin for EDIT permission, or use other credentials")
+    return f"the MLflow server at {tracking_uri} refuses this client ({status}: {_short(error)})"
 
 
 # -- naming -------------------------------------------------------------------------------
@@ -350,7 +406,7 @@ class MLflowCallback(Callback):
     # -- building records ----------------------------------------------------------------
     def _tags(self, config: ExperimentConfig, trainer: Any) -> dict[str, str]:
         tags = {"method": config.method.method, "dataset": config.data.dataset, "preset": config.preset,
-                "mergan_version": mergan.__version__,
+                "mergan_version": mergan_version(),
                 "device": str(getattr(trainer, "device", None) or config.run.device),
                 "out_dir": str(self._out_dir)}
         commit = git_commit()
@@ -546,7 +602,7 @@ def start_sweep_run(tracking_uri: str | None, experiment: str, name: str,
     client = sender.client
     experiment_id = get_or_create_experiment(client, experiment, default_artifact_location(uri, experiment))
     sweep_id = sweep_id or name
-    run_tags = {"mergan.role": "sweep", "sweep_id": sweep_id, "mergan_version": mergan.__version__,
+    run_tags = {"mergan.role": "sweep", "sweep_id": sweep_id, "mergan_version": mergan_version(),
                 **{k: str(v) for k, v in (tags or {}).items()}}
     commit = git_commit()
     if commit:

@@ -80,14 +80,24 @@ class RunState:
 
 
 class Sender:
-    """Applies ops to one tracking URI; raises on failure (see :func:`is_permanent`)."""
+    """Applies ops to one tracking URI; raises on failure (see :func:`is_permanent`).
+
+    The MLflow client is made on first use, so that a store that cannot be opened fails a send
+    (and the records go to the outbox) instead of the run's start.
+    """
 
     def __init__(self, tracking_uri: str):
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._client: MlflowClient | None = None
         self.ids: dict[str, str] = {}  # placeholder -> real run id
         self.runs: dict[str, RunState] = {}
         self.refused: set[str] = set()  # placeholders whose create_run was refused for good
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = open_client(self.tracking_uri)
+        return self._client
 
     def resolve(self, run: str | None) -> str | None:
         return self.ids.get(run, run) if run else run
@@ -235,6 +245,20 @@ class Sender:
         return None
 
 
+def open_client(tracking_uri: str) -> MlflowClient:
+    """An MLflow client for ``tracking_uri``; a new SQLite store's tables are created by one process at a time.
+
+    MLflow creates (and migrates) an SQLite store's schema when a client first opens it; several
+    processes doing that at once on a fresh file fail with "table ... already exists". The lock
+    file ``<database>.lock`` beside the database serialises it; later opens find the tables made.
+    """
+    if not tracking_uri.startswith("sqlite:///") or ":memory:" in tracking_uri:
+        return MlflowClient(tracking_uri=tracking_uri)
+    database = Path(tracking_uri[len("sqlite:///"):])
+    with _file_lock(database.with_name(database.name + ".lock")):
+        return MlflowClient(tracking_uri=tracking_uri)
+
+
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """The id of experiment ``name``, created (with ``artifact_location``) when missing; race-safe."""
     experiment = client.get_experiment_by_name(name)
@@ -267,15 +291,21 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 # -- the outbox on disk -------------------------------------------------------------------
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Exclusive lock over one outbox folder (the trainer and ``mergan sync`` may both flush)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "a") as handle:
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock between processes, held on ``path`` (created if missing, never removed:
+    removing a lock file while another process waits on it would let a third one in)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _locked(directory: Path) -> contextlib.AbstractContextManager[None]:
+    """Exclusive lock over one outbox folder (the trainer and ``mergan sync`` may both flush)."""
+    return _file_lock(directory / ".lock")
 
 
 class Outbox:

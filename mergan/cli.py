@@ -8,26 +8,71 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
+import textwrap
+from dataclasses import Field, fields
 from typing import Any
 
 from mergan.callbacks import Callback, DivergenceError, StepInfo, TaskResult
-from mergan.config import PAPER_ITERATIONS, PRESETS, ConfigError, build_config
+from mergan.config import (
+    METHOD_SUMMARIES,
+    PAPER_ITERATIONS,
+    PRESETS,
+    ConfigError,
+    ExperimentConfig,
+    build_config,
+)
+
+
+def _text(value: Any) -> str:
+    """A config value as a user types it on the command line."""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def field_help(f: Field) -> str:
+    """A config flag's help from the field's own definition: meaning, allowed values, default, presets."""
+    allowed = f.metadata.get("allowed")
+    parts = [f.metadata.get("meaning", "")]
+    if allowed is not None:
+        parts.append(f"allowed: {allowed.describe()}")
+    elif "bool" in str(f.type):
+        parts.append("allowed: true, false")
+    default = PRESETS["small"].get(f.name, f.default)
+    by_value: dict[str, list[str]] = {}
+    for preset, values in PRESETS.items():
+        if f.name in values and _text(values[f.name]) != _text(default):
+            by_value.setdefault(_text(values[f.name]), []).append(preset)
+    presets = "".join(f"; {value} in {', '.join(names)}" for value, names in by_value.items())
+    text = "; ".join(p for p in parts if p) + f" (default: {_text(default)}{presets})"
+    return text.replace("%", "%%")  # argparse %-formats help strings
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field (``--lr-g``, ``--lambda-ra`` ...), all defaulting to 'not given'."""
-    from mergan.config import ExperimentConfig
-
-    sections = ExperimentConfig().sections()
-    for section_name, section in sections.items():
+    for section_name, section in ExperimentConfig().sections().items():
         group = parser.add_argument_group(f"{section_name} settings")
         for f in fields(section):
             flags = [f"--{f.name.replace('_', '-')}"]
             if f.name == "iterations_per_task":
                 flags.append("--iterations")
             group.add_argument(*flags, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                               help=f"{section_name}.{f.name} (default {getattr(section, f.name)!r}, or the preset's)")
+                               help=field_help(f))
+
+
+def train_epilog(width: int = 100) -> str:
+    """The methods and the presets' contents, for ``mergan train --help``."""
+    lines = ["methods (--method; ewc, jtr and ra combine with '+', e.g. jtr+ra):"]
+    lines += [f"  {name:<5} {summary}" for name, summary in METHOD_SUMMARIES.items()]
+    lines.append("")
+    lines.append("presets (--preset; applied over the defaults, then --config, then the flags):")
+    indent = " " * 14
+    for name, values in PRESETS.items():
+        contents = " ".join(f"{key}={_text(value)}" for key, value in values.items())
+        lines.append(textwrap.fill(contents, width, initial_indent=f"  {name:<11} ", subsequent_indent=indent))
+    return "\n".join(lines)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,8 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mergan", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train one method on one task stream",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = commands.add_parser("train", help="train one method on one task stream", epilog=train_epilog(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--preset", choices=list(PRESETS), default=None,
                        help="model and hyperparameter preset (default: small, or the YAML file's)")
     train.add_argument("--config", help="YAML file of config fields (flat, dotted or by section)")
@@ -139,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "LSUN 20,000); --iterations N on top raises it")
     train.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint (file, task or run folder)")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    train.add_argument("--experiment", default="mergan", help="MLflow experiment name")
+    train.add_argument("--experiment", default="mergan", help="MLflow experiment name (default: mergan)")
     train.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
     train.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
     _add_config_flags(train)

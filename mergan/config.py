@@ -18,7 +18,16 @@ import yaml
 
 DATASETS = ("mnist5k", "mnist", "svhn", "lsun", "folder")
 ARCHITECTURES = ("small", "dcgan", "resnet")
-BASE_METHODS = ("jt", "sft", "ewc", "dgr", "jtr", "ra")
+# The methods, in the paper's order of presentation, with what each does (``mergan train --help``).
+METHOD_SUMMARIES = {
+    "jt": "joint training, the upper bound: every task trains on the real images of all tasks so far",
+    "sft": "sequential fine-tuning, the lower bound: each task starts from the last weights, no protection",
+    "ewc": "elastic weight consolidation: a Fisher-weighted penalty keeps G near its weights after each task",
+    "dgr": "deep generative replay: an unconditional G replays earlier tasks, a solver labels the replay",
+    "jtr": "MeRGAN joint retraining: batches mix real images with G_{t-1}'s replay of earlier classes",
+    "ra": "MeRGAN replay alignment: G(z, c) is pulled toward G_{t-1}(z, c) for earlier classes c",
+}
+BASE_METHODS = tuple(METHOD_SUMMARIES)
 COMBINABLE_METHODS = ("ewc", "jtr", "ra")  # they change different parts of training (see parse_method)
 REPLAY_MODES = ("fresh", "fixed")
 EVAL_WHEN = ("every", "final", "none")
@@ -109,7 +118,7 @@ class OptimConfig:
 @dataclass
 class MethodConfig:
     method: str = setting("sft", f"the continual-learning method: {', '.join(BASE_METHODS)}, or a '+'-combination "
-                                 f"of {', '.join(COMBINABLE_METHODS)} such as jtr+ra")
+                                 f"of {', '.join(COMBINABLE_METHODS)} such as jtr+ra (see 'methods' below)")
     lambda_ra: float = setting(1e-3, "ra: weight of the replay-alignment loss", NON_NEGATIVE)
     ra_batch_size: int | None = setting(None, "ra: replayed samples per step (empty: the authors' batch // t "
                                               "per earlier class)", POSITIVE)

@@ -7,9 +7,11 @@ records its run there (``trainables.tracking``), like a sweep trial does, unless
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
 from dataclasses import Field, fields
+from pathlib import Path
 from typing import Any
 
 from mergan.callbacks import Callback, DivergenceError, StepInfo, TaskResult
@@ -20,6 +22,8 @@ from mergan.config import (
     ConfigError,
     ExperimentConfig,
     build_config,
+    load_yaml,
+    resolve_key,
 )
 
 
@@ -83,6 +87,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. --set optim.lr_g=1e-4")
         values[key.strip()] = value.strip()
     return values
+
+
+def named_out_dir(values: dict[str, Any]) -> str | None:
+    """The run folder that these config values name (the last one given), or None (empty: the default)."""
+    probe = ExperimentConfig()
+    for key, value in values.items():
+        if resolve_key(key) == ("run", "out_dir"):
+            probe.set(key, value)
+    return probe.run.out_dir
 
 
 def config_from_args(args: argparse.Namespace):
@@ -149,18 +162,70 @@ def _tracking_callback(args, config, resumed: bool = False) -> Callback | None:
                           log_checkpoint=not args.no_log_checkpoint)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> Any:
+    """A trainer for a new run, in a folder of its own (see ``mergan.run_folder``)."""
+    from mergan.run_folder import link_latest, prepare_out_dir
     from mergan.trainer import Trainer
 
-    if args.resume:
-        overrides = _overrides(args)
-        trainer = Trainer.from_checkpoint(args.resume, overrides=overrides)
-        callbacks = [ProgressPrinter(), _tracking_callback(args, trainer.config, resumed=True)]
-        trainer.callbacks.callbacks.extend(c for c in callbacks if c is not None)
-        print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {args.resume}", file=sys.stderr)
-    else:
-        config = config_from_args(args)
-        trainer = Trainer(config, callbacks=[ProgressPrinter(), _tracking_callback(args, config)])
+    config = config_from_args(args)
+    values = {**(load_yaml(args.config) if args.config else {}), **_overrides(args)}
+    named = named_out_dir(values) is not None
+    if named and args.overwrite:
+        _refuse_unsent_records(Path(config.run.out_dir))
+    folder = prepare_out_dir(config.run.out_dir, named=named, overwrite=args.overwrite)
+    config.run.out_dir = str(folder)
+    try:
+        trainer = Trainer(config, callbacks=[printer, _tracking_callback(args, config)])
+    except BaseException:
+        if not named:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # the fresh folder, still empty: no run started there
+        raise
+    if not named and link_latest(folder) is None:
+        print(f"note: {folder.parent / 'latest'} is not a link to the newest run (a folder of an earlier version, "
+              f"or links are not supported here); this run is in {folder}", file=sys.stderr)
+    return trainer
+
+
+def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> Any:
+    """A trainer continuing ``--resume``'s run, in that run's own folder unless ``--out-dir`` names another."""
+    from mergan.checkpoint import find_checkpoint
+    from mergan.run_folder import prepare_out_dir, run_folder_of
+    from mergan.trainer import Trainer
+
+    overrides = _overrides(args)
+    checkpoint = find_checkpoint(args.resume)
+    own_folder = run_folder_of(checkpoint)
+    named = named_out_dir(overrides)
+    if named is None and own_folder is not None:
+        saved = load_yaml(own_folder / "config.yaml").get("run.out_dir")
+        if not saved or Path(saved).resolve() != own_folder:  # the run was moved, or is reached from elsewhere
+            overrides["out_dir"] = str(own_folder)
+    elif named is not None and (own_folder is None or Path(named).resolve() != own_folder):
+        if args.overwrite:
+            _refuse_unsent_records(Path(named))
+        prepare_out_dir(named, named=True, overwrite=args.overwrite)
+    trainer = Trainer.from_checkpoint(checkpoint, overrides=overrides)
+    callbacks = [printer, _tracking_callback(args, trainer.config, resumed=True)]
+    trainer.callbacks.callbacks.extend(c for c in callbacks if c is not None)
+    print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {checkpoint}", file=sys.stderr)
+    return trainer
+
+
+def _refuse_unsent_records(folder: Path) -> None:
+    """--overwrite removes a run's MLflow outbox: not while it holds records the store has not received."""
+    try:
+        from trainables.tracking_outbox import outbox_files
+    except ImportError:  # the tracking part is not installed: no outbox either
+        return
+    if outbox_files([folder / "mlflow_outbox"]):
+        raise ConfigError(f"--overwrite: {folder / 'mlflow_outbox'} holds MLflow records not sent yet; send them "
+                          f"with `mergan sync --outbox {folder / 'mlflow_outbox'}`, then overwrite")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    printer = ProgressPrinter()
+    trainer = _resumed_trainer(args, printer) if args.resume else _new_run_trainer(args, printer)
     config = trainer.config
     print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
           f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device {trainer.device}, "
@@ -173,8 +238,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mergan", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train one method on one task stream", epilog=train_epilog(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    train = commands.add_parser("train", help="train one method on one task stream",
+                                description="Train one method on one task stream; each new run gets its own "
+                                            "folder runs/<method>-<YYYYmmdd-HHMMSS> (runs/latest links to the "
+                                            "newest) unless --out-dir names one.",
+                                epilog=train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--preset", choices=list(PRESETS), default=None,
                        help="model and hyperparameter preset (default: small, or the YAML file's)")
     train.add_argument("--config", help="YAML file of config fields (flat, dotted or by section)")
@@ -182,7 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--paper-iterations", action="store_true",
                        help="the paper's iterations per task for the dataset (MNIST 4,000, SVHN 8,000, "
                             "LSUN 20,000); --iterations N on top raises it")
-    train.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint (file, task or run folder)")
+    train.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint (file, task or run "
+                                                        "folder, e.g. runs/latest), in that run's folder")
+    train.add_argument("--overwrite", action="store_true",
+                       help="let a new run use an --out-dir that holds another run, deleting that run's files first")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     train.add_argument("--experiment", default="mergan", help="MLflow experiment name (default: mergan)")
     train.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")

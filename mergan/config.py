@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import math
 import os
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -33,6 +34,7 @@ REPLAY_MODES = ("fresh", "fixed")
 EVAL_WHEN = ("every", "final", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+RUNS_FOLDER = "runs"  # where a run without run.out_dir gets its own folder
 
 
 class ConfigError(ValueError):
@@ -154,7 +156,7 @@ class EvalConfig:
 class RunConfig:
     seed: int = setting(0, "seeds every random draw of the run")
     device: str = setting("auto", "auto: cuda when present, else cpu", Allowed(DEVICES))
-    out_dir: str = setting("runs/latest", "the run's folder")
+    out_dir: str | None = setting(None, f"the run's folder (empty: a new {RUNS_FOLDER}/<method>-<YYYYmmdd-HHMMSS>)")
     log_every: int = setting(50, "steps between progress reports (the training loop's only host syncs)", POSITIVE)
     save_checkpoints: bool = setting(True, "write task_<t>/checkpoint.pt after every task")
 
@@ -304,9 +306,17 @@ def build_config(preset: str = "small", overrides: dict[str, Any] | None = None,
         config.set(key, value)
     for key, value in {**file_values, **overrides}.items():
         config.set(key, value)
+    if config.run.out_dir is None:
+        config.run.out_dir = default_out_dir(config.method.method)
     if validate:
         validate_config(config)
     return config
+
+
+def default_out_dir(method: str) -> str:
+    """``runs/<method>-<YYYYmmdd-HHMMSS>``: the folder of a run that names none (``mergan train`` makes
+    it unique and points ``runs/latest`` at it)."""
+    return f"{RUNS_FOLDER}/{method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What a user of ``mergan train`` relies on: a --help that says it all, bad numbers refused up front."""
+"""What a user of ``mergan train`` relies on: a folder per run, a --help that says it all, bad numbers refused."""
 
 from __future__ import annotations
 
@@ -21,6 +21,54 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MERGAN_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
+
+
+def test_each_new_run_gets_its_own_folder_and_runs_latest_links_the_newest(in_tmp, capsys):
+    assert main(["train", *TINY_RUN, "--no-mlflow"]) == 0
+    assert main(["train", *TINY_RUN, "--seed", "1", "--no-mlflow"]) == 0  # the same second, most likely
+    folders = sorted(p for p in (in_tmp / "runs").iterdir() if not p.is_symlink())
+    assert len(folders) == 2 and all(p.name.startswith("sft-") for p in folders)
+    assert all((p / "task_2" / "checkpoint.pt").is_file() for p in folders)  # neither overwrote the other
+    latest = in_tmp / "runs" / "latest"
+    assert latest.is_symlink() and latest.resolve() == max(folders, key=lambda p: p.stat().st_mtime_ns).resolve()
+    capsys.readouterr()
+    assert main(["train", "--resume", "runs/latest", "--no-mlflow"]) == 0  # the link resumes the newest run
+    assert f"out runs/{latest.resolve().name}," in capsys.readouterr().err.replace("\n", ",")
+
+
+def test_a_named_folder_holding_a_run_is_refused_unless_overwrite_clears_it(in_tmp, capsys):
+    out = in_tmp / "exp"
+    assert main(["train", *TINY_RUN, "--out-dir", str(out), "--no-mlflow"]) == 0
+    first_checkpoint = (out / "task_2" / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+
+    # A shorter second run would leave the first run's task_2 beside its own results.
+    assert main(["train", *TINY_RUN, "--tasks", "0", "--out-dir", str(out), "--no-mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert f"run.out_dir: {out} holds another run" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "task_2" / "checkpoint.pt").read_bytes() == first_checkpoint  # nothing was touched
+
+    # MLflow records the store never received are not deleted by --overwrite.
+    (out / "mlflow_outbox").mkdir()
+    (out / "mlflow_outbox" / "session.jsonl").write_text('{"op": "header"}\n')
+    assert main(["train", *TINY_RUN, "--tasks", "0", "--out-dir", str(out), "--overwrite", "--no-mlflow"]) == 2
+    assert "holds MLflow records not sent yet; send them with `mergan sync --outbox" in capsys.readouterr().err
+    (out / "mlflow_outbox" / "session.jsonl").unlink()
+
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", *TINY_RUN, "--tasks", "0", "--out-dir", str(out), "--overwrite", "--no-mlflow"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "notes.txt", "results.json", "samples", "task_1"]
+    assert (out / "notes.txt").read_text() == "mine"  # only the old run's own files were deleted
+
+
+def test_resume_continues_in_the_runs_own_folder_even_from_elsewhere(in_tmp, monkeypatch, capsys):
+    out = in_tmp / "exp"
+    assert main(["train", *TINY_RUN, "--out-dir", "exp", "--no-mlflow"]) == 0  # a relative folder
+    (in_tmp / "elsewhere").mkdir()
+    monkeypatch.chdir(in_tmp / "elsewhere")
+    assert main(["train", "--resume", str(out / "task_1"), "--no-mlflow"]) == 0
+    assert not (in_tmp / "elsewhere" / "exp").exists()
+    assert f"out {out}" in capsys.readouterr().err
 
 
 def test_non_finite_numbers_are_refused_before_any_training(in_tmp, capsys):

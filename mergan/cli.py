@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import sys
 import textwrap
 from dataclasses import Field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mergan.callbacks import Callback, DivergenceError, StepInfo, TaskResult
 from mergan.config import (
@@ -25,6 +26,11 @@ from mergan.config import (
     load_yaml,
     resolve_key,
 )
+
+if TYPE_CHECKING:
+    from trainables.tracking import MLflowCallback
+
+EXIT_INTERRUPTED = 130  # what shells report for a program ended by Ctrl-C (128 + SIGINT)
 
 
 def _text(value: Any) -> str:
@@ -116,14 +122,20 @@ class ProgressPrinter(Callback):
     def __init__(self, stream=None):
         self._stream = stream
         self.bar = None
+        self.last_step: StepInfo | None = None  # the latest progress of the task in training
+        self.tasks_saved: int | None = None  # tasks whose checkpoint is written (known once the run starts)
 
     @property
     def stream(self):
         return self._stream or sys.stderr
 
+    def on_run_start(self, trainer) -> None:
+        self.tasks_saved = trainer.tasks_done
+
     def on_step(self, trainer, info: StepInfo) -> None:
         from tqdm import tqdm
 
+        self.last_step = info
         if self.bar is None:
             self.bar = tqdm(total=info.steps_in_task, desc=f"task {info.task}/{len(trainer.tasks)}",
                             file=self.stream, dynamic_ncols=True, leave=False)
@@ -131,10 +143,16 @@ class ProgressPrinter(Callback):
         shown = {k: info.losses[k] for k in ("loss_d", "loss_g", "loss_ra", "loss_ewc") if k in info.losses}
         self.bar.set_postfix({**{k: f"{v:.3g}" for k, v in shown.items()}, "it/s": f"{info.steps_per_second:.1f}"})
 
-    def on_task_end(self, trainer, result: TaskResult) -> None:
+    def close(self) -> None:
+        """End the task's bar (so that the next line starts clean)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def on_task_end(self, trainer, result: TaskResult) -> None:
+        self.close()
+        self.last_step = None
+        self.tasks_saved = result.task  # the trainer calls back after the task's checkpoint is written
         metrics = result.metrics
         row = result.accuracy_matrix[-1] if result.accuracy_matrix else []
         accuracies = " ".join(f"{v:.2f}" if v is not None else "-" for v in row)
@@ -150,7 +168,7 @@ class ProgressPrinter(Callback):
         print(line, file=self.stream, flush=True)
 
 
-def _tracking_callback(args, config, resumed: bool = False) -> Callback | None:
+def _tracking_callback(args, config, resumed: bool = False) -> MLflowCallback | None:
     """MLflow logging of this run; a resumed run continues its own MLflow run (from <out_dir>/mlflow_run.json)."""
     if args.no_mlflow:
         return None
@@ -162,8 +180,8 @@ def _tracking_callback(args, config, resumed: bool = False) -> Callback | None:
                           log_checkpoint=not args.no_log_checkpoint)
 
 
-def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> Any:
-    """A trainer for a new run, in a folder of its own (see ``mergan.run_folder``)."""
+def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tuple[Any, MLflowCallback | None]:
+    """A trainer for a new run, in a folder of its own (see ``mergan.run_folder``), and its MLflow logger."""
     from mergan.run_folder import link_latest, prepare_out_dir
     from mergan.trainer import Trainer
 
@@ -174,8 +192,9 @@ def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> Any:
         _refuse_unsent_records(Path(config.run.out_dir))
     folder = prepare_out_dir(config.run.out_dir, named=named, overwrite=args.overwrite)
     config.run.out_dir = str(folder)
+    tracker = _tracking_callback(args, config)
     try:
-        trainer = Trainer(config, callbacks=[printer, _tracking_callback(args, config)])
+        trainer = Trainer(config, callbacks=[printer, tracker])
     except BaseException:
         if not named:
             with contextlib.suppress(OSError):
@@ -184,11 +203,12 @@ def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> Any:
     if not named and link_latest(folder) is None:
         print(f"note: {folder.parent / 'latest'} is not a link to the newest run (a folder of an earlier version, "
               f"or links are not supported here); this run is in {folder}", file=sys.stderr)
-    return trainer
+    return trainer, tracker
 
 
-def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> Any:
-    """A trainer continuing ``--resume``'s run, in that run's own folder unless ``--out-dir`` names another."""
+def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tuple[Any, MLflowCallback | None]:
+    """A trainer continuing ``--resume``'s run (in its own folder unless ``--out-dir`` names another), and
+    its MLflow logger, which continues the run's MLflow run."""
     from mergan.checkpoint import find_checkpoint
     from mergan.run_folder import prepare_out_dir, run_folder_of
     from mergan.trainer import Trainer
@@ -206,10 +226,10 @@ def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> Any:
             _refuse_unsent_records(Path(named))
         prepare_out_dir(named, named=True, overwrite=args.overwrite)
     trainer = Trainer.from_checkpoint(checkpoint, overrides=overrides)
-    callbacks = [printer, _tracking_callback(args, trainer.config, resumed=True)]
-    trainer.callbacks.callbacks.extend(c for c in callbacks if c is not None)
+    tracker = _tracking_callback(args, trainer.config, resumed=True)
+    trainer.callbacks.callbacks.extend(c for c in (printer, tracker) if c is not None)
     print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {checkpoint}", file=sys.stderr)
-    return trainer
+    return trainer, tracker
 
 
 def _refuse_unsent_records(folder: Path) -> None:
@@ -223,14 +243,52 @@ def _refuse_unsent_records(folder: Path) -> None:
                           f"with `mergan sync --outbox {folder / 'mlflow_outbox'}`, then overwrite")
 
 
+def resume_command(args: argparse.Namespace, out_dir: Path) -> str:
+    """The command that continues this run: the same MLflow settings, the run's folder."""
+    words = ["mergan", "train", "--resume", str(out_dir)]
+    if args.no_mlflow:
+        words.append("--no-mlflow")
+    else:
+        if args.tracking_uri:
+            words += ["--tracking-uri", args.tracking_uri]
+        if args.experiment != "mergan":
+            words += ["--experiment", args.experiment]
+        if args.no_log_checkpoint:
+            words.append("--no-log-checkpoint")
+    return shlex.join(words)
+
+
+def stopped_message(args: argparse.Namespace, trainer: Any, printer: ProgressPrinter) -> str:
+    """One line for a run stopped by Ctrl-C: where it stopped, what is saved, how to continue."""
+    saved = trainer.tasks_done if printer.tasks_saved is None else printer.tasks_saved
+    where = f"task {saved + 1}/{len(trainer.tasks)}"
+    step = printer.last_step
+    if step is not None and step.task == saved + 1:
+        where += f", step {step.step}/{step.steps_in_task}"
+    if not trainer.config.run.save_checkpoints:
+        return f"mergan train: stopped by Ctrl-C in {where}; checkpoints were off, so there is nothing to resume"
+    if saved == 0:
+        return (f"mergan train: stopped by Ctrl-C in {where}, before any task was saved; nothing to resume, "
+                f"start the run again")
+    done = "task 1 is" if saved == 1 else f"tasks 1-{saved} are"
+    return (f"mergan train: stopped by Ctrl-C in {where}; {done} saved in {trainer.out_dir}; "
+            f"continue with: {resume_command(args, trainer.out_dir)}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     printer = ProgressPrinter()
-    trainer = _resumed_trainer(args, printer) if args.resume else _new_run_trainer(args, printer)
+    trainer, tracker = (_resumed_trainer if args.resume else _new_run_trainer)(args, printer)
     config = trainer.config
     print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
           f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device {trainer.device}, "
           f"out {trainer.out_dir}", file=sys.stderr)
-    trainer.fit()
+    try:
+        with tracker or contextlib.nullcontext():  # the MLflow run ends FINISHED, FAILED (divergence) or KILLED
+            trainer.fit()
+    except KeyboardInterrupt:
+        printer.close()
+        print(stopped_message(args, trainer, printer), file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"done: checkpoints and samples in {trainer.out_dir}", file=sys.stderr)
     return 0
 
@@ -282,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     except DivergenceError as error:
         print(f"mergan {args.command}: {error}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # outside training (mergan train handles its own): nothing to continue
+        print(f"\nmergan {args.command}: stopped by Ctrl-C", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,13 +1,22 @@
-"""What a user of ``mergan train`` relies on: a folder per run, a --help that says it all, bad numbers refused."""
+"""What a user of ``mergan train`` relies on: a folder per run, a clean Ctrl-C, and a --help that says it all."""
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from mergan.cli import build_parser, main
 from mergan.config import BASE_METHODS, PRESETS, ExperimentConfig
+from trainables.tracking import run_id_from_out_dir
 
 # A run of two 2-step tasks on tiny nets: seconds on a CPU.
 TINY_RUN = ["--dataset", "mnist5k", "--method", "sft", "--tasks", "0|1", "--iterations", "2", "--batch-size", "8",
@@ -69,6 +78,46 @@ def test_resume_continues_in_the_runs_own_folder_even_from_elsewhere(in_tmp, mon
     assert main(["train", "--resume", str(out / "task_1"), "--no-mlflow"]) == 0
     assert not (in_tmp / "elsewhere" / "exp").exists()
     assert f"out {out}" in capsys.readouterr().err
+
+
+def _resumable_run(tmp_path: Path, uri: str) -> Path:
+    """A finished two-task run recorded in MLflow; resuming its task 1 trains task 2 again."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY_RUN, "--log-every", "1", "--out-dir", str(out), "--tracking-uri", uri]) == 0
+    return out
+
+
+def test_ctrl_c_prints_where_it_stopped_and_how_to_resume_and_marks_the_mlflow_run_killed(in_tmp):
+    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
+    out = _resumable_run(in_tmp, uri)
+    run_id = run_id_from_out_dir(out, uri)
+    # Task 2 again, long enough to be interrupted in the middle. A shell that starts jobs in the background
+    # makes them ignore SIGINT, and Python keeps that: so the child installs Python's usual handler itself.
+    entry = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "from mergan.cli import main; sys.exit(main())")
+    command = [sys.executable, "-c", entry, "train", "--resume", str(out / "task_1"), "--iterations", "100000",
+               "--tracking-uri", uri]
+    process = subprocess.Popen(command, cwd=in_tmp, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "task 2/2:" not in seen or "it/s=" not in seen:  # a progress bar of task 2: training is on
+        assert time.monotonic() < deadline and process.poll() is None, seen
+        if select.select([process.stderr], [], [], 1.0)[0]:
+            seen += os.read(process.stderr.fileno(), 4096).decode(errors="replace")
+    process.send_signal(signal.SIGINT)
+    err = seen + process.stderr.read()
+    assert process.wait(60) == 130
+    last_line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert last_line.startswith("mergan train: stopped by Ctrl-C in task 2/2, step ")
+    assert f"task 1 is saved in {out}; continue with: mergan train --resume {out} --tracking-uri {uri}" in last_line
+    assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+    assert not (out / "mlflow_outbox").exists()  # no staging debris
+
+    # The printed command continues the same MLflow run to the end.
+    resume = last_line.split("continue with: ")[1].split()
+    assert main([*resume[1:], "--iterations", "2"]) == 0
+    assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
 
 
 def test_non_finite_numbers_are_refused_before_any_training(in_tmp, capsys):

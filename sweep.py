@@ -76,14 +76,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "stopped; its settings come from the plan it saved")
     where.add_argument("--dry-run", action="store_true", help="print the resolved plan and stop")
     where.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune's progress output")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name, value in vars(args).items():  # an empty value is not 'the default': leave the flag out for that
+        if isinstance(value, str) and not value.strip():
+            parser.error(f"--{name.replace('_', '-')}: empty; give a value, or leave the flag out for the default")
+    return args
+
+
+def given_or(value: Any, default: Any) -> Any:
+    """``value`` unless the flag was left out (None): 0 is a value, not 'the default'."""
+    return default if value is None else value
 
 
 def plan_from_args(args: argparse.Namespace) -> SweepPlan:
     if args.resume:
-        storage = args.storage_path or os.path.join(os.getcwd(), "runs", "sweeps")
+        storage = given_or(args.storage_path, os.path.join(os.getcwd(), "runs", "sweeps"))
         storage = storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
-        name = args.name or next(iter(list_sweeps(storage)), None)
+        name = given_or(args.name, next(iter(list_sweeps(storage)), None))
         if name is None:
             raise PlanError(f"--resume: no sweep in {storage} to resume")
         plan = SweepPlan.load(storage, name)
@@ -91,9 +100,9 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
         return plan
     main_job = args.space is None
     plan = make_plan(
-        space=args.space or MAIN_JOB["space"], preset=args.preset, dataset=args.dataset, tasks=args.tasks,
-        sets=args.sets, num_samples=args.num_samples or (MAIN_JOB["num_samples"] if main_job else None),
-        max_concurrent=args.max_concurrent or (MAIN_JOB["max_concurrent"] if main_job else None),
+        space=given_or(args.space, MAIN_JOB["space"]), preset=args.preset, dataset=args.dataset, tasks=args.tasks,
+        sets=args.sets, num_samples=given_or(args.num_samples, MAIN_JOB["num_samples"] if main_job else None),
+        max_concurrent=given_or(args.max_concurrent, MAIN_JOB["max_concurrent"] if main_job else None),
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, objective=args.objective,
         scheduler=args.scheduler, grace_period=args.grace_period, seed=args.seed, max_failures=args.max_failures,
         storage_path=args.storage_path, optuna_storage=args.optuna_storage, tracking_uri=args.tracking_uri,

@@ -186,7 +186,7 @@ def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tupl
     from mergan.trainer import Trainer
 
     config = config_from_args(args)
-    values = {**(load_yaml(args.config) if args.config else {}), **_overrides(args)}
+    values = {**(load_yaml(args.config) if args.config is not None else {}), **_overrides(args)}
     named = named_out_dir(values) is not None
     if named and args.overwrite:
         _refuse_unsent_records(Path(config.run.out_dir))
@@ -276,8 +276,12 @@ def stopped_message(args: argparse.Namespace, trainer: Any, printer: ProgressPri
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    for flag in ("resume", "config", "tracking_uri", "experiment"):  # config fields take "" as 'empty'; these do not
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise ConfigError(f"--{flag.replace('_', '-')}: empty; give a value, or leave the flag out")
     printer = ProgressPrinter()
-    trainer, tracker = (_resumed_trainer if args.resume else _new_run_trainer)(args, printer)
+    trainer, tracker = (_resumed_trainer if args.resume is not None else _new_run_trainer)(args, printer)
     config = trainer.config
     print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
           f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device {trainer.device}, "

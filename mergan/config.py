@@ -295,12 +295,12 @@ def build_config(preset: str = "small", overrides: dict[str, Any] | None = None,
 
     A YAML file may itself name a ``preset``; an explicit ``preset`` in ``overrides`` wins.
     """
-    file_values: dict[str, Any] = load_yaml(yaml_path) if yaml_path else {}
+    file_values: dict[str, Any] = load_yaml(yaml_path) if yaml_path is not None else {}
     overrides = dict(overrides or {})
-    preset = overrides.pop("preset", None) or file_values.pop("preset", None) or preset
+    for given in (file_values.pop("preset", None), overrides.pop("preset", None)):  # the later one wins
+        preset = preset if given is None else given
     if preset not in PRESETS:
         raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
-    file_values.pop("preset", None)
     config = ExperimentConfig(preset=preset)
     for key, value in PRESETS[preset].items():
         config.set(key, value)

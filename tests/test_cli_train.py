@@ -128,6 +128,13 @@ def test_non_finite_numbers_are_refused_before_any_training(in_tmp, capsys):
     assert not (in_tmp / "runs").exists()  # refused before a folder was made
 
 
+def test_an_empty_resume_or_config_is_refused_not_ignored(in_tmp, capsys):
+    for flag in ("--resume", "--config"):
+        assert main(["train", *TINY_RUN, flag, "", "--no-mlflow"]) == 2
+        assert f"{flag}: empty; give a value, or leave the flag out" in capsys.readouterr().err
+    assert not (in_tmp / "runs").exists()  # not a new run in place of the resume
+
+
 def test_help_lists_methods_presets_and_each_flags_meaning_and_allowed_values(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])

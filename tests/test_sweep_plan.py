@@ -129,6 +129,33 @@ def test_sweep_refuses_bad_input_before_ray_starts(tmp_path, capsys, monkeypatch
     assert not (tmp_path / "m.db").exists()  # nothing was written either
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--num-samples", "0"], "--num-samples 0: allowed: >= 1"),  # not the main job's 6
+    (["--space", "ra-lambda", "--num-samples", "0"], "--num-samples 0: allowed: >= 1"),
+    (["--max-concurrent", "0"], "--max-concurrent 0: allowed: >= 1"),  # not "as many as fit"
+])
+def test_zero_is_a_value_the_plan_checks_not_a_request_for_the_default(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main([*args, "--dry-run"]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--space", "--name", "--storage-path", "--experiment", "--tracking-uri"])
+def test_an_empty_value_is_refused_not_taken_for_the_default(tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        sweep.main([flag, "", "--dry-run"])
+    assert stopped.value.code == 2
+    assert f"{flag}: empty; give a value, or leave the flag out for the default" in capsys.readouterr().err
+
+
+def test_make_plan_refuses_empty_names_and_folders(tmp_path):
+    with pytest.raises(PlanError, match="--storage-path: empty"):
+        plan(tmp_path, storage_path="")
+    with pytest.raises(PlanError, match="--name ''"):
+        plan(tmp_path, name="")
+
+
 def test_a_second_sweep_of_the_same_name_is_refused_and_resume_names_what_exists(tmp_path, capsys):
     plan(tmp_path).save()
     common = ["--storage-path", str(tmp_path / "sweeps"), "--name", "p", "--dry-run"]

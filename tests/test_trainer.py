@@ -120,6 +120,7 @@ def test_a_diverging_run_stops_with_the_reason(tiny_config, mnist5k):
     ({"method": "magic"}, "method.method"),
     ({"dataset": "cifar"}, "data.dataset"),
     ({"preset": "huge"}, "preset"),
+    ({"preset": ""}, "unknown preset ''"),  # not the default preset
     ({"lambda_ra": -1.0}, "method.lambda_ra"),
     ({"lambda_gp": -10}, "optim.lambda_gp"),
     ({"lr_g": 0}, "optim.lr_g"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -32,6 +33,8 @@ from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_tr
 
 # The main job's values where they differ from make_plan's (see the module docstring).
 MAIN_JOB = {"space": "methods", "num_samples": 6, "max_concurrent": 2}
+RAY_CONNECT_TIMEOUT_S = 5.0  # ray.init retries an address where nothing answers for minutes
+RAY_DEFAULT_PORT = 6379
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -140,6 +143,24 @@ def describe(plan: SweepPlan) -> str:
     return "\n".join(lines)
 
 
+def check_ray_answers(address: str, flag: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout_s``, a Ray address (``host:port``, ``ray://host:port``) where nothing answers."""
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host:  # no port given: Ray's default
+        host, port = port, str(RAY_DEFAULT_PORT)
+    advice = ("start one with `ray start --head` (and give the address it prints), or "
+              + ("leave out --address" if flag == "--address" else "unset RAY_ADDRESS") + " for a local Ray")
+    if not port.isdigit():
+        raise PlanError(f"{flag} {address}: not a Ray address; write host:port (e.g. 10.0.0.5:6379), ray://host:port "
+                        f"or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise PlanError(f"{flag} {address}: no Ray cluster answers at {host}:{port} ({reason} within "
+                        f"{timeout_s:g} s); {advice}") from None
+
+
 def connect_ray(address: str | None, plan: SweepPlan) -> str:
     """Start or join Ray after checking the plan's resources fit; returns a description of where."""
     import ray
@@ -147,8 +168,15 @@ def connect_ray(address: str | None, plan: SweepPlan) -> str:
     if ray.is_initialized():
         where = "the running Ray"
     elif address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, log_to_driver=True)
-        where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
+        target, flag = (address, "--address") if address else (os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
+        if target != "auto":
+            check_ray_answers(target, flag)
+        try:
+            ray.init(address=target, log_to_driver=True)
+        except ConnectionError as error:  # 'auto' with no cluster on this machine, or a cluster that went away
+            raise PlanError(f"{flag} {target}: no Ray cluster answers ({error}); start one with `ray start --head`, "
+                            f"or leave out {'--address' if address else 'RAY_ADDRESS'} for a local Ray") from None
+        where = f"the Ray cluster at {target}"
     else:
         import torch
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import sys
 import time
@@ -35,6 +36,7 @@ from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_tr
 MAIN_JOB = {"space": "methods", "num_samples": 6, "max_concurrent": 2}
 RAY_CONNECT_TIMEOUT_S = 5.0  # ray.init retries an address where nothing answers for minutes
 RAY_DEFAULT_PORT = 6379
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -214,6 +216,14 @@ def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
     print(mlflow_hint(plan))
 
 
+def resume_command(args: argparse.Namespace, plan: SweepPlan) -> str:
+    """The command that continues this sweep: its name, its storage, the same cluster."""
+    words = ["python", "sweep.py", "--resume", "--name", plan.name, "--storage-path", plan.storage_path]
+    if args.address:
+        words += ["--address", args.address]
+    return shlex.join(words)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -225,11 +235,29 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, SpaceError, ConfigError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nsweep.py: stopped by Ctrl-C before any trial started", file=sys.stderr)
+        return EXIT_INTERRUPTED
     from trainables.sweeping import run_sweep
 
     print(("Resuming" if args.resume else "Starting") + f" on {where}:\n{describe(plan)}\n", flush=True)
     started = time.perf_counter()
-    outcome = run_sweep(plan, resume=args.resume, verbose=args.verbose)
+    try:
+        outcome = run_sweep(plan, resume=args.resume, verbose=args.verbose)
+    except KeyboardInterrupt:  # before Tune ran, or a second Ctrl-C (Tune's state as it last saved it)
+        from ray import tune
+
+        if tune.Tuner.can_restore(plan.experiment_path):
+            print(f"\nsweep.py: stopped by Ctrl-C; continue with: {resume_command(args, plan)}", file=sys.stderr)
+        else:
+            print("\nsweep.py: stopped by Ctrl-C before any trial started; start it again", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if outcome.interrupted:
+        finished = sum(row.complete for row in outcome.rows)
+        print(f"\nsweep.py: stopped by Ctrl-C after {(time.perf_counter() - started) / 60:.1f} min with {finished} "
+              f"trial(s) finished; Tune saved the sweep's state in {plan.experiment_path}; continue with: "
+              f"{resume_command(args, plan)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print_outcome(outcome, plan, time.perf_counter() - started)
     return 0 if all(row.status != "error" for row in outcome.rows) else 1
 

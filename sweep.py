@@ -79,9 +79,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--resume", action="store_true",
                        help="continue the sweep --name (default: the latest in --storage-path) after its driver "
                             "stopped; its settings come from the plan it saved")
+    where.add_argument("--stop", action="store_true",
+                       help="stop the sweep --name (default: the latest in --storage-path) that runs on this machine, "
+                            "as Ctrl-C in its terminal would (its state is saved for --resume), and end the Ray "
+                            "processes it started")
     where.add_argument("--dry-run", action="store_true", help="print the resolved plan and stop")
     where.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune's progress output")
     args = parser.parse_args(argv)
+    if args.stop and args.resume:
+        parser.error("--stop and --resume: give one (stop the sweep first, then resume it)")
     for name, value in vars(args).items():  # an empty value is not 'the default': leave the flag out for that
         if isinstance(value, str) and not value.strip():
             parser.error(f"--{name.replace('_', '-')}: empty; give a value, or leave the flag out for the default")
@@ -94,12 +100,13 @@ def given_or(value: Any, default: Any) -> Any:
 
 
 def plan_from_args(args: argparse.Namespace) -> SweepPlan:
-    if args.resume:
+    if args.resume or args.stop:
+        flag = "--resume" if args.resume else "--stop"
         storage = given_or(args.storage_path, os.path.join(os.getcwd(), "runs", "sweeps"))
         storage = storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
         name = given_or(args.name, next(iter(list_sweeps(storage)), None))
         if name is None:
-            raise PlanError(f"--resume: no sweep in {storage} to resume")
+            raise PlanError(f"{flag}: no sweep in {storage}")
         plan = SweepPlan.load(storage, name)
         plan.storage_path = storage  # the same storage, perhaps reached by another path (a cluster mount)
         return plan
@@ -224,6 +231,21 @@ def resume_command(args: argparse.Namespace, plan: SweepPlan) -> str:
     return shlex.join(words)
 
 
+def stop(args: argparse.Namespace, plan: SweepPlan) -> int:
+    """``--stop``: stop the sweep's driver on this machine and end the processes it left running."""
+    from trainables.sweep_driver import stop_sweep
+
+    report = stop_sweep(plan)
+    if report.driver_stopped:
+        print(f"sweep.py: stopped the driver of sweep {plan.name}; its state is saved for --resume")
+    for process in report.ended:
+        print(f"sweep.py: ended process {process}, left running by sweep {plan.name}")
+    if not report.driver_stopped and not report.ended:
+        print(f"sweep.py: sweep {plan.name} has no driver and no processes running on this machine")
+    print(f"continue with: {resume_command(args, plan)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -231,7 +253,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(describe(plan))
             return 0
+        if args.stop:
+            return stop(args, plan)
+        from trainables.sweep_driver import end_leftovers, mark_driver
+
+        if args.resume:
+            for process in end_leftovers(plan):
+                print(f"sweep.py: ended process {process}, left running by the sweep's killed driver", file=sys.stderr)
+        driver = mark_driver(plan)  # before Ray starts: its processes inherit the driver's token
         where = connect_ray(args.address, plan)
+        driver.save(plan)
     except (PlanError, SpaceError, ConfigError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
-"""Stopping a sweep: Ctrl-C in its terminal stops the trials, keeps what they did for ``--resume``, marks the
-MLflow runs KILLED and leaves no process of the sweep running."""
+"""Stopping a sweep: Ctrl-C in its terminal or ``sweep.py --stop`` from another one stops the trials, keeps
+what they did for ``--resume``, marks the MLflow runs KILLED and leaves no process of the sweep running."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,3 +88,42 @@ def test_ctrl_c_stops_a_sweep_that_resume_then_finishes(tmp_path, sweep_env):  #
     table = resumed.stdout[resumed.stdout.index("trial  "):]
     assert table.count("finished  2/2") == 2
     assert mlflow_statuses(uri, plan) == ("FINISHED", ["FINISHED", "FINISHED"])
+
+
+@pytest.mark.slow
+def test_stop_from_another_terminal_stops_the_driver_and_ends_what_it_left(tmp_path, sweep_env):  # noqa: F811
+    from trainables.sweep_driver import DRIVER_FILE, TOKEN_ENV, end_leftovers
+
+    temp_dir = Path(sweep_env["RAY_TMPDIR"])
+    driver, storage, uri = start_sweep(tmp_path, sweep_env, "stopped", iterations=5000)  # still running at --stop
+    record = json.loads((storage / "stopped" / DRIVER_FILE).read_text())
+    assert record["pid"] == driver.pid
+    # A stand-in for a process Ray can leave behind (an agent whose parent died without taking it along):
+    # it carries the driver's token, as every process the driver starts does.
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                             env={**sweep_env, TOKEN_ENV: record["token"]})
+    common = ["--name", "stopped", "--storage-path", str(storage)]
+
+    refused = subprocess.run([sys.executable, str(REPO / "sweep.py"), "--resume", *common], cwd=tmp_path,
+                             env=sweep_env, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 2
+    assert f"is still running (driver process {driver.pid}); stop it first with: python sweep.py --stop" in \
+        refused.stderr
+
+    stop = subprocess.run([sys.executable, str(REPO / "sweep.py"), "--stop", *common], cwd=tmp_path, env=sweep_env,
+                          capture_output=True, text=True, timeout=200, check=False)
+    assert stop.returncode == 0, stop.stderr[-3000:]
+    assert driver.wait(5) == 130  # it stopped as on Ctrl-C: Tune saved its state
+    assert "stopped the driver of sweep stopped; its state is saved for --resume" in stop.stdout
+    assert f"ended process {stray.pid}" in stop.stdout and stray.wait(5) is not None
+    assert f"continue with: python sweep.py --resume --name stopped --storage-path {storage}" in stop.stdout
+    assert wait_until_gone(temp_dir) == []
+    plan = SweepPlan.load(str(storage), "stopped")
+    parent, children = mlflow_statuses(uri, plan)
+    assert parent == "KILLED" and "RUNNING" not in children
+
+    # What a driver killed outright leaves running, --resume ends before it starts its own Ray.
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                             env={**sweep_env, TOKEN_ENV: record["token"]})
+    assert [line.split()[0] for line in end_leftovers(plan)] == [str(stray.pid)]
+    assert stray.wait(5) is not None

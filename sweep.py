@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -33,6 +34,7 @@ from trainables.plan import PlanError, SweepPlan, list_sweeps, make_plan
 
 # The main job's values where they differ from make_plan's (see the module docstring).
 MAIN_JOB = {"space": "methods", "num_samples": 6, "max_concurrent": 2}
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,26 +77,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--resume", action="store_true",
                        help="continue the sweep --name (default: the latest in --storage-path) after its driver "
                             "stopped; its settings come from the plan it saved")
+    where.add_argument("--stop", action="store_true",
+                       help="stop the sweep --name (default: the latest in --storage-path) that runs on this machine, "
+                            "as Ctrl-C in its terminal would (its state is saved for --resume), and end the Ray "
+                            "processes it started")
     where.add_argument("--dry-run", action="store_true", help="print the resolved plan and stop")
     where.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune's progress output")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.stop and args.resume:
+        parser.error("--stop and --resume: give one (stop the sweep first, then resume it)")
+    for name, value in vars(args).items():  # an empty value is not 'the default': leave the flag out for that
+        if isinstance(value, str) and not value.strip():
+            parser.error(f"--{name.replace('_', '-')}: empty; give a value, or leave the flag out for the default")
+    return args
+
+
+def given_or(value: Any, default: Any) -> Any:
+    """``value`` unless the flag was left out (None): 0 is a value, not 'the default'."""
+    return default if value is None else value
 
 
 def plan_from_args(args: argparse.Namespace) -> SweepPlan:
-    if args.resume:
-        storage = args.storage_path or os.path.join(os.getcwd(), "runs", "sweeps")
+    if args.resume or args.stop:
+        flag = "--resume" if args.resume else "--stop"
+        storage = given_or(args.storage_path, os.path.join(os.getcwd(), "runs", "sweeps"))
         storage = storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
-        name = args.name or next(iter(list_sweeps(storage)), None)
+        name = given_or(args.name, next(iter(list_sweeps(storage)), None))
         if name is None:
-            raise PlanError(f"--resume: no sweep in {storage} to resume")
+            raise PlanError(f"{flag}: no sweep in {storage}")
         plan = SweepPlan.load(storage, name)
         plan.storage_path = storage  # the same storage, perhaps reached by another path (a cluster mount)
         return plan
     main_job = args.space is None
     plan = make_plan(
-        space=args.space or MAIN_JOB["space"], preset=args.preset, dataset=args.dataset, tasks=args.tasks,
-        sets=args.sets, num_samples=args.num_samples or (MAIN_JOB["num_samples"] if main_job else None),
-        max_concurrent=args.max_concurrent or (MAIN_JOB["max_concurrent"] if main_job else None),
+        space=given_or(args.space, MAIN_JOB["space"]), preset=args.preset, dataset=args.dataset, tasks=args.tasks,
+        sets=args.sets, num_samples=given_or(args.num_samples, MAIN_JOB["num_samples"] if main_job else None),
+        max_concurrent=given_or(args.max_concurrent, MAIN_JOB["max_concurrent"] if main_job else None),
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, objective=args.objective,
         scheduler=args.scheduler, grace_period=args.grace_period, seed=args.seed, max_failures=args.max_failures,
         storage_path=args.storage_path, optuna_storage=args.optuna_storage, tracking_uri=args.tracking_uri,
@@ -152,6 +170,29 @@ def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
     print(mlflow_hint(plan))
 
 
+def resume_command(args: argparse.Namespace, plan: SweepPlan) -> str:
+    """The command that continues this sweep: its name, its storage, the same cluster."""
+    words = ["python", "sweep.py", "--resume", "--name", plan.name, "--storage-path", plan.storage_path]
+    if args.address:
+        words += ["--address", args.address]
+    return shlex.join(words)
+
+
+def stop(args: argparse.Namespace, plan: SweepPlan) -> int:
+    """``--stop``: stop the sweep's driver on this machine and end the processes it left running."""
+    from trainables.sweep_driver import stop_sweep
+
+    report = stop_sweep(plan)
+    if report.driver_stopped:
+        print(f"sweep.py: stopped the driver of sweep {plan.name}; its state is saved for --resume")
+    for process in report.ended:
+        print(f"sweep.py: ended process {process}, left running by sweep {plan.name}")
+    if not report.driver_stopped and not report.ended:
+        print(f"sweep.py: sweep {plan.name} has no driver and no processes running on this machine")
+    print(f"continue with: {resume_command(args, plan)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     problem = mergan_import_problem()
@@ -165,17 +206,44 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(describe(plan))
             return 0
+        if args.stop:
+            return stop(args, plan)
         check_tracking_server(plan.tracking_uri)  # before Ray starts: a server refusing the sweep stops it
-        from trainables.sweeping import connect_ray, run_sweep
+        from trainables.sweep_driver import end_leftovers, mark_driver
+        from trainables.sweeping import connect_ray
 
+        if args.resume:
+            for process in end_leftovers(plan):
+                print(f"sweep.py: ended process {process}, left running by the sweep's killed driver", file=sys.stderr)
+        driver = mark_driver(plan)  # before Ray starts: its processes inherit the driver's token
         where = connect_ray(args.address, plan)
+        driver.save(plan)
     except (PlanError, SpaceError, ConfigError, TrackingServerError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nsweep.py: stopped by Ctrl-C before any trial started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    from trainables.sweeping import run_sweep
 
     print(("Resuming" if args.resume else "Starting") + f" on {where}:\n{describe(plan)}\n", flush=True)
     started = time.perf_counter()
-    outcome = run_sweep(plan, resume=args.resume, verbose=args.verbose)
+    try:
+        outcome = run_sweep(plan, resume=args.resume, verbose=args.verbose)
+    except KeyboardInterrupt:  # before Tune ran, or a second Ctrl-C (Tune's state as it last saved it)
+        from ray import tune
+
+        if tune.Tuner.can_restore(plan.experiment_path):
+            print(f"\nsweep.py: stopped by Ctrl-C; continue with: {resume_command(args, plan)}", file=sys.stderr)
+        else:
+            print("\nsweep.py: stopped by Ctrl-C before any trial started; start it again", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if outcome.interrupted:
+        finished = sum(row.complete for row in outcome.rows)
+        print(f"\nsweep.py: stopped by Ctrl-C after {(time.perf_counter() - started) / 60:.1f} min with {finished} "
+              f"trial(s) finished; Tune saved the sweep's state in {plan.experiment_path}; continue with: "
+              f"{resume_command(args, plan)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print_outcome(outcome, plan, time.perf_counter() - started)
     return 0 if all(row.status != "error" for row in outcome.rows) else 1
 

@@ -7,27 +7,82 @@ records its run there (``trainables.tracking``), like a sweep trial does, unless
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
 import sys
-from dataclasses import fields
-from typing import Any
+import textwrap
+from dataclasses import Field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mergan.callbacks import Callback, DivergenceError, StepInfo, TaskResult
-from mergan.config import PAPER_ITERATIONS, PRESETS, ConfigError, build_config
+from mergan.config import (
+    METHOD_SUMMARIES,
+    PAPER_ITERATIONS,
+    PRESETS,
+    ConfigError,
+    ExperimentConfig,
+    build_config,
+    load_yaml,
+    resolve_key,
+)
+
+if TYPE_CHECKING:
+    from trainables.tracking import MLflowCallback
+
+EXIT_INTERRUPTED = 130  # what shells report for a program ended by Ctrl-C (128 + SIGINT)
+
+
+def _text(value: Any) -> str:
+    """A config value as a user types it on the command line."""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def field_help(f: Field) -> str:
+    """A config flag's help from the field's own definition: meaning, allowed values, default, presets."""
+    allowed = f.metadata.get("allowed")
+    parts = [f.metadata.get("meaning", "")]
+    if allowed is not None:
+        parts.append(f"allowed: {allowed.describe()}")
+    elif "bool" in str(f.type):
+        parts.append("allowed: true, false")
+    default = PRESETS["small"].get(f.name, f.default)
+    by_value: dict[str, list[str]] = {}
+    for preset, values in PRESETS.items():
+        if f.name in values and _text(values[f.name]) != _text(default):
+            by_value.setdefault(_text(values[f.name]), []).append(preset)
+    presets = "".join(f"; {value} in {', '.join(names)}" for value, names in by_value.items())
+    text = "; ".join(p for p in parts if p) + f" (default: {_text(default)}{presets})"
+    return text.replace("%", "%%")  # argparse %-formats help strings
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field (``--lr-g``, ``--lambda-ra`` ...), all defaulting to 'not given'."""
-    from mergan.config import ExperimentConfig
-
-    sections = ExperimentConfig().sections()
-    for section_name, section in sections.items():
+    for section_name, section in ExperimentConfig().sections().items():
         group = parser.add_argument_group(f"{section_name} settings")
         for f in fields(section):
             flags = [f"--{f.name.replace('_', '-')}"]
             if f.name == "iterations_per_task":
                 flags.append("--iterations")
             group.add_argument(*flags, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                               help=f"{section_name}.{f.name} (default {getattr(section, f.name)!r}, or the preset's)")
+                               help=field_help(f))
+
+
+def train_epilog(width: int = 100) -> str:
+    """The methods and the presets' contents, for ``mergan train --help``."""
+    lines = ["methods (--method; ewc, jtr and ra combine with '+', e.g. jtr+ra):"]
+    lines += [f"  {name:<5} {summary}" for name, summary in METHOD_SUMMARIES.items()]
+    lines.append("")
+    lines.append("presets (--preset; applied over the defaults, then --config, then the flags):")
+    indent = " " * 14
+    for name, values in PRESETS.items():
+        contents = " ".join(f"{key}={_text(value)}" for key, value in values.items())
+        lines.append(textwrap.fill(contents, width, initial_indent=f"  {name:<11} ", subsequent_indent=indent))
+    return "\n".join(lines)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,6 +93,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. --set optim.lr_g=1e-4")
         values[key.strip()] = value.strip()
     return values
+
+
+def named_out_dir(values: dict[str, Any]) -> str | None:
+    """The run folder that these config values name (the last one given), or None (empty: the default)."""
+    probe = ExperimentConfig()
+    for key, value in values.items():
+        if resolve_key(key) == ("run", "out_dir"):
+            probe.set(key, value)
+    return probe.run.out_dir
 
 
 def config_from_args(args: argparse.Namespace):
@@ -58,14 +122,20 @@ class ProgressPrinter(Callback):
     def __init__(self, stream=None):
         self._stream = stream
         self.bar = None
+        self.last_step: StepInfo | None = None  # the latest progress of the task in training
+        self.tasks_saved: int | None = None  # tasks whose checkpoint is written (known once the run starts)
 
     @property
     def stream(self):
         return self._stream or sys.stderr
 
+    def on_run_start(self, trainer) -> None:
+        self.tasks_saved = trainer.tasks_done
+
     def on_step(self, trainer, info: StepInfo) -> None:
         from tqdm import tqdm
 
+        self.last_step = info
         if self.bar is None:
             # The bar moves every log_every steps, so tqdm's own rate would be nonsense: show only the
             # trainer's measured steps/s, and estimate the time left from the task's average (smoothing 0).
@@ -77,10 +147,16 @@ class ProgressPrinter(Callback):
         shown = {k: info.losses[k] for k in ("loss_d", "loss_g", "loss_ra", "loss_ewc") if k in info.losses}
         self.bar.set_postfix({**{k: f"{v:.3g}" for k, v in shown.items()}, "it/s": f"{info.steps_per_second:.1f}"})
 
-    def on_task_end(self, trainer, result: TaskResult) -> None:
+    def close(self) -> None:
+        """End the task's bar (so that the next line starts clean)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def on_task_end(self, trainer, result: TaskResult) -> None:
+        self.close()
+        self.last_step = None
+        self.tasks_saved = result.task  # the trainer calls back after the task's checkpoint is written
         metrics = result.metrics
         row = result.accuracy_matrix[-1] if result.accuracy_matrix else []
         accuracies = " ".join(f"{v:.2f}" if v is not None else "-" for v in row)
@@ -96,7 +172,7 @@ class ProgressPrinter(Callback):
         print(line, file=self.stream, flush=True)
 
 
-def _tracking_callback(args, config, resumed: bool = False) -> Callback | None:
+def _tracking_callback(args, config, resumed: bool = False) -> MLflowCallback | None:
     """MLflow logging of this run; a resumed run continues its own MLflow run (from <out_dir>/mlflow_run.json)."""
     if args.no_mlflow:
         return None
@@ -108,23 +184,119 @@ def _tracking_callback(args, config, resumed: bool = False) -> Callback | None:
                           log_checkpoint=not args.no_log_checkpoint)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tuple[Any, MLflowCallback | None]:
+    """A trainer for a new run, in a folder of its own (see ``mergan.run_folder``), and its MLflow logger."""
+    from mergan.run_folder import link_latest, prepare_out_dir
     from mergan.trainer import Trainer
 
-    if args.resume:
-        overrides = _overrides(args)
-        trainer = Trainer.from_checkpoint(args.resume, overrides=overrides)
-        callbacks = [ProgressPrinter(), _tracking_callback(args, trainer.config, resumed=True)]
-        trainer.callbacks.callbacks.extend(c for c in callbacks if c is not None)
-        print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {args.resume}", file=sys.stderr)
+    config = config_from_args(args)
+    values = {**(load_yaml(args.config) if args.config is not None else {}), **_overrides(args)}
+    named = named_out_dir(values) is not None
+    if named and args.overwrite:
+        _refuse_unsent_records(Path(config.run.out_dir))
+    folder = prepare_out_dir(config.run.out_dir, named=named, overwrite=args.overwrite)
+    config.run.out_dir = str(folder)
+    tracker = _tracking_callback(args, config)
+    try:
+        trainer = Trainer(config, callbacks=[printer, tracker])
+    except BaseException:
+        if not named:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # the fresh folder, still empty: no run started there
+        raise
+    if not named and link_latest(folder) is None:
+        print(f"note: {folder.parent / 'latest'} is not a link to the newest run (a folder of an earlier version, "
+              f"or links are not supported here); this run is in {folder}", file=sys.stderr)
+    return trainer, tracker
+
+
+def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tuple[Any, MLflowCallback | None]:
+    """A trainer continuing ``--resume``'s run (in its own folder unless ``--out-dir`` names another), and
+    its MLflow logger, which continues the run's MLflow run."""
+    from mergan.checkpoint import find_checkpoint
+    from mergan.run_folder import prepare_out_dir, run_folder_of
+    from mergan.trainer import Trainer
+
+    overrides = _overrides(args)
+    checkpoint = find_checkpoint(args.resume)
+    own_folder = run_folder_of(checkpoint)
+    named = named_out_dir(overrides)
+    if named is None and own_folder is not None:
+        saved = load_yaml(own_folder / "config.yaml").get("run.out_dir")
+        if not saved or Path(saved).resolve() != own_folder:  # the run was moved, or is reached from elsewhere
+            overrides["out_dir"] = str(own_folder)
+    elif named is not None and (own_folder is None or Path(named).resolve() != own_folder):
+        if args.overwrite:
+            _refuse_unsent_records(Path(named))
+        prepare_out_dir(named, named=True, overwrite=args.overwrite)
+    trainer = Trainer.from_checkpoint(checkpoint, overrides=overrides)
+    tracker = _tracking_callback(args, trainer.config, resumed=True)
+    trainer.callbacks.callbacks.extend(c for c in (printer, tracker) if c is not None)
+    print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {checkpoint}", file=sys.stderr)
+    return trainer, tracker
+
+
+def _refuse_unsent_records(folder: Path) -> None:
+    """--overwrite removes a run's MLflow outbox: not while it holds records the store has not received."""
+    try:
+        from trainables.tracking_outbox import outbox_files
+    except ImportError:  # the tracking part is not installed: no outbox either
+        return
+    if outbox_files([folder / "mlflow_outbox"]):
+        raise ConfigError(f"--overwrite: {folder / 'mlflow_outbox'} holds MLflow records not sent yet; send them "
+                          f"with `mergan sync --outbox {folder / 'mlflow_outbox'}`, then overwrite")
+
+
+def resume_command(args: argparse.Namespace, out_dir: Path) -> str:
+    """The command that continues this run: the same MLflow settings, the run's folder."""
+    words = ["mergan", "train", "--resume", str(out_dir)]
+    if args.no_mlflow:
+        words.append("--no-mlflow")
     else:
-        config = config_from_args(args)
-        trainer = Trainer(config, callbacks=[ProgressPrinter(), _tracking_callback(args, config)])
+        if args.tracking_uri:
+            words += ["--tracking-uri", args.tracking_uri]
+        if args.experiment != "mergan":
+            words += ["--experiment", args.experiment]
+        if args.no_log_checkpoint:
+            words.append("--no-log-checkpoint")
+    return shlex.join(words)
+
+
+def stopped_message(args: argparse.Namespace, trainer: Any, printer: ProgressPrinter) -> str:
+    """One line for a run stopped by Ctrl-C: where it stopped, what is saved, how to continue."""
+    saved = trainer.tasks_done if printer.tasks_saved is None else printer.tasks_saved
+    where = f"task {saved + 1}/{len(trainer.tasks)}"
+    step = printer.last_step
+    if step is not None and step.task == saved + 1:
+        where += f", step {step.step}/{step.steps_in_task}"
+    if not trainer.config.run.save_checkpoints:
+        return f"mergan train: stopped by Ctrl-C in {where}; checkpoints were off, so there is nothing to resume"
+    if saved == 0:
+        return (f"mergan train: stopped by Ctrl-C in {where}, before any task was saved; nothing to resume, "
+                f"start the run again")
+    done = "task 1 is" if saved == 1 else f"tasks 1-{saved} are"
+    return (f"mergan train: stopped by Ctrl-C in {where}; {done} saved in {trainer.out_dir}; "
+            f"continue with: {resume_command(args, trainer.out_dir)}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    for flag in ("resume", "config", "tracking_uri", "experiment"):  # config fields take "" as 'empty'; these do not
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise ConfigError(f"--{flag.replace('_', '-')}: empty; give a value, or leave the flag out")
+    printer = ProgressPrinter()
+    trainer, tracker = (_resumed_trainer if args.resume is not None else _new_run_trainer)(args, printer)
     config = trainer.config
     print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
           f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device {trainer.device}, "
           f"out {trainer.out_dir}", file=sys.stderr)
-    trainer.fit()
+    try:
+        with tracker or contextlib.nullcontext():  # the MLflow run ends FINISHED, FAILED (divergence) or KILLED
+            trainer.fit()
+    except KeyboardInterrupt:
+        printer.close()
+        print(stopped_message(args, trainer, printer), file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"done: checkpoints and samples in {trainer.out_dir}", file=sys.stderr)
     return 0
 
@@ -133,7 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mergan", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train one method on one task stream",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                description="Train one method on one task stream; each new run gets its own "
+                                            "folder runs/<method>-<YYYYmmdd-HHMMSS> (runs/latest links to the "
+                                            "newest) unless --out-dir names one.",
+                                epilog=train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--preset", choices=list(PRESETS), default=None,
                        help="model and hyperparameter preset (default: small, or the YAML file's)")
     train.add_argument("--config", help="YAML file of config fields (flat, dotted or by section)")
@@ -141,9 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--paper-iterations", action="store_true",
                        help="the paper's iterations per task for the dataset (MNIST 4,000, SVHN 8,000, "
                             "LSUN 20,000); --iterations N on top raises it")
-    train.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint (file, task or run folder)")
+    train.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint (file, task or run "
+                                                        "folder, e.g. runs/latest), in that run's folder")
+    train.add_argument("--overwrite", action="store_true",
+                       help="let a new run use an --out-dir that holds another run, deleting that run's files first")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    train.add_argument("--experiment", default="mergan", help="MLflow experiment name")
+    train.add_argument("--experiment", default="mergan", help="MLflow experiment name (default: mergan)")
     train.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
     train.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
     _add_config_flags(train)
@@ -170,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     except DivergenceError as error:
         print(f"mergan {args.command}: {error}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # outside training (mergan train handles its own): nothing to continue
+        print(f"\nmergan {args.command}: stopped by Ctrl-C", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -17,91 +19,160 @@ import yaml
 
 DATASETS = ("mnist5k", "mnist", "svhn", "lsun", "folder")
 ARCHITECTURES = ("small", "dcgan", "resnet")
-BASE_METHODS = ("jt", "sft", "ewc", "dgr", "jtr", "ra", "jt-stream")
+# The methods, in the paper's order of presentation, with what each does (``mergan train --help``).
+METHOD_SUMMARIES = {
+    "jt": "joint training, the upper bound: one model on every class of the stream from the first step",
+    "sft": "sequential fine-tuning, the lower bound: each task starts from the last weights, no protection",
+    "ewc": "elastic weight consolidation: a Fisher-weighted penalty keeps G near its weights after each task",
+    "dgr": "deep generative replay: an unconditional G replays earlier tasks, a solver labels the replay",
+    "jtr": "MeRGAN joint retraining: G_{t-1}'s images of each earlier class are 'real' in a per-class term",
+    "ra": "MeRGAN replay alignment: G(z, c) is pulled toward G_{t-1}(z, c) for earlier classes c",
+    "jt-stream": "streamed joint training: task t trains on the real images of tasks 1..t (intransigence's reference)",
+}
+BASE_METHODS = tuple(METHOD_SUMMARIES)
+COMBINABLE_METHODS = ("ewc", "jtr", "ra")  # they change different parts of training (see parse_method)
 REPLAY_MODES = ("fresh", "fixed")
 JTR_LOSSES = ("per-class", "concatenated")
 EWC_REDUCTIONS = ("mean", "sum")
 EVAL_WHEN = ("every", "final", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+RUNS_FOLDER = "runs"  # where a run without run.out_dir gets its own folder
 
 
 class ConfigError(ValueError):
     """A config value that is not allowed; the message names the field and what is allowed."""
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """The values a config field accepts: ``validate_config`` refuses others, ``mergan train --help`` shows it.
+
+    An empty field (None) is accepted here; whether a field may be empty is its type's business.
+    """
+
+    choices: tuple[str, ...] = ()
+    above: float | None = None  # the value must be > above
+    at_least: float | None = None  # the value must be >= at_least
+    below: float | None = None  # the value must be < below
+
+    def describe(self) -> str:
+        if self.choices:
+            return ", ".join(self.choices)
+        if self.below is None:
+            return f"> {self.above:g}" if self.above is not None else f">= {self.at_least:g}"
+        opening, low = ("(", self.above) if self.above is not None else ("[", self.at_least)
+        return f"in {opening}{low:g}, {self.below:g})"
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if self.choices:
+            return value in self.choices
+        return ((self.above is None or value > self.above) and (self.at_least is None or value >= self.at_least)
+                and (self.below is None or value < self.below))
+
+
+POSITIVE = Allowed(above=0)
+NON_NEGATIVE = Allowed(at_least=0)
+ADAM_BETA = Allowed(at_least=0, below=1)
+
+
+def setting(default: Any, meaning: str, allowed: Allowed | None = None) -> Any:
+    """A config field with its one-line meaning and allowed values, read by validation and ``--help``."""
+    return field(default=default, metadata={"meaning": meaning, "allowed": allowed})
+
+
 @dataclass
 class DataConfig:
-    dataset: str = "mnist5k"
-    data_root: str | None = None  # folder holding the dataset's standard files (not needed for mnist5k)
-    tasks: str | None = None  # "0|1|2" or "0,1|2,3"; None: one class per task in label order
-    num_tasks: int | None = None  # keep only the first N tasks of the stream
-    test_per_class: int = 100  # mnist5k: real images per class held out for evaluation
-    lsun_max_per_class: int | None = None  # cap on LSUN images read per category (None: all)
+    dataset: str = setting("mnist5k", "the images: mnist5k is embedded, the others are read from data_root",
+                           Allowed(DATASETS))
+    data_root: str | None = setting(None, "folder holding the dataset's standard files (not needed for mnist5k)")
+    tasks: str | None = setting(None, "the task stream: class ids, ',' within a task and '|' between tasks, "
+                                      "e.g. 0,1|2,3; empty: one class per task in label order")
+    num_tasks: int | None = setting(None, "keep only the first N tasks of the stream (empty: all)", POSITIVE)
+    test_per_class: int = setting(100, "mnist5k: real images per class held out for evaluation", POSITIVE)
+    lsun_max_per_class: int | None = setting(None, "cap on LSUN images read per category (empty: all)", POSITIVE)
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "small"
-    image_size: int = 32
-    z_dim: int = 64
-    g_width: int = 64  # base channel width of the generator
-    d_width: int = 32  # base channel width of the critic
+    arch: str = setting("small", "generator and critic: small (0.3M parameters, for CPU), dcgan (the paper's "
+                                 "32x32 pair), resnet (the paper's 64x64 pair)", Allowed(ARCHITECTURES))
+    image_size: int = setting(32, "side of the images in pixels: 32 for small and dcgan, 64 for resnet")
+    z_dim: int = setting(64, "size of the generator's noise vector z", POSITIVE)
+    g_width: int = setting(64, "base channel width of the generator", POSITIVE)
+    d_width: int = setting(32, "base channel width of the critic", POSITIVE)
 
 
 @dataclass
 class OptimConfig:
-    iterations_per_task: int = 400  # generator iterations per task
-    batch_size: int = 64
-    critic_steps: int = 2
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.0
-    beta2: float = 0.9
-    lambda_gp: float = 10.0
-    lambda_cls: float = 1.0
-    precision: str = "fp32"  # bf16 autocast on CUDA (never fp16: gradient penalties overflow)
+    iterations_per_task: int = setting(400, "generator iterations per task", POSITIVE)
+    batch_size: int = setting(64, "real images per batch", POSITIVE)
+    critic_steps: int = setting(2, "critic steps per generator step", POSITIVE)
+    lr_g: float = setting(2e-4, "Adam learning rate of the generator", POSITIVE)
+    lr_d: float = setting(2e-4, "Adam learning rate of the critic", POSITIVE)
+    beta1: float = setting(0.0, "Adam beta1 of both optimizers", ADAM_BETA)
+    beta2: float = setting(0.9, "Adam beta2 of both optimizers", ADAM_BETA)
+    lambda_gp: float = setting(10.0, "weight of the WGAN-GP gradient penalty", NON_NEGATIVE)
+    lambda_cls: float = setting(1.0, "weight of the AC-GAN classification loss", NON_NEGATIVE)
+    precision: str = setting("fp32", "bf16: autocast on CUDA (never fp16: gradient penalties overflow)",
+                             Allowed(PRECISIONS))
 
 
 @dataclass
 class MethodConfig:
-    method: str = "sft"  # one of BASE_METHODS or a combination such as "jtr+ra", "ra+ewc"
-    lambda_ra: float = 1e-3
-    ra_batch_size: int | None = None  # replayed samples per RA step; None: the batch size
-    replay_mode: str = "fresh"
-    replay_size_per_class: int = 1000  # fixed mode: images drawn once per earlier class
-    replay_share: float | None = None  # share of each step replayed; None: the authors' batch // class_count
-    reduce_batch: bool | None = None  # authors' REDUCE_BATCH: split a batch over earlier classes; None: all but LSUN
-    jtr_loss: str = "per-class"  # per-class: the authors' per-class terms; concatenated: replay joins the real batch
-    lambda_ewc: float = 1e9
-    ewc_reduction: str = "mean"  # mean: the penalty averages F (theta - theta*)^2 over the weights; sum: sums it
-    ewc_fisher_samples: int = 1024
-    dgr_solver_iterations: int = 500
-    dgr_solver_lr: float = 1e-3
+    method: str = setting("sft", f"the continual-learning method: {', '.join(BASE_METHODS)}, or a '+'-combination "
+                                 f"of {', '.join(COMBINABLE_METHODS)} such as jtr+ra (see 'methods' below)")
+    lambda_ra: float = setting(1e-3, "ra: weight of the replay-alignment loss", NON_NEGATIVE)
+    ra_batch_size: int | None = setting(None, "ra: replayed samples per step (empty: the authors' batch // "
+                                              "number of earlier classes, per earlier class)", POSITIVE)
+    replay_mode: str = setting("fresh", "jtr: fresh replay every step (the authors' code), or a fixed set drawn "
+                                        "once per task (the paper's)", Allowed(REPLAY_MODES))
+    replay_size_per_class: int = setting(1000, "jtr with replay_mode fixed: images drawn per earlier class, > 0")
+    replay_share: float | None = setting(None, "jtr, dgr, ra: share of each step replayed (empty: the authors' "
+                                               "batch // number of earlier classes, per earlier class)",
+                                         Allowed(above=0, below=1))
+    reduce_batch: bool | None = setting(None, "jtr, ra, dgr: the authors' REDUCE_BATCH: split one batch over the "
+                                              "earlier classes and sum their terms (empty: yes, except for lsun, "
+                                              "which replays a batch per earlier class and divides)")
+    jtr_loss: str = setting("per-class", "jtr: per-class (the authors' code: a WGAN + class term per earlier class, "
+                                         "G_{t-1}'s images as real) or concatenated (replay joins the real batch)",
+                            Allowed(JTR_LOSSES))
+    lambda_ewc: float = setting(1e9, "ewc: weight of the Fisher penalty", NON_NEGATIVE)
+    ewc_reduction: str = setting("mean", "ewc: the penalty F (theta - theta*)^2 averaged over the generator's "
+                                         "weights (mean, so the paper's 1e9 learns) or summed (sum)",
+                                 Allowed(EWC_REDUCTIONS))
+    ewc_fisher_samples: int = setting(1024, "ewc: generated samples the Fisher is estimated from", POSITIVE)
+    dgr_solver_iterations: int = setting(500, "dgr: training steps of the solver per task", POSITIVE)
+    dgr_solver_lr: float = setting(1e-3, "dgr: learning rate of the solver", POSITIVE)
 
 
 @dataclass
 class EvalConfig:
-    eval_when: str = "every"
-    eval_samples_per_class: int = 500  # paper: 6400
-    reverse_accuracy: bool = False
-    fid: bool = True
-    inception_weights: str | None = None  # path to pt_inception weights; MERGAN_INCEPTION_WEIGHTS also read
-    evaluator_epochs: int = 6
-    evaluator_weights: str | None = None  # bring-your-own evaluator state_dict (skips training and cache)
-    jt_results: str | None = None  # a JT run's results.json: its matrix gives intransigence
-    cache_dir: str | None = None  # evaluator cache; None: ~/.cache/mergan (MERGAN_CACHE_DIR)
-    grid_per_class: int = 8  # sample-grid columns per class
+    eval_when: str = setting("every", "evaluate after every task, after the final one, or never",
+                             Allowed(EVAL_WHEN))
+    eval_samples_per_class: int = setting(500, "generated images per class the evaluator judges (paper: 6400)",
+                                          POSITIVE)
+    reverse_accuracy: bool = setting(False, "also train a classifier on generated images and test it on real ones")
+    fid: bool = setting(True, "Frechet distances of generated to real images")
+    inception_weights: str | None = setting(None, "pt_inception weights for the standard FID "
+                                                  "($MERGAN_INCEPTION_WEIGHTS is also read)")
+    evaluator_epochs: int = setting(6, "epochs of the evaluator classifier trained on real images", POSITIVE)
+    evaluator_weights: str | None = setting(None, "your own evaluator state_dict (skips training and the cache)")
+    jt_results: str | None = setting(None, "a JT run's results.json: its matrix gives intransigence")
+    cache_dir: str | None = setting(None, "evaluator cache (empty: $MERGAN_CACHE_DIR, else ~/.cache/mergan)")
+    grid_per_class: int = setting(8, "sample-grid columns per class", POSITIVE)
 
 
 @dataclass
 class RunConfig:
-    seed: int = 0
-    device: str = "auto"
-    out_dir: str = "runs/latest"
-    log_every: int = 50  # steps between progress callbacks (the only host syncs of the loop)
-    save_checkpoints: bool = True
-    deterministic: bool = True  # CUDA: deterministic cuDNN and algorithms (a seeded run repeats exactly)
+    seed: int = setting(0, "seeds every random draw of the run")
+    device: str = setting("auto", "auto: cuda when present, else cpu", Allowed(DEVICES))
+    out_dir: str | None = setting(None, f"the run's folder (empty: a new {RUNS_FOLDER}/<method>-<YYYYmmdd-HHMMSS>)")
+    log_every: int = setting(50, "steps between progress reports (the training loop's only host syncs)", POSITIVE)
+    save_checkpoints: bool = setting(True, "write task_<t>/checkpoint.pt after every task")
+    deterministic: bool = setting(True, "cuda: deterministic cuDNN and algorithms, so a seeded run repeats exactly")
 
 
 @dataclass
@@ -191,9 +262,10 @@ def _coerce(section: str, name: str, value: Any) -> Any:
                 raise ValueError(value)
             return bool(value)
         if type_text.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
+            number = float(value) if isinstance(value, str) else value  # "1e3" is 1000
+            if isinstance(number, float) and not number.is_integer():  # 1.5, inf and nan are not counts
                 raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) else int(value)
+            return int(number)
         if type_text.startswith("float"):
             return float(value)
         return str(value)
@@ -238,20 +310,28 @@ def build_config(preset: str = "small", overrides: dict[str, Any] | None = None,
 
     A YAML file may itself name a ``preset``; an explicit ``preset`` in ``overrides`` wins.
     """
-    file_values: dict[str, Any] = load_yaml(yaml_path) if yaml_path else {}
+    file_values: dict[str, Any] = load_yaml(yaml_path) if yaml_path is not None else {}
     overrides = dict(overrides or {})
-    preset = overrides.pop("preset", None) or file_values.pop("preset", None) or preset
+    for given in (file_values.pop("preset", None), overrides.pop("preset", None)):  # the later one wins
+        preset = preset if given is None else given
     if preset not in PRESETS:
         raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
-    file_values.pop("preset", None)
     config = ExperimentConfig(preset=preset)
     for key, value in PRESETS[preset].items():
         config.set(key, value)
     for key, value in {**file_values, **overrides}.items():
         config.set(key, value)
+    if config.run.out_dir is None:
+        config.run.out_dir = default_out_dir(config.method.method)
     if validate:
         validate_config(config)
     return config
+
+
+def default_out_dir(method: str) -> str:
+    """``runs/<method>-<YYYYmmdd-HHMMSS>``: the folder of a run that names none (``mergan train`` makes
+    it unique and points ``runs/latest`` at it)."""
+    return f"{RUNS_FOLDER}/{method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -306,7 +386,6 @@ _METHOD_ROLES = {
     "jtr": "replay",
     "dgr": "unconditional",
 }
-_COMBINABLE = {"ewc", "ra", "jtr"}
 # The method.* fields each method reads, its main knob first. Every other method field does nothing
 # in that method's runs, so a run's name leaves it out. A field that acts only under a setting of
 # another field names it in KNOB_CONDITIONS.
@@ -334,15 +413,15 @@ def parse_method(text: str) -> tuple[str, ...]:
     parts = tuple(p.strip().lower() for p in str(text).split("+") if p.strip())
     if not parts:
         raise ConfigError(f"method.method: empty; allowed: {', '.join(BASE_METHODS)} or combinations of "
-                          f"{'+'.join(sorted(_COMBINABLE))}")
+                          f"{'+'.join(COMBINABLE_METHODS)}")
     for part in parts:
         if part not in BASE_METHODS:
             raise ConfigError(f"method.method: unknown method {part!r}; allowed: {', '.join(BASE_METHODS)} "
-                              f"or a '+'-combination of {', '.join(sorted(_COMBINABLE))}")
+                              f"or a '+'-combination of {', '.join(COMBINABLE_METHODS)}")
     if len(set(parts)) != len(parts):
         raise ConfigError(f"method.method: {text!r} names a method twice")
     if len(parts) > 1:
-        odd = [p for p in parts if p not in _COMBINABLE]
+        odd = [p for p in parts if p not in COMBINABLE_METHODS]
         if odd:
             reasons = {
                 "sft": "sft is the plain baseline that the others extend; write the other method alone",
@@ -353,35 +432,33 @@ def parse_method(text: str) -> tuple[str, ...]:
                        "methods (ra, jtr, ewc) act on a class-conditional generator",
             }
             raise ConfigError(f"method.method: {text!r} cannot be combined: {reasons[odd[0]]}. "
-                              f"Combinable: {', '.join(sorted(_COMBINABLE))}")
+                              f"Combinable: {', '.join(COMBINABLE_METHODS)}")
     return tuple(sorted(parts, key=BASE_METHODS.index))
 
 
 # -- validation --------------------------------------------------------------------------
-def _allowed(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
-
-
-def _positive(name: str, value: Any, zero_ok: bool = False) -> None:
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not zero_ok):
-        raise ConfigError(f"{name}: {value!r} must be {'>= 0' if zero_ok else '> 0'}")
+def check_fields(config: ExperimentConfig) -> None:
+    """Each field against its own definition: a finite number where a number is meant, and its ``Allowed``."""
+    for section_name, section in config.sections().items():
+        for f in fields(section):
+            value, allowed = getattr(section, f.name), f.metadata.get("allowed")
+            finite = not isinstance(value, float) or math.isfinite(value)
+            if finite and (allowed is None or allowed.accepts(value)):
+                continue
+            what = allowed.describe() if allowed else "a finite number"
+            if "None" in str(f.type):
+                what += ", or empty"
+            if not finite:
+                problem = f"is not a finite number; allowed: {what}"
+            else:
+                problem = f"is not allowed; allowed: {what}" if allowed.choices else f"must be {what}"
+            raise ConfigError(f"{section_name}.{f.name}: {value!r} {problem}")
 
 
 def validate_config(config: ExperimentConfig) -> ExperimentConfig:
     """Refuse any value that cannot run; data-dependent checks (classes) live in the data layer."""
-    data, model, optim, method, ev, run = (config.data, config.model, config.optim, config.method,
-                                           config.eval, config.run)
-    _allowed("data.dataset", data.dataset, DATASETS)
-    _allowed("model.arch", model.arch, ARCHITECTURES)
-    _allowed("method.replay_mode", method.replay_mode, REPLAY_MODES)
-    _allowed("method.jtr_loss", method.jtr_loss, JTR_LOSSES)
-    _allowed("method.ewc_reduction", method.ewc_reduction, EWC_REDUCTIONS)
-    _allowed("eval.eval_when", ev.eval_when, EVAL_WHEN)
-    _allowed("run.device", run.device, DEVICES)
-    _allowed("optim.precision", optim.precision, PRECISIONS)
+    data, model, method, ev = config.data, config.model, config.method, config.eval
+    check_fields(config)
     parse_method(method.method)
     if data.dataset in ("mnist", "svhn", "lsun", "folder") and not data.data_root:
         raise ConfigError(f"data.data_root: dataset {data.dataset!r} reads its standard files from a folder; "
@@ -391,35 +468,9 @@ def validate_config(config: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"model.image_size: the {model.arch} architecture makes "
                           f"{' or '.join(map(str, sizes))}x{sizes[0]} images, not {model.image_size}; "
                           f"allowed: {', '.join(map(str, sizes))}")
-    for name in ("z_dim", "g_width", "d_width"):
-        _positive(f"model.{name}", getattr(model, name))
-    for name in ("iterations_per_task", "batch_size", "critic_steps"):
-        _positive(f"optim.{name}", getattr(optim, name))
-    for name in ("lr_g", "lr_d"):
-        _positive(f"optim.{name}", getattr(optim, name))
-    for name in ("lambda_gp", "lambda_cls"):
-        _positive(f"optim.{name}", getattr(optim, name), zero_ok=True)
-    for name in ("beta1", "beta2"):
-        value = getattr(optim, name)
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"optim.{name}: {value!r} must be in [0, 1)")
-    for name in ("lambda_ra", "lambda_ewc"):
-        _positive(f"method.{name}", getattr(method, name), zero_ok=True)
-    for name in ("ewc_fisher_samples", "dgr_solver_iterations", "dgr_solver_lr", "ra_batch_size"):
-        _positive(f"method.{name}", getattr(method, name))
     if method.replay_mode == "fixed" and method.replay_size_per_class <= 0:
         raise ConfigError(f"method.replay_size_per_class: {method.replay_size_per_class} must be > 0 "
                           f"when method.replay_mode is 'fixed'")
-    if method.replay_share is not None and not 0.0 < method.replay_share < 1.0:
-        raise ConfigError(f"method.replay_share: {method.replay_share!r} must be in (0, 1), or empty for "
-                          f"the authors' batch // class_count rule")
-    _positive("data.num_tasks", data.num_tasks)
-    _positive("data.test_per_class", data.test_per_class)
-    _positive("data.lsun_max_per_class", data.lsun_max_per_class)
-    _positive("eval.eval_samples_per_class", ev.eval_samples_per_class)
-    _positive("eval.evaluator_epochs", ev.evaluator_epochs)
-    _positive("eval.grid_per_class", ev.grid_per_class)
-    _positive("run.log_every", run.log_every)
     if data.tasks is not None:
         parse_tasks(data.tasks)
     for name in ("inception_weights", "evaluator_weights", "jt_results"):

@@ -116,7 +116,8 @@ class YamlSpace:
                                                   step=None if spec.get("step") is None else float(spec["step"]))
             else:
                 taken[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
-                                                log=bool(spec.get("log", False)), step=int(spec.get("step") or 1))
+                                                log=bool(spec.get("log", False)),
+                                                step=1 if spec.get("step") is None else int(spec["step"]))
         return constants
 
 
@@ -148,6 +149,8 @@ def _check_spec(where: str, name: str, spec: dict[str, Any], earlier: list[str])
             raise SpaceError(f"{where}: parameter {name!r}: low ({low}) must be below high ({high})")
         if spec.get("log") and low <= 0:
             raise SpaceError(f"{where}: parameter {name!r}: a log scale needs low > 0, got {low}")
+        if spec.get("step") is not None and not _number(f"{where}: parameter {name!r}", "step", spec["step"], kind) > 0:
+            raise SpaceError(f"{where}: parameter {name!r}: step {spec['step']!r} must be > 0 (or left out)")
     if kind == "categorical" and (not isinstance(spec.get("choices"), list) or not spec["choices"]):
         raise SpaceError(f"{where}: parameter {name!r} (categorical) needs a non-empty list of choices")
     if kind == "grid" and (not isinstance(spec.get("values"), list) or not spec["values"]):
@@ -172,7 +175,8 @@ def _yaml_space(path: Path, text: str) -> SearchSpace:
     if not isinstance(raw, dict):
         raise SpaceError(f"{where} must hold a mapping of parameter: distribution")
     question = str(raw.pop("question", "") or f"a user's space from {path.name}")
-    points = raw.pop("points_to_evaluate", None) or []
+    points = raw.pop("points_to_evaluate", None)
+    points = [] if points is None else points
     if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
         raise SpaceError(f"{where}: points_to_evaluate must be a list of {{parameter: value}} mappings")
     if not raw:

@@ -151,6 +151,8 @@ def test_yaml_grid_is_every_combination(tmp_path):
     ("lambda_ra: {type: float, low: 0.1, high: 1, condition: {method: ra}}\nmethod: ra",
      r"condition names \['method'\], which must be parameters defined above it"),
     ("method: {type: grid, values: [sft]}\nlr_g: {type: float, low: 0.1, high: 1}", "mixes grid parameters"),
+    ("batch_size: {type: int, low: 8, high: 64, step: 0}", "step 0 must be > 0"),
+    ("points_to_evaluate: 0\nlr_g: {type: float, low: 0.1, high: 1}", "points_to_evaluate must be a list"),
     ("lr_g: [oops", "not valid YAML"),
     ("- a\n- b", "must hold a mapping"),
 ])

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -18,6 +24,8 @@ from trainables.plan import (
     make_plan,
     parse_objective,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def plan(tmp_path, **overrides) -> SweepPlan:
@@ -127,6 +135,54 @@ def test_sweep_refuses_bad_input_before_ray_starts(tmp_path, capsys, monkeypatch
     assert message in capsys.readouterr().err
     assert not ray.is_initialized()
     assert not (tmp_path / "m.db").exists()  # nothing was written either
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num-samples", "0"], "--num-samples 0: allowed: >= 1"),  # not the main job's 6
+    (["--space", "ra-lambda", "--num-samples", "0"], "--num-samples 0: allowed: >= 1"),
+    (["--max-concurrent", "0"], "--max-concurrent 0: allowed: >= 1"),  # not "as many as fit"
+])
+def test_zero_is_a_value_the_plan_checks_not_a_request_for_the_default(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main([*args, "--dry-run"]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--space", "--name", "--storage-path", "--experiment", "--tracking-uri"])
+def test_an_empty_value_is_refused_not_taken_for_the_default(tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        sweep.main([flag, "", "--dry-run"])
+    assert stopped.value.code == 2
+    assert f"{flag}: empty; give a value, or leave the flag out for the default" in capsys.readouterr().err
+
+
+def test_make_plan_refuses_empty_names_and_folders(tmp_path):
+    with pytest.raises(PlanError, match="--storage-path: empty"):
+        plan(tmp_path, storage_path="")
+    with pytest.raises(PlanError, match="--name ''"):
+        plan(tmp_path, name="")
+
+
+@pytest.mark.parametrize("where", ["--address", "RAY_ADDRESS"])
+def test_an_address_where_no_ray_answers_is_refused_in_seconds(tmp_path, where):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    args = [sys.executable, str(REPO / "sweep.py"), "--space", "ra-lambda", "--tracking-uri",
+            f"sqlite:///{tmp_path / 'm.db'}", "--storage-path", str(tmp_path / "sweeps")]
+    if where == "--address":
+        args += ["--address", address]
+    else:
+        env["RAY_ADDRESS"] = address
+    started = time.monotonic()
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{where} {address}: no Ray cluster answers at {address}" in done.stderr
+    assert "start one with `ray start --head`" in done.stderr
+    assert ("leave out --address" if where == "--address" else "unset RAY_ADDRESS") in done.stderr
+    assert time.monotonic() - started < 60  # Python's start-up and imports included
 
 
 def test_a_second_sweep_of_the_same_name_is_refused_and_resume_names_what_exists(tmp_path, capsys):

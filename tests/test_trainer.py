@@ -138,6 +138,7 @@ def test_a_diverging_run_stops_with_the_reason(tiny_config, mnist5k):
     ({"method": "magic"}, "method.method"),
     ({"dataset": "cifar"}, "data.dataset"),
     ({"preset": "huge"}, "preset"),
+    ({"preset": ""}, "unknown preset ''"),  # not the default preset
     ({"lambda_ra": -1.0}, "method.lambda_ra"),
     ({"lambda_gp": -10}, "optim.lambda_gp"),
     ({"lr_g": 0}, "optim.lr_g"),
@@ -149,6 +150,12 @@ def test_a_diverging_run_stops_with_the_reason(tiny_config, mnist5k):
     ({"replay_share": 1.5}, "method.replay_share"),
     ({"dataset": "svhn"}, "data.data_root"),
     ({"batch_size": "many"}, "optim.batch_size"),
+    ({"lambda_ra": "nan"}, "method.lambda_ra: nan is not a finite number"),
+    ({"lambda_ewc": "inf"}, "method.lambda_ewc: inf is not a finite number"),
+    ({"lr_g": "nan"}, "optim.lr_g: nan is not a finite number"),
+    ({"beta2": float("-inf")}, "optim.beta2: -inf is not a finite number"),
+    ({"iterations_per_task": "inf"}, "optim.iterations_per_task: 'inf' is not a valid int"),
+    ({"iterations_per_task": "1.5"}, "optim.iterations_per_task: '1.5' is not a valid int"),
     ({"no_such_field": 1}, "no_such_field"),
 ])
 def test_bad_config_values_are_refused_naming_the_field(overrides, field):

@@ -295,10 +295,14 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
         raise PlanError(f"--max-concurrent {max_concurrent}: allowed: >= 1 (or leave it out: as many as fit)")
     if max_failures < 0:
         raise PlanError(f"--max-failures {max_failures}: allowed: >= 0")
-    name = name or f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if name is None:
+        name = f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise PlanError(f"--name {name!r}: allowed: letters, digits, '.', '_', '-' (it names a folder and a study)")
-    storage = storage_path or str(Path.cwd() / "runs" / "sweeps")
+    for flag, value in (("--storage-path", storage_path), ("--experiment", experiment)):
+        if value is not None and not value.strip():
+            raise PlanError(f"{flag}: empty; give a value, or leave it out for the default")
+    storage = str(Path.cwd() / "runs" / "sweeps") if storage_path is None else storage_path
     storage = storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
     if optuna_storage is None and loaded.kind == "optuna":
         # Beside Tune's files on a disk; with cloud storage, in the driver's home (SQLite needs a local file).
@@ -312,7 +316,8 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
         scheduler=scheduler, grace_period=grace_period, num_tasks=_count_tasks(config), seed=seed,
         max_failures=max_failures, storage_path=storage, optuna_storage=optuna_storage,
         tracking_uri=resolve_tracking_uri(tracking_uri),
-        experiment=experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
+        experiment=experiment if experiment is not None else (os.environ.get("MLFLOW_EXPERIMENT_NAME")
+                                                               or DEFAULT_EXPERIMENT),
         sweep_id=f"{name}-{uuid.uuid4().hex[:8]}", name_keys=name_keys,
         created=time.strftime("%Y-%m-%d %H:%M:%S"))
 

@@ -13,8 +13,11 @@ import json
 import logging
 import math
 import os
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import urllib.parse
 import warnings
 from dataclasses import dataclass, field
@@ -25,15 +28,19 @@ import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
+from typing_extensions import Self
 
 from search_spaces import SearchSpace
-from trainables.plan import SweepPlan, check_resources, concurrent_trials, is_uri
+from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, is_uri
 from trainables.tracking import finish_sweep_run, resolve_tracking_uri, start_sweep_run
 from trainables.trainable import TrialSettings, train_trial
 
 logger = logging.getLogger("trainables.sweeping")
 
 CRASH_ENV = "MERGAN_TEST_CRASH_AFTER_TASK"  # test-only: trials raise once after this task (first attempt)
+TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"  # Ray's switch: 1 leaves SIGINT to us (see StopOnCtrlC)
+RAY_CONNECT_TIMEOUT_S = 5.0  # ray.init retries an address where nothing answers for minutes
+RAY_DEFAULT_PORT = 6379
 CHECKPOINTS_KEPT = 2  # per trial, in Tune's storage: the latest to resume from, one before it
 SUMMARY_FOLDER = "sweep"  # the parent run's artifact folder for the sweep's own files (settings, best, trials)
 LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves an SQLite store by default
@@ -66,6 +73,24 @@ class SweepOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result=result, error=error)
 
 
+def check_ray_answers(address: str, flag: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout_s``, a Ray address (``host:port``, ``ray://host:port``) where nothing answers."""
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host:  # no port given: Ray's default
+        host, port = port, str(RAY_DEFAULT_PORT)
+    advice = ("start one with `ray start --head` (and give the address it prints), or "
+              + ("leave out --address" if flag == "--address" else "unset RAY_ADDRESS") + " for a local Ray")
+    if not port.isdigit():
+        raise PlanError(f"{flag} {address}: not a Ray address; write host:port (e.g. 10.0.0.5:6379), ray://host:port "
+                        f"or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise PlanError(f"{flag} {address}: no Ray cluster answers at {host}:{port} ({reason} within "
+                        f"{timeout_s:g} s); {advice}") from None
+
+
 def connect_ray(address: str | None, plan: SweepPlan) -> str:
     """Start or join Ray after checking the plan's resources fit; returns a description of where."""
     import ray
@@ -73,8 +98,15 @@ def connect_ray(address: str | None, plan: SweepPlan) -> str:
     if ray.is_initialized():
         where = "the running Ray"
     elif address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, log_to_driver=True)
-        where = f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
+        target, flag = (address, "--address") if address else (os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
+        if target != "auto":
+            check_ray_answers(target, flag)
+        try:
+            ray.init(address=target, log_to_driver=True)
+        except ConnectionError as error:  # 'auto' with no cluster on this machine, or a cluster that went away
+            raise PlanError(f"{flag} {target}: no Ray cluster answers ({error}); start one with `ray start --head`, "
+                            f"or leave out {'--address' if address else 'RAY_ADDRESS'} for a local Ray") from None
+        where = f"the Ray cluster at {target}"
     else:
         import torch
 
@@ -218,6 +250,12 @@ class TrialRow:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
+    @property
+    def complete(self) -> bool:
+        """Nothing left to run: every task reported, or the trial diverged."""
+        return bool(self.metrics.get("diverged")) or 0 < self.metrics.get("num_tasks", 0) <= self.metrics.get(
+            "tasks_done", 0)
+
     def value(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -295,6 +333,68 @@ class SweepOutcome:
     best: list[TrialRow]
     experiment_path: str
     parent_run_id: str | None
+    interrupted: bool = False  # stopped by Ctrl-C: Tune saved its state, ``--resume`` continues
+
+
+class StopOnCtrlC:
+    """Ctrl-C while Tune runs: the first asks Tune for the stop its own SIGINT handler makes (running
+    trials stop, the experiment state is saved, so the sweep can resume); a second stops at once.
+
+    Tune's handler is switched off (``TUNE_DISABLE_SIGINT_HANDLER``) so that the sweep knows it was
+    interrupted: a stopped ``Tuner.fit()`` returns like a finished one. Tune's stop is asked for with
+    SIGUSR1, which Tune always handles that way.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: Any = None
+        self._previous_env: str | None = None
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous_env = os.environ.get(TUNE_SIGINT_ENV)
+            os.environ[TUNE_SIGINT_ENV] = "1"
+        return self
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nCtrl-C: stopping the trials and saving the sweep's state to resume from (Ctrl-C again to stop "
+              "at once)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is None:
+            return
+        signal.signal(signal.SIGINT, self._previous)
+        if self._previous_env is None:
+            os.environ.pop(TUNE_SIGINT_ENV, None)
+        else:
+            os.environ[TUNE_SIGINT_ENV] = self._previous_env
+
+
+def mark_runs_killed(plan: SweepPlan, unfinished: set[str] | None = None) -> None:
+    """After Ctrl-C: the sweep's MLflow run and its trials' unfinished runs end KILLED; a resume continues them.
+
+    ``unfinished``: the ids of trials with work left, whose runs end KILLED even if the trial closed its
+    run itself (Tune stops a trial as a scheduler does, so the trial took it for an early stop).
+    """
+    if not plan.parent_run_id:
+        return
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(plan.tracking_uri)
+        for run in trial_runs(client, plan.parent_run_id):
+            if run.info.status == "RUNNING" or run.data.tags.get("trial_id") in (unfinished or set()):
+                client.set_terminated(run.info.run_id, "KILLED")
+                if "stopped_early" in run.data.tags:
+                    client.delete_tag(run.info.run_id, "stopped_early")
+        finish_sweep_run(plan.tracking_uri, plan.parent_run_id, None, status="KILLED")
+    except Exception as error:  # noqa: BLE001 - the store may be what is down; resuming fixes the statuses
+        logger.warning("could not mark the sweep's MLflow runs KILLED: %s", error)
 
 
 def space_for_mlflow(space: SearchSpace) -> Any:
@@ -328,7 +428,11 @@ def start_tracking(plan: SweepPlan) -> str:
 
 
 def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1) -> SweepOutcome:
-    """Run (or resume) the planned sweep to the end; every trial's row, the best, where it all is."""
+    """Run (or resume) the planned sweep to the end; every trial's row, the best, where it all is.
+
+    Ctrl-C stops it with its state saved (``SweepOutcome.interrupted``); a second Ctrl-C raises
+    KeyboardInterrupt. Either way the sweep's MLflow runs end KILLED, and ``--resume`` continues them.
+    """
     plan.parent_run_id = start_tracking(plan)  # on resume: the same parent run, continued
     if not resume:
         plan.save()  # before any trial starts: --resume needs it even if this driver dies at once
@@ -339,8 +443,16 @@ def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1) -> SweepO
     # Snapshots after checkpoints are what makes a resume exact; Tune's warning about them is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = restored_tuner(plan) if resume else new_tuner(plan, verbose)
-    results = tuner.fit()
+    try:
+        with StopOnCtrlC() as ctrl_c:
+            results = tuner.fit()
+    except KeyboardInterrupt:
+        mark_runs_killed(plan)
+        raise
     rows = summarize(results)
+    if ctrl_c.pressed:
+        mark_runs_killed(plan, {row.trial_id for row in rows if not row.complete})
+        return SweepOutcome(rows, [], plan.experiment_path, plan.parent_run_id, interrupted=True)
     reconcile(plan, {r.trial_id for r in rows})
     best = best_rows(rows, plan)
     record_summary(plan, rows)

@@ -22,7 +22,7 @@ def tiny_args(tmp_path, *extra: str) -> list[str]:
 def test_the_paper_scale_is_the_papers_protocol(tmp_path, capsys):
     assert main(["reproduce", "table1", "--scale", "paper", "--dry-run", "--storage-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "18 trials, preset paper-mnist, 10 tasks" in out and "0|1|2|3|4|5|6|7|8|9" in out
+    assert "18 trials (seeds 0, 1, 2), preset paper-mnist, 10 tasks" in out and "0|1|2|3|4|5|6|7|8|9" in out
     assert main(["reproduce", "table1", "--dataset", "svhn", "--data-root", str(tmp_path), "--scale", "paper",
                  "--dry-run", "--storage-path", str(tmp_path)]) == 0
     assert "preset paper-svhn" in capsys.readouterr().out
@@ -34,6 +34,15 @@ def test_bad_input_is_refused_before_ray_starts(tmp_path, capsys):
     assert "data_root" in capsys.readouterr().err
     assert main(["reproduce", "table1", "--seeds", "0", "--dry-run", "--storage-path", str(tmp_path)]) == 2
     assert "--seeds 0" in capsys.readouterr().err
+    assert main(["reproduce", "table1", "--first-seed", "-1", "--dry-run", "--storage-path", str(tmp_path)]) == 2
+    assert "--first-seed -1" in capsys.readouterr().err
+
+
+def test_first_seed_adds_later_seeds_to_the_same_experiment(tmp_path, capsys):
+    assert main(["reproduce", "table1", "--first-seed", "3", "--seeds", "2", "--dry-run",
+                 "--storage-path", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "12 trials (seeds 3, 4)" in out and "experiment 'table1-mnist5k-small'" in out
 
 
 @pytest.mark.slow

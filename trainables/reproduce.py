@@ -43,11 +43,12 @@ SCALES = {
 }
 
 
-def table1_space(seeds: int) -> str:
-    """The grid of every paper method x seeds 0..seeds-1, as a YAML space (kept with the sweep for --resume)."""
+def table1_space(seeds: int, first_seed: int = 0) -> str:
+    """The grid of every paper method x seeds first_seed.., as a YAML space (kept with the sweep for --resume)."""
+    values = ", ".join(str(s) for s in range(first_seed, first_seed + seeds))
     return ("question: How do the six methods compare on the paper's Table 1 protocol, over seeds?\n"
             f"method: {{type: grid, values: [{', '.join(PAPER_METHODS)}]}}\n"
-            f"seed: {{type: grid, values: [{', '.join(str(s) for s in range(seeds))}]}}\n")
+            f"seed: {{type: grid, values: [{values}]}}\n")
 
 
 def table1_plan(args: argparse.Namespace):
@@ -56,6 +57,8 @@ def table1_plan(args: argparse.Namespace):
 
     if args.seeds < 1:
         raise PlanError(f"--seeds {args.seeds}: allowed: >= 1 (3 gives mean ± std as the paper's tables need)")
+    if args.first_seed < 0:
+        raise PlanError(f"--first-seed {args.first_seed}: allowed: >= 0")
     scale = SCALES[args.scale]
     sets = {**scale.sets, "eval_when": "every"}
     if args.iterations is not None:
@@ -70,7 +73,7 @@ def table1_plan(args: argparse.Namespace):
     name = args.name or f"table1-{args.dataset}-{args.scale}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tempfile.TemporaryDirectory() as folder:  # the plan keeps the space's text, for --resume
         space_file = Path(folder, "table1.yaml")
-        space_file.write_text(table1_space(args.seeds))
+        space_file.write_text(table1_space(args.seeds, args.first_seed))
         return make_plan(space=str(space_file), preset=scale.presets[args.dataset], dataset=args.dataset,
                          tasks="|".join(str(c) for c in range(scale.num_tasks)),
                          sets=[f"{k}={v}" for k, v in sets.items()], num_samples=1,
@@ -88,7 +91,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
     try:
         plan = table1_plan(args)
         if args.dry_run:
-            print(f"mergan reproduce table1: {len(PAPER_METHODS) * args.seeds} trials, preset {plan.preset}, "
+            seeds = ", ".join(str(s) for s in range(args.first_seed, args.first_seed + args.seeds))
+            print(f"mergan reproduce table1: {len(PAPER_METHODS) * args.seeds} trials (seeds {seeds}), preset {plan.preset}, "
                   f"{plan.num_tasks} tasks, {plan.fixed}; sweep {plan.name} in {plan.storage_path}; MLflow "
                   f"{plan.tracking_uri}, experiment {plan.experiment!r}")
             return 0
@@ -127,6 +131,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     table1.add_argument("--scale", choices=list(SCALES), default="small",
                         help="small: CPU nets, 5 tasks, 400 iterations; paper: the paper's protocol")
     table1.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    table1.add_argument("--first-seed", type=int, default=0,
+                        help="the first seed (default 0); --first-seed 3 --seeds 2 adds seeds 3 and 4 to the "
+                             "experiment, and the report reads every seed in it")
     table1.add_argument("--iterations", type=int, help="iterations per task instead of the scale's")
     table1.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                         help="a config value every trial gets (repeatable), e.g. --set lambda_ra=1e-2")

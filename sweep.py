@@ -29,7 +29,7 @@ from typing import Any
 
 from mergan.config import ConfigError
 from search_spaces import SpaceError, preset_names
-from trainables import mergan_import_problem
+from tracking.provenance import mergan_import_problem
 from trainables.plan import PlanError, SweepPlan, list_sweeps, make_plan
 
 # The main job's values where they differ from make_plan's (see the module docstring).
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"sweep.py: error: {problem}", file=sys.stderr)
         return 2
-    from trainables.tracking import TrackingServerError, check_tracking_server
+    from tracking.store import TrackingServerError, check_tracking_server
 
     try:
         plan = plan_from_args(args)
@@ -224,12 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nsweep.py: stopped by Ctrl-C before any trial started", file=sys.stderr)
         return EXIT_INTERRUPTED
+    from analysis.report import build_report
     from trainables.sweeping import run_sweep
 
     print(("Resuming" if args.resume else "Starting") + f" on {where}:\n{describe(plan)}\n", flush=True)
     started = time.perf_counter()
     try:
-        outcome = run_sweep(plan, resume=args.resume, verbose=args.verbose)
+        outcome = run_sweep(plan, resume=args.resume, verbose=args.verbose, build_report=build_report)
     except KeyboardInterrupt:  # before Tune ran, or a second Ctrl-C (Tune's state as it last saved it)
         from ray import tune
 

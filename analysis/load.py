@@ -10,9 +10,9 @@ data.matrix(run_id)                                   # R as a T x T array, NaN 
 
 Cost: one ``search_runs`` call per page of 1,000 runs (params, tags and latest metrics together),
 then the per-step history of only the per-task metrics (``acc_task_{j}`` and the summaries, never
-the training losses) in bulk: one SQL query per metric for an SQLite/SQL store, one request per
-metric and 100 runs against an ``mlflow server``, or per (run, metric) calls on a thread pool for
-any other store. ``bench/analysis_load.py`` measures it.
+the training losses) in bulk (``tracking.history``): one SQL query per metric for an SQLite/SQL
+store, one request per metric and 100 runs against an ``mlflow server``, or per (run, metric)
+calls on a thread pool for any other store. ``bench/analysis_load.py`` measures it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ import os
 import re
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,12 +32,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import (
-    AnalysisError,
     ExperimentNotFoundError,
     NoRunsError,
     NoTaskMetricsError,
     TrackingStoreNotFoundError,
 )
+from tracking.history import metric_history_rows
+from tracking.store import resolve_tracking_uri
 
 # Metrics logged once per task (step = task number); names as in mergan/callbacks.py.
 TASK_ACCURACY = re.compile(r"^acc_task_(\d+)$")
@@ -54,20 +53,9 @@ RUN_SPECIFIC_PARAMS = frozenset({
 ID_COLUMNS = ("run_id", "method", "dataset", "seed", "config")
 SWEEP_ROLE_TAG = "mergan.role"
 PAGE_SIZE = 1000
-SQL_RUNS_PER_QUERY = 500  # run ids per IN (...) clause
-REST_RUNS_PER_REQUEST = 100  # the server's limit for get-history-bulk
-MAX_HISTORY_ROWS = 25000  # MLflow's cap on one history answer
 
 
 # -- where the runs are -------------------------------------------------------------------
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (trainables' default)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-    if uri.startswith("sqlite:///") and ":memory:" not in uri and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    return uri
-
-
 def tracking_client(tracking_uri: str | None = None) -> Any:
     """An ``MlflowClient`` for the store; refuses a missing SQLite file (MLflow would create an empty one)."""
     from mlflow import MlflowClient
@@ -298,80 +286,18 @@ def compact(value: Any) -> str:
 
 
 # -- per-task history -------------------------------------------------------------------
-def fetch_metric_histories(client: Any, wanted: Mapping[str, Iterable[str]], workers: int = 8) -> pd.DataFrame:
+def fetch_metric_histories(client: Any, wanted: Mapping[str, Iterable[str]], workers: int = 8,
+                           bulk: bool = True) -> pd.DataFrame:
     """Every logged value of the metrics ``wanted[run_id]``: columns run_id, key, step, value, timestamp.
 
-    Batched where the store allows (SQL stores: one query per metric; an ``mlflow server``: one
-    request per metric and 100 runs); otherwise one ``get_metric_history`` per (run, metric) on
-    ``workers`` threads. Repeated (run, key, step) values keep the latest one logged.
+    Batched where the store allows (see :func:`tracking.history.metric_history_rows`); ``bulk=False``
+    asks per (run, metric) through MLflow's public API only. Repeated (run, key, step) values keep the
+    latest one logged.
     """
-    pairs = [(run_id, key) for run_id, keys in wanted.items() for key in keys]
-    by_key: dict[str, list[str]] = defaultdict(list)
-    for run_id, key in pairs:
-        by_key[key].append(run_id)
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    rows: list[tuple[str, str, int, float, int]]
-    if hasattr(store, "get_metric_history_bulk"):
-        rows = _sql_bulk(store, by_key)
-    elif type(store).__name__ == "RestStore":
-        try:
-            rows = _rest_bulk(store, by_key, workers)
-        except Exception as error:  # noqa: BLE001 - a server without the bulk endpoint: per-run calls
-            warnings.warn(f"bulk metric history unavailable ({type(error).__name__}); fetching per run",
-                          stacklevel=2)
-            rows = _threaded(client, pairs, workers)
-    else:
-        rows = _threaded(client, pairs, workers)
+    rows = metric_history_rows(client, wanted, workers, bulk=bulk)
     frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
     frame = frame.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
     return frame.drop_duplicates(["run_id", "key", "step"], keep="last").reset_index(drop=True)
-
-
-def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _sql_bulk(store: Any, by_key: Mapping[str, list[str]]) -> list[tuple[str, str, int, float, int]]:
-    rows = []
-    for key, run_ids in by_key.items():
-        for chunk in _chunks(run_ids, SQL_RUNS_PER_QUERY):
-            found = store.get_metric_history_bulk(list(chunk), key, MAX_HISTORY_ROWS)
-            if len(found) < MAX_HISTORY_ROWS:
-                rows += [(m.run_id, key, m.step, m.value, m.timestamp) for m in found]
-            else:  # truncated: ask run by run instead
-                rows += [(run_id, key, m.step, m.value, m.timestamp)
-                         for run_id in chunk for m in store.get_metric_history(run_id, key)]
-    return rows
-
-
-def _rest_bulk(store: Any, by_key: Mapping[str, list[str]], workers: int) -> list[tuple[str, str, int, float, int]]:
-    """The server's ``get-history-bulk`` endpoint (the one its UI charts use), 100 runs a request."""
-    from mlflow.utils.rest_utils import http_request, verify_rest_response
-
-    endpoint = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
-
-    def fetch(key: str, chunk: Sequence[str]) -> list[tuple[str, str, int, float, int]]:
-        params = [("metric_key", key), ("max_results", str(MAX_HISTORY_ROWS))] + [("run_id", r) for r in chunk]
-        response = verify_rest_response(http_request(store.get_host_creds(), endpoint, "GET", params=params),
-                                        endpoint)
-        metrics = response.json().get("metrics", [])
-        if len(metrics) >= MAX_HISTORY_ROWS:
-            raise AnalysisError(f"history of {key} truncated at {MAX_HISTORY_ROWS} values")
-        return [(m["run_id"], key, int(m.get("step", 0)), float(m["value"]), int(m.get("timestamp", 0)))
-                for m in metrics]
-
-    jobs = [(key, chunk) for key, run_ids in by_key.items() for chunk in _chunks(run_ids, REST_RUNS_PER_REQUEST)]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        return [row for part in pool.map(lambda job: fetch(*job), jobs) for row in part]
-
-
-def _threaded(client: Any, pairs: Sequence[tuple[str, str]], workers: int) -> list[tuple[str, str, int, float, int]]:
-    def fetch(pair: tuple[str, str]) -> list[tuple[str, str, int, float, int]]:
-        run_id, key = pair
-        return [(run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        return [row for part in pool.map(fetch, pairs) for row in part]
 
 
 def accuracy_frame(history: pd.DataFrame) -> pd.DataFrame:

@@ -10,11 +10,9 @@ gets one section (table and figures) per dataset.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime
 import html
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,38 +236,3 @@ def render_html(data: ExperimentData, sections: list[Section], select: str = "be
         parts += [f"<p class='note'>{html.escape(note)}</p>" for note in section.notes]
     parts.append(f"<h2>Runs</h2>{_runs_table(data)}</body></html>")
     return "\n".join(parts)
-
-
-# -- command line ---------------------------------------------------------------------------
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``mergan report`` (the handler is ``args.handler``)."""
-    parser = subparsers.add_parser(
-        "report", help="write an HTML report (tables beside the paper, forgetting curves, matrices) of an experiment",
-        description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", metavar="NAME", help="MLflow experiment name (may be left out with --sweep-run)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    parser.add_argument("--out", metavar="DIR", required=True, help="folder for report.html, figures, tables, data")
-    parser.add_argument("--sweep-run", metavar="RUN_ID", help="only the trials of this sweep's parent run")
-    parser.add_argument("--optuna-storage", metavar="URL", help="Optuna storage of the sweep's study (importances, "
-                        "Pareto front); default: the sweep run's settings if they name one")
-    parser.add_argument("--study", metavar="NAME", help="Optuna study name in --optuna-storage")
-    parser.add_argument("--select", choices=("best", "all"), default="best",
-                        help="tables and figures show each method's best configuration, or every configuration")
-    parser.set_defaults(handler=report_command)
-
-
-def report_command(args: argparse.Namespace) -> int:
-    """``mergan report``: print the results table(s) and where the report went."""
-    if not args.experiment and not args.sweep_run:
-        raise ValueError("give --experiment NAME or --sweep-run RUN_ID")
-    report = build_report(args.experiment, args.tracking_uri, args.out, sweep_run=args.sweep_run,
-                          optuna_storage=args.optuna_storage, study_name=args.study, select=args.select)
-    for table in report.tables:
-        print(table.to_markdown())
-    for section in report.sections:
-        for note in section.notes:
-            print(f"note: {note}", file=sys.stderr)
-    print(f"report: {report.html_path} ({len(report.data.runs)} runs, "
-          f"{len(report.figure_files) // 2} figures, loaded in {report.data.load_seconds:.1f} s)")
-    return 0

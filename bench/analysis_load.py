@@ -85,19 +85,7 @@ def threaded_load(uri: str) -> int:
     runs = search_all_runs(client, [experiment.experiment_id])
     wanted = {r.info.run_id: [k for k in r.data.metrics if TASK_ACCURACY.match(k) or k in SUMMARY_METRICS]
               for r in runs}
-    client._tracking_client = _WithoutBulk(client._tracking_client)  # force the per-run path
-    return len(fetch_metric_histories(client, wanted, workers=8))
-
-
-class _WithoutBulk:
-    """A tracking client whose store hides its bulk method (so fetch_metric_histories goes per run)."""
-
-    def __init__(self, inner):
-        self._inner = inner
-        self.store = object()
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
+    return len(fetch_metric_histories(client, wanted, workers=8, bulk=False))  # the per-run path
 
 
 def timed(function, repeat: int) -> dict:

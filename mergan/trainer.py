@@ -28,6 +28,7 @@ from mergan.data import ClassDataset, ImageSet, load_dataset, task_stream
 from mergan.losses import critic_loss, generator_loss
 from mergan.methods import build_method
 from mergan.models import build_models
+from mergan.results import read_matrix, write_results
 
 
 def resolve_device(name: str) -> torch.device:
@@ -302,7 +303,6 @@ class Trainer:
     def evaluate(self, t: int):
         """Evaluate the generator after task t (0-based); leaves the training RNG untouched."""
         from mergan.evaluation import evaluate_after_task
-        from mergan.evaluation.commands import read_matrix
 
         jt_results = self.config.eval.jt_results
         with preserved_rng():
@@ -370,8 +370,4 @@ class Trainer:
         return directory
 
     def _write_results(self) -> None:
-        path = self.out_dir / "results.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"tasks": self.tasks, "accuracy_matrix": self.accuracy_matrix,
-                                   "results": [asdict(r) for r in self.results]}, indent=1))
-        os.replace(tmp, path)
+        write_results(self.out_dir, self.tasks, self.accuracy_matrix, self.results)

@@ -91,7 +91,7 @@ def build_multi_objective_study(storage: str, name: str = "ra-sweep") -> optuna.
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
-    from trainables.tracking import finish_sweep_run, start_sweep_run
+    from tracking.sweep_run import finish_sweep_run, start_sweep_run
 
     root = tmp_path_factory.mktemp("analysis_store")
     uri = empty_store(root / "mlflow.db")
@@ -499,7 +499,7 @@ def test_bad_input_raises_specific_errors_naming_what_is_wrong(store, tmp_path):
 
 # -- the report -----------------------------------------------------------------------------
 def test_mergan_report_writes_one_self_contained_page_and_prints_the_table(store, tmp_path, capsys):
-    from mergan.cli import main
+    from mergan_cli.main import main
 
     out = tmp_path / "report"
     assert main(["report", "--experiment", "cl", "--tracking-uri", store.uri, "--out", str(out)]) == 0
@@ -540,7 +540,7 @@ def test_report_of_a_sweep_finds_its_optuna_study_and_splits_mixed_datasets(stor
 
 
 def test_mergan_report_exits_2_with_the_reason_on_bad_input(store, tmp_path, capsys):
-    from mergan.cli import main
+    from mergan_cli.main import main
 
     assert main(["report", "--experiment", "nope", "--tracking-uri", store.uri, "--out", str(tmp_path)]) == 2
     assert "no experiment named 'nope'" in capsys.readouterr().err

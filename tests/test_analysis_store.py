@@ -1,4 +1,4 @@
-"""Small real MLflow stores for the analysis tests and bench, written in the schema trainables/tracking.py logs.
+"""Small real MLflow stores for the analysis tests and bench, written in the schema tracking/callback.py logs.
 
 :func:`write_run` logs one finished run with ``MlflowClient`` directly (fast: a few batched calls);
 :func:`log_with_real_logger` drives the real ``MLflowCallback`` like the trainer does. The test in
@@ -94,13 +94,13 @@ def write_run(client: MlflowClient, experiment_id: str, config: ExperimentConfig
     ``task_metrics=False``: no per-task metrics at all; ``keep_metric``: log only the per-task metrics
     it accepts; ``extra_metrics(t)``: more metrics at step t (e.g. ``reverse_acc``).
     """
-    from trainables.tracking import _name_values, trial_run_name
-    from trainables.tracking_artifacts import (
+    from tracking.artifacts import (
         square_matrix,
         write_matrix_csv,
         write_matrix_json,
         write_matrix_png,
     )
+    from tracking.callback import _name_values, trial_run_name
 
     num_tasks = num_tasks or len(config.data.tasks.split("|"))
     name = trial_run_name(config.method.method, _name_values(config, None))
@@ -153,8 +153,8 @@ def write_run(client: MlflowClient, experiment_id: str, config: ExperimentConfig
 
 def log_with_real_logger(tracking_uri: str, experiment: str, config: ExperimentConfig, accuracy: Accuracy,
                          steps_per_task: int = 3, **callback_args: Any) -> str:
-    """Drive ``trainables.tracking.MLflowCallback`` through a whole run, as the trainer would."""
-    from trainables.tracking import MLflowCallback
+    """Drive ``tracking.callback.MLflowCallback`` through a whole run, as the trainer would."""
+    from tracking.callback import MLflowCallback
 
     num_tasks = len(config.data.tasks.split("|"))
     out = Path(config.run.out_dir)

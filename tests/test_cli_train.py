@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mergan.cli import build_parser, main
 from mergan.config import BASE_METHODS, PRESETS, ExperimentConfig
-from trainables.tracking import run_id_from_out_dir
+from mergan_cli.main import build_parser, main
+from tracking.callback import run_id_from_out_dir
 
 # A run of two 2-step tasks on tiny nets: seconds on a CPU.
 TINY_RUN = ["--dataset", "mnist5k", "--method", "sft", "--tasks", "0|1", "--iterations", "2", "--batch-size", "8",
@@ -94,7 +94,7 @@ def test_ctrl_c_prints_where_it_stopped_and_how_to_resume_and_marks_the_mlflow_r
     # Task 2 again, long enough to be interrupted in the middle. A shell that starts jobs in the background
     # makes them ignore SIGINT, and Python keeps that: so the child installs Python's usual handler itself.
     entry = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-             "from mergan.cli import main; sys.exit(main())")
+             "from mergan_cli.main import main; sys.exit(main())")
     command = [sys.executable, "-c", entry, "train", "--resume", str(out / "task_1"), "--iterations", "100000",
                "--tracking-uri", uri]
     process = subprocess.Popen(command, cwd=in_tmp, stderr=subprocess.PIPE, text=True)

@@ -345,7 +345,7 @@ def test_inception_fid_comes_with_weights_from_the_environment(tmp_path, monkeyp
 
 # -- the command line ----------------------------------------------------------------------------
 def test_classifier_command_shows_the_cached_evaluator(mnist_evaluator, evaluator_cache, capsys):
-    from mergan.cli import main
+    from mergan_cli.main import main
 
     assert main(["classifier", "--dataset", "mnist5k", "--cache-dir", str(evaluator_cache), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
@@ -354,9 +354,9 @@ def test_classifier_command_shows_the_cached_evaluator(mnist_evaluator, evaluato
 
 
 def test_eval_command_evaluates_a_checkpoint(mnist_evaluator, evaluator_cache, tmp_path, capsys):
-    from mergan.cli import main
     from mergan.config import build_config
     from mergan.trainer import Trainer
+    from mergan_cli.main import main
 
     config = build_config(overrides={
         "device": "cpu", "tasks": "0|1", "out_dir": str(tmp_path / "run"), "iterations_per_task": 2,

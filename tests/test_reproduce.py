@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from mergan.cli import main
+from mergan_cli.main import main
 
 TINY = ["iterations_per_task=2", "critic_steps=1", "batch_size=8", "g_width=8", "d_width=8", "z_dim=8",
         "eval_samples_per_class=10", "evaluator_epochs=1", "log_every=1", "grid_per_class=2",

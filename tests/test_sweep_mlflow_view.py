@@ -22,8 +22,8 @@ from test_sweep import TINY_SETS
 
 import sweep
 from mergan.config import BASE_METHODS, METHOD_KNOBS, acting_knobs, build_config
+from tracking.callback import _name_values, trial_run_name
 from trainables.plan import SweepPlan
-from trainables.tracking import _name_values, trial_run_name
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 

@@ -25,19 +25,11 @@ from PIL import Image
 import mergan
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import build_config
-from trainables.tracking import (
-    HTTP_ENV_DEFAULTS,
-    MLflowCallback,
-    TrackingWarning,
-    add_subcommands,
-    finish_sweep_run,
-    format_value,
-    resolve_tracking_uri,
-    run_id_from_out_dir,
-    start_sweep_run,
-    trial_run_name,
-)
-from trainables.tracking_outbox import Outbox, Sender, flush_file
+from mergan_cli.sync import add_subcommands
+from tracking.callback import MLflowCallback, format_value, run_id_from_out_dir, trial_run_name
+from tracking.outbox import Outbox, Sender, TrackingWarning, flush_file
+from tracking.store import HTTP_ENV_DEFAULTS, resolve_tracking_uri
+from tracking.sweep_run import finish_sweep_run, start_sweep_run
 
 STEPS = 3  # steps per task of the hand-made runs
 

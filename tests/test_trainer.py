@@ -7,9 +7,9 @@ import torch
 
 from mergan.callbacks import Callback, DivergenceError
 from mergan.checkpoint import CheckpointError, load_checkpoint
-from mergan.cli import main
 from mergan.config import ConfigError, build_config
 from mergan.trainer import Trainer
+from mergan_cli.main import main
 
 
 class Recorder(Callback):
@@ -229,7 +229,7 @@ def test_progress_bar_shows_only_the_trainers_measured_rate():
     import io
 
     from mergan.callbacks import StepInfo
-    from mergan.cli import ProgressPrinter
+    from mergan_cli.train import ProgressPrinter
 
     stream = io.StringIO()
     printer = ProgressPrinter(stream)

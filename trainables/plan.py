@@ -22,11 +22,12 @@ from typing import Any
 from mergan.config import ConfigError, build_config, parse_tasks, resolve_key
 from mergan.methods import build_method
 from search_spaces import SearchSpace, SpaceError, load_space, sample_points
-from trainables.trainable import CONTROLLED_FIELDS
 
 PLAN_FILE = "sweep_plan.json"
 OPTUNA_FILE = "optuna.db"
 DEFAULT_EXPERIMENT = "mergan-sweeps"
+# Sweep-controlled fields: every trial writes its own run folder and keeps per-task checkpoints.
+CONTROLLED_FIELDS = ("out_dir", "save_checkpoints")
 # Named objectives: (metric, mode) pairs; the first one also drives ASHA and picks the best trial.
 OBJECTIVES = {
     "acc": [("stream_avg_acc", "max")],
@@ -250,7 +251,7 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
               storage_path: str | None = None, optuna_storage: str | None = None, tracking_uri: str | None = None,
               experiment: str | None = None, name: str | None = None) -> SweepPlan:
     """Resolve and validate every setting of a new sweep (no Ray, no training)."""
-    from trainables.tracking import resolve_tracking_uri
+    from tracking.store import resolve_tracking_uri
 
     loaded = load_space(space)
     fixed = parse_sets(sets or [])

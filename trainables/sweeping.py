@@ -9,7 +9,6 @@ retries from the last checkpoint), runs it, and returns one :class:`TrialRow` pe
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -18,8 +17,8 @@ import socket
 import sys
 import tempfile
 import threading
-import urllib.parse
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,21 @@ from ray.tune.search.optuna import OptunaSearch
 from typing_extensions import Self
 
 from search_spaces import SearchSpace
+from tracking.store import resolve_tracking_uri
+from tracking.sweep_run import (
+    chart_view_target,
+    chart_view_url,
+    close_stopped_trial,
+    finish_sweep_run,
+    log_sweep_files,
+    mark_sweep_killed,
+    retire_orphan_runs,
+    run_page_url,
+    save_chart_view,
+    start_sweep_run,
+    trial_run_id,
+)
 from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, is_uri
-from trainables.tracking import finish_sweep_run, resolve_tracking_uri, start_sweep_run
 from trainables.trainable import TrialSettings, train_trial
 
 logger = logging.getLogger("trainables.sweeping")
@@ -42,9 +54,9 @@ TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"  # Ray's switch: 1 leaves SIGINT
 RAY_CONNECT_TIMEOUT_S = 5.0  # ray.init retries an address where nothing answers for minutes
 RAY_DEFAULT_PORT = 6379
 CHECKPOINTS_KEPT = 2  # per trial, in Tune's storage: the latest to resume from, one before it
+ReportBuilder = Callable[..., Any]  # analysis.report.build_report(experiment, tracking_uri, out, sweep_run=...)
 SUMMARY_FOLDER = "sweep"  # the parent run's artifact folder for the sweep's own files (settings, best, trials)
 LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves an SQLite store by default
-SHARED_VIEW_TAG = "mlflow.sharedViewState."  # the MLflow UI's saved views: experiment tags, key appended
 
 
 class SweepOptunaSearch(OptunaSearch):
@@ -196,24 +208,9 @@ class CloseStoppedRuns(tune.Callback):
         if result["tasks_done"] >= result.get("num_tasks", math.inf):
             return
         try:
-            from mlflow import MlflowClient
-
-            client = MlflowClient(self.tracking_uri)
-            for run in trial_runs(client, self.parent_run_id, trial.trial_id):
-                client.set_tag(run.info.run_id, "stopped_early", "1")
-                if run.info.status == "RUNNING":
-                    client.set_terminated(run.info.run_id, "FINISHED")
+            close_stopped_trial(self.tracking_uri, self.parent_run_id, trial.trial_id)
         except Exception as error:  # noqa: BLE001 - bookkeeping must not stop the sweep
             logger.warning("could not close the MLflow run of stopped trial %s: %s", trial.trial_id, error)
-
-
-def trial_runs(client: Any, parent_run_id: str, trial_id: str | None = None) -> list:
-    """The MLflow child runs of a sweep (of one trial when ``trial_id`` is given)."""
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
-    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    if trial_id:
-        query += f" and tags.trial_id = '{trial_id}'"
-    return client.search_runs([experiment_id], query, max_results=10000)
 
 
 def new_tuner(plan: SweepPlan, verbose: int = 1) -> tune.Tuner:
@@ -384,15 +381,7 @@ def mark_runs_killed(plan: SweepPlan, unfinished: set[str] | None = None) -> Non
     if not plan.parent_run_id:
         return
     try:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(plan.tracking_uri)
-        for run in trial_runs(client, plan.parent_run_id):
-            if run.info.status == "RUNNING" or run.data.tags.get("trial_id") in (unfinished or set()):
-                client.set_terminated(run.info.run_id, "KILLED")
-                if "stopped_early" in run.data.tags:
-                    client.delete_tag(run.info.run_id, "stopped_early")
-        finish_sweep_run(plan.tracking_uri, plan.parent_run_id, None, status="KILLED")
+        mark_sweep_killed(plan.tracking_uri, plan.parent_run_id, unfinished or set())
     except Exception as error:  # noqa: BLE001 - the store may be what is down; resuming fixes the statuses
         logger.warning("could not mark the sweep's MLflow runs KILLED: %s", error)
 
@@ -423,15 +412,17 @@ def start_tracking(plan: SweepPlan) -> str:
                              sweep_settings(plan), sweep_id=plan.sweep_id,
                              tags={"space": plan.space, "storage": plan.experiment_path})
     plan.parent_run_id = run_id
-    save_chart_view(plan)  # at the start, so the trials can be watched while they run
+    save_chart_view(plan.tracking_uri, plan.parent_run_id, plan.sweep_id)  # at the start, so the trials can be watched while they run
     return run_id
 
 
-def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1) -> SweepOutcome:
+def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1,
+              build_report: ReportBuilder | None = None) -> SweepOutcome:
     """Run (or resume) the planned sweep to the end; every trial's row, the best, where it all is.
 
     Ctrl-C stops it with its state saved (``SweepOutcome.interrupted``); a second Ctrl-C raises
     KeyboardInterrupt. Either way the sweep's MLflow runs end KILLED, and ``--resume`` continues them.
+    ``build_report``: see :func:`record_summary`.
     """
     plan.parent_run_id = start_tracking(plan)  # on resume: the same parent run, continued
     if not resume:
@@ -455,7 +446,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1) -> SweepO
         return SweepOutcome(rows, [], plan.experiment_path, plan.parent_run_id, interrupted=True)
     reconcile(plan, {r.trial_id for r in rows})
     best = best_rows(rows, plan)
-    record_summary(plan, rows)
+    record_summary(plan, rows, build_report)
     record_best(plan, best)
     return SweepOutcome(rows, best, plan.experiment_path, plan.parent_run_id)
 
@@ -465,10 +456,7 @@ def record_best(plan: SweepPlan, best: list[TrialRow]) -> None:
         return
     if len(best) == 1:
         row = best[0]
-        from mlflow import MlflowClient
-
-        runs = trial_runs(MlflowClient(plan.tracking_uri), plan.parent_run_id, row.trial_id)
-        summary = {"trial_id": row.trial_id, "run_id": runs[0].info.run_id if runs else None,
+        summary = {"trial_id": row.trial_id, "run_id": trial_run_id(plan.tracking_uri, plan.parent_run_id, row.trial_id),
                    "config": row.params, "metrics": {m: row.value(m) for m in plan.metrics}}
     else:
         summary = {"pareto_front": [{"trial_id": r.trial_id, "config": r.params,
@@ -476,21 +464,20 @@ def record_best(plan: SweepPlan, best: list[TrialRow]) -> None:
     finish_sweep_run(plan.tracking_uri, plan.parent_run_id, summary if best else None)
 
 
-def record_summary(plan: SweepPlan, rows: list[TrialRow]) -> None:
+def record_summary(plan: SweepPlan, rows: list[TrialRow], build_report: ReportBuilder | None = None) -> None:
     """The sweep's results as artifacts of its parent run, at the top of the run's page in the MLflow UI:
-    ``mergan report``'s figures as PNG (forgetting curves, accuracy matrices ...), its results table
-    (``results.md``) and ``report.html``; and the trials table the sweep prints (``sweep/trials.txt``).
+    the trials table the sweep prints (``sweep/trials.txt``) and, given ``build_report`` (``mergan report``'s
+    ``analysis.report.build_report``, handed in by the command that runs the sweep: analysis sits beside
+    trainables, not below it), its figures as PNG (forgetting curves, accuracy matrices ...), its results
+    table (``results.md``) and ``report.html``.
     """
     if not plan.parent_run_id:
         return
-    from mlflow import MlflowClient
-
-    # analysis sits beside trainables, not below it: imported here, where a finished sweep is reported.
-    from analysis.report import build_report
-
-    client = MlflowClient(plan.tracking_uri)
     try:
-        client.log_text(plan.parent_run_id, format_table(rows, plan) + "\n", f"{SUMMARY_FOLDER}/trials.txt")
+        texts = {f"{SUMMARY_FOLDER}/trials.txt": format_table(rows, plan) + "\n"}
+        if build_report is None:
+            log_sweep_files(plan.tracking_uri, plan.parent_run_id, texts)
+            return
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
             # Trials that diverged or failed before their first task have no per-task metrics, and
             # analysis warns about them; the trials table printed beside this says what became of each.
@@ -498,8 +485,7 @@ def record_summary(plan: SweepPlan, rows: list[TrialRow]) -> None:
             report = build_report(None, plan.tracking_uri, folder, sweep_run=plan.parent_run_id)
             files = [p for p in report.figure_files if p.suffix == ".png"]
             files += sorted((report.out_dir / "tables").glob("*.md")) + [report.html_path]
-            for path in files:
-                client.log_artifact(plan.parent_run_id, str(path))
+            log_sweep_files(plan.tracking_uri, plan.parent_run_id, texts, files)
     except Exception as error:  # noqa: BLE001 - the trials are done and recorded; a summary must not undo that
         logger.warning("could not add the sweep's figures and tables to its MLflow run %s (%s: %s); "
                        "`mergan report --sweep-run %s` draws them", plan.parent_run_id, type(error).__name__,
@@ -513,57 +499,12 @@ def reconcile(plan: SweepPlan, trial_ids: set[str]) -> None:
     FAILED, so every trial in Tune's results appears exactly once in MLflow and in the study.
     """
     if plan.parent_run_id:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(plan.tracking_uri)
-        for run in trial_runs(client, plan.parent_run_id):
-            trial_id = run.data.tags.get("trial_id")
-            if trial_id and trial_id not in trial_ids:
-                client.set_tag(run.info.run_id, "mergan.orphan", "a trial Tune never recorded (driver killed)")
-                client.delete_run(run.info.run_id)
-                logger.warning("deleted MLflow run %s of unrecorded trial %s", run.info.run_id, trial_id)
+        retire_orphan_runs(plan.tracking_uri, plan.parent_run_id, trial_ids)
     if plan.space_kind == "optuna" and plan.optuna_storage:
         study = optuna.load_study(study_name=plan.name, storage=plan.optuna_storage)
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             logger.warning("marked Optuna trial %d FAILED: no Tune trial finished it", trial.number)
-
-
-def save_chart_view(plan: SweepPlan) -> str | None:
-    """Save a view of the sweep's trials for the MLflow UI's chart view; returns its share key.
-
-    Left to itself, the UI folds the trials under their parent run, whose only metrics are the best
-    trial's, so its charts show one bar. This view (what the UI's "Share" button stores: an experiment
-    tag ``mlflow.sharedViewState.<key>`` holding its state as JSON) keeps the sweep's runs and groups them
-    by method, which unfolds them, and draws every trial in the charts: each per-task metric against the
-    task, the forgetting curves. Returns None when the store refuses the tag (the URL then opens the plain view).
-    """
-    if not plan.parent_run_id:
-        return None
-    from mlflow import MlflowClient
-
-    state = {"searchFilter": f"tags.sweep_id = '{plan.sweep_id}'",
-             "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "method"}]},
-             "useGroupedValuesInCharts": False}
-    try:
-        client = MlflowClient(plan.tracking_uri)
-        experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
-        client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_TAG}{plan.sweep_id}", json.dumps(state))
-    except Exception as error:  # noqa: BLE001 - a convenience: the sweep runs without it
-        logger.warning("could not save the sweep's chart view in MLflow (%s: %s)", type(error).__name__, error)
-        return None
-    return plan.sweep_id
-
-
-def chart_view_url(ui_url: str, experiment_id: str, share_key: str | None) -> str:
-    """The experiment's chart view in the MLflow UI, showing the saved view ``share_key`` (see save_chart_view)."""
-    query = {"compareRunsMode": "CHART", **({"viewStateShareKey": share_key} if share_key else {})}
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
-
-
-def run_page_url(ui_url: str, experiment_id: str, run_id: str, artifact: str | None = None) -> str:
-    """A run's artifacts in the MLflow UI, ``artifact`` opened (a sweep run's page lists its figures)."""
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts" + (f"/{artifact}" if artifact else "")
 
 
 def mlflow_hint(plan: SweepPlan) -> str:
@@ -575,7 +516,7 @@ def mlflow_hint(plan: SweepPlan) -> str:
     ui_url = uri if served else LOCAL_UI_URL
     if not served:
         lines.append(f"  mlflow ui --backend-store-uri {uri}    # serves {LOCAL_UI_URL}")
-    experiment_id, share_key = _chart_view_target(plan)
+    experiment_id, share_key = chart_view_target(plan.tracking_uri, plan.parent_run_id, plan.sweep_id)
     if experiment_id and plan.parent_run_id:
         lines.append(f"  every trial's forgetting curves: {chart_view_url(ui_url, experiment_id, share_key)}")
         lines.append(f"  the sweep's figures and tables:  "
@@ -586,18 +527,3 @@ def mlflow_hint(plan: SweepPlan) -> str:
         lines.append(f"Optuna study {plan.name!r}: optuna-dashboard {plan.optuna_storage}")
     lines.append(f"Tune results: {plan.experiment_path}")
     return "\n".join(lines)
-
-
-def _chart_view_target(plan: SweepPlan) -> tuple[str | None, str | None]:
-    """The experiment of the sweep's parent run and the key of its saved chart view (None where missing)."""
-    if not plan.parent_run_id:
-        return None, None
-    from mlflow import MlflowClient
-
-    try:
-        client = MlflowClient(plan.tracking_uri)
-        experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
-        tags = client.get_experiment(experiment_id).tags
-    except Exception:  # noqa: BLE001 - a hint: without them it points at the UI's front page
-        return None, None
-    return experiment_id, plan.sweep_id if f"{SHARED_VIEW_TAG}{plan.sweep_id}" in tags else None

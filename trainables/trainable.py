@@ -31,12 +31,9 @@ from ray import tune
 from mergan.callbacks import Callback, DivergenceError, TaskResult
 from mergan.config import ExperimentConfig, build_config
 from mergan.trainer import Trainer
-from trainables.tracking import MLflowCallback
+from tracking.callback import MLflowCallback
 
 logger = logging.getLogger("trainables.trainable")
-
-# Sweep-controlled fields: every trial writes its own run folder and keeps per-task checkpoints.
-CONTROLLED_FIELDS = ("out_dir", "save_checkpoints")
 
 
 @dataclass(frozen=True)

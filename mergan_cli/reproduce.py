@@ -103,7 +103,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
     print(f"mergan reproduce table1 on {where}: {len(PAPER_METHODS)} methods x {args.seeds} seeds, "
           f"{plan.num_tasks} tasks, preset {plan.preset}; sweep {plan.name}", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    outcome = run_sweep(plan, verbose=args.verbose)
+    outcome = run_sweep(plan, verbose=args.verbose, build_report=build_report)
     minutes = (time.perf_counter() - started) / 60
     out = Path(args.out or Path("runs") / "reports" / plan.name)
     report = build_report(plan.experiment, plan.tracking_uri, out, sweep_run=outcome.parent_run_id)

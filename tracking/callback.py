@@ -1,4 +1,4 @@
-"""MLflow logging for mergan runs and sweeps: a trainer Callback, nested sweep runs, an outbox.
+"""The trainer callback that logs one mergan run to MLflow, through the outbox.
 
 Where runs go: ``tracking_uri`` when given, else ``MLFLOW_TRACKING_URI``, else an SQLite store
 ``mlflow.db`` in the working folder (artifacts beside it in ``mlartifacts/``). The same code
@@ -12,8 +12,8 @@ What a run holds (see ``docs/interfaces.md`` for the metric names):
 - artifacts: ``config.yaml``, ``accuracy/accuracy_matrix.{csv,json,png}``,
   ``samples/task_{t}.png``, ``checkpoint/checkpoint.pt`` (final, optional).
 
-Sweeps nest: :func:`start_sweep_run` makes the parent, each trial's :class:`MLflowCallback`
-gets ``parent_run_id`` and ``trial_id`` and so a child run; :func:`finish_sweep_run` records the
+Sweeps nest: :func:`tracking.sweep_run.start_sweep_run` makes the parent, each trial's :class:`MLflowCallback`
+gets ``parent_run_id`` and ``trial_id`` and so a child run; :func:`~tracking.sweep_run.finish_sweep_run` records the
 best trial. A restarted trial finds its run again (by ``run_id`` or the trial-id tag) and skips
 what it holds already. When the tracking store cannot be reached, records go to an outbox
 folder (``<out_dir>/mlflow_outbox`` by default) and are sent when it answers again, or by
@@ -22,32 +22,24 @@ folder (``<out_dir>/mlflow_outbox`` by default) and are sent when it answers aga
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
 import logging
 import os
-import re
 import shutil
-import subprocess
-import tempfile
 import time
-import urllib.parse
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from typing_extensions import Self
 
-import mergan
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import FIELDS, ExperimentConfig, acting_knobs, save_yaml
-from trainables import mergan_version
-from trainables.tracking_artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
-from trainables.tracking_outbox import (
+from tracking.artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
+from tracking.outbox import (
     PLACEHOLDER,
     TAG_RUN_KEY,
     FlushResult,
@@ -55,142 +47,31 @@ from trainables.tracking_outbox import (
     Outbox,
     Sender,
     TrackingWarning,
-    _quote,
     flush_file,
-    get_or_create_experiment,
+    is_number,
     is_permanent,
     now_ms,
-    open_client,
     outbox_files,
     read_file,
 )
+from tracking.provenance import git_commit, mergan_version
+from tracking.store import (
+    configure_http_client,
+    default_artifact_location,
+    probe,
+    resolve_tracking_uri,
+    short_error,
+)
 
-__all__ = [
-    "MLflowCallback", "TrackingServerError", "TrackingWarning", "add_subcommands", "check_tracking_server",
-    "configure_http_client", "finish_sweep_run", "git_commit", "resolve_tracking_uri", "run_id_from_out_dir",
-    "start_sweep_run", "sync_outbox", "trial_run_name",
-]
-
-logger = logging.getLogger("trainables.tracking")
+logger = logging.getLogger("tracking.callback")
 
 DEFAULT_EXPERIMENT = "mergan"
 OUTBOX_ENV = "MERGAN_MLFLOW_OUTBOX"  # a folder for every run's outbox instead of <out_dir>/mlflow_outbox
 RUN_FILE = "mlflow_run.json"  # written in out_dir: which MLflow run holds this out_dir's records
-# MLflow's HTTP client retries for minutes by default (7 retries, backoff factor 2, 120 s timeout).
-# A run keeps its records in the outbox instead, so a failing server should be noticed in seconds.
-HTTP_ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
 # Hyperparameters that name a run outside a sweep, by method (the seed is always added); like a sweep's
 # searched keys, they name a run only where they act (mergan.config.acting_knobs).
 METHOD_NAME_KEYS = {"ra": ("lambda_ra",), "ewc": ("lambda_ewc",), "jtr": ("replay_mode", "replay_size_per_class")}
 
-
-# -- where runs go ------------------------------------------------------------------------
-def configure_http_client() -> None:
-    """Set short MLflow HTTP retries/timeouts (``HTTP_ENV_DEFAULTS``) unless the user set them."""
-    for name, value in HTTP_ENV_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (an absolute path,
-    so that Ray workers, which change their working folder, write to the same store)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if not uri:
-        return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and ":memory:" not in uri:
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    return uri
-
-
-def default_artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    """For an SQLite store: ``<db folder>/mlartifacts/<experiment>``; servers choose their own."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    database = Path(tracking_uri[len("sqlite:///"):])
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
-    return (database.parent / "mlartifacts" / safe).as_uri()
-
-
-def git_commit(path: str | os.PathLike | None = None) -> str | None:
-    """The commit of the git checkout holding ``path`` (default: this code), or None."""
-    folder = Path(path) if path else Path(mergan.__file__).resolve().parent
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
-                              timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
-
-
-def _probe(tracking_uri: str) -> bool:
-    """A quick reachability check: ``/health`` for servers (no retries); stores on disk are tried."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return True
-    import requests
-
-    try:
-        return requests.get(tracking_uri.rstrip("/") + "/health", timeout=(2, 3)).ok
-    except requests.RequestException:
-        return False
-
-
-class TrackingServerError(Exception):
-    """The tracking server refuses this client for good (Host header, login, permission) or does not answer."""
-
-
-def check_tracking_server(tracking_uri: str | None = None) -> None:
-    """Raise :class:`TrackingServerError`, saying what to do, when the server cannot take a sweep's records.
-
-    Servers only (``http(s)://``): one small API call, as a trial's first one would be. A sweep
-    needs an answer at its start (its parent run is made there), so a server that does not answer
-    is an error too; trials that lose it later keep their records in the outbox.
-    """
-    uri = resolve_tracking_uri(tracking_uri)
-    if not uri.startswith(("http://", "https://")):
-        return
-    from mlflow.exceptions import MlflowException
-
-    configure_http_client()
-    try:
-        open_client(uri).search_experiments(max_results=1)
-    except MlflowException as error:
-        if is_permanent(error):
-            raise TrackingServerError(refusal_advice(uri, error)) from None
-        raise TrackingServerError(f"the MLflow server at {uri} does not answer ({_short(error, 160)}): start it "
-                                  f"(`python platform/mlflow_server.py start`), or give the URI of one that "
-                                  f"runs with --tracking-uri or MLFLOW_TRACKING_URI") from None
-
-
-def refusal_advice(tracking_uri: str, error: BaseException) -> str:
-    """One line on why the server at ``tracking_uri`` refused a request, and how to fix it."""
-    from mlflow.utils.credentials import read_mlflow_creds
-
-    status = error.get_http_status_code() if hasattr(error, "get_http_status_code") else None
-    address = urllib.parse.urlsplit(tracking_uri).netloc
-    user = read_mlflow_creds().username
-    if "Invalid Host header" in str(error):
-        return (f"the MLflow server at {tracking_uri} refuses requests addressed to {address} (403 Invalid Host "
-                f"header): it accepts only the host names its --allowed-hosts lists (without that option: "
-                f"localhost and private IP addresses). Restart it with {address} in --allowed-hosts, e.g. "
-                f"`python platform/mlflow_server.py start --host 0.0.0.0 --allowed-hosts {address},localhost:*`, "
-                f"or give a tracking URI it accepts")
-    if status == 401:
-        if user:
-            return (f"the MLflow server at {tracking_uri} refuses the credentials of user {user!r} (401): correct "
-                    f"MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials")
-        return (f"the MLflow server at {tracking_uri} asks for credentials (401): set MLFLOW_TRACKING_USERNAME and "
-                f"MLFLOW_TRACKING_PASSWORD, or write them to ~/.mlflow/credentials (on a cluster, the file the "
-                f"cluster YAML mounts on every node; `python platform/mlflow_server.py credentials` makes one)")
-    if status == 403:
-        return (f"the MLflow server at {tracking_uri} denies {f'user {user!r}' if user else 'this client'} "
-                f"access (403: {_short(error)}): ask its admin for EDIT permission, or use other credentials")
-    return f"the MLflow server at {tracking_uri} refuses this client ({status}: {_short(error)})"
 
 
 # -- naming -------------------------------------------------------------------------------
@@ -227,6 +108,8 @@ def _name_values(config: ExperimentConfig, keys: Sequence[str] | None) -> dict[s
         if name in bare and name not in ("method", "seed") and (name in acting or name not in method_fields):
             chosen[name] = bare[name]
     return {**chosen, "seed": config.run.seed}
+
+
 
 
 # -- the trainer callback -----------------------------------------------------------------
@@ -269,7 +152,11 @@ class MLflowCallback(Callback):
         self._sender: Sender | None = None
         self._online = True
         self._last_probe = 0.0
-        self._steps: list[list[Any]] = []  # [key, value, timestamp, step] waiting to be batched
+        # [key, value, timestamp, step] waiting to be batched. Not MLflow's async logging
+        # (``log_batch(synchronous=False)``, MLFLOW_ENABLE_ASYNC_LOGGING), which batches too: its queue
+        # lives in memory and drops what the store refuses after its retries, where these records must
+        # go to the outbox file in order, each batch before the ``mergan.last_step`` tag that covers it.
+        self._steps: list[list[Any]] = []
         self._last_flush = time.monotonic()
         self._skip_task = 0  # tasks (and steps) the run held already when this session started
         self._skip_step = 0
@@ -343,7 +230,7 @@ class MLflowCallback(Callback):
         stamp = now_ms()
         values = {**info.losses, "steps_per_second": info.steps_per_second}
         self._steps.extend([key, float(value), stamp, info.global_step]
-                           for key, value in values.items() if _is_number(value))
+                           for key, value in values.items() if is_number(value))
         if len(self._steps) >= 900 or time.monotonic() - self._last_flush >= self.flush_interval_s:
             self._flush_steps()
         if not self._online:
@@ -450,7 +337,7 @@ class MLflowCallback(Callback):
             copy = staged / f"task_{t}{Path(result.samples_path).suffix or '.png'}"
             shutil.copyfile(result.samples_path, copy)
             ops.append(self._artifact_op(copy, "samples", staged=True, task=t))
-        metrics = {k: v for k, v in result.metrics.items() if _is_number(v)}
+        metrics = {k: v for k, v in result.metrics.items() if is_number(v)}
         for label, accuracy in result.class_accuracy.items():
             metrics.setdefault(f"acc_class_{label}", accuracy)
         metrics.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds)
@@ -462,7 +349,7 @@ class MLflowCallback(Callback):
                 tags.append([key, str(value)])
                 self._logged_params.add(key)
         ops.append({"op": "batch", "run": self._run_ref, "task": t, "params": params, "tags": tags,
-                    "metrics": [[k, float(v), stamp, t] for k, v in metrics.items() if _is_number(v)]})
+                    "metrics": [[k, float(v), stamp, t] for k, v in metrics.items() if is_number(v)]})
         return ops
 
     def _artifact_op(self, path: Path, artifact_path: str | None, staged: bool = False,
@@ -503,7 +390,7 @@ class MLflowCallback(Callback):
         self._online = False
         self._last_probe = time.monotonic()
         self._outbox.append(ops)
-        warnings.warn(f"MLflow at {self.tracking_uri} failed ({type(error).__name__}: {_short(error)}); "
+        warnings.warn(f"MLflow at {self.tracking_uri} failed ({type(error).__name__}: {short_error(error)}); "
                       f"training goes on and its records are kept in {self._outbox.path}. They are sent "
                       f"when the store answers again, or by `mergan sync --outbox {self._outbox.directory}`",
                       TrackingWarning, stacklevel=3)
@@ -515,7 +402,7 @@ class MLflowCallback(Callback):
         if not force and time.monotonic() - self._last_probe < self.probe_interval_s:
             return False
         self._last_probe = time.monotonic()
-        if not _probe(self.tracking_uri):
+        if not probe(self.tracking_uri):
             return False
         results = self._flush_files()
         if any(r.left for r in results):
@@ -528,7 +415,7 @@ class MLflowCallback(Callback):
 
     def _flush_earlier_sessions(self) -> None:
         """Send what an earlier attempt of this run left in the outbox folder (if reachable)."""
-        if any(True for _ in outbox_files([self._outbox.directory])) and _probe(self.tracking_uri):
+        if any(True for _ in outbox_files([self._outbox.directory])) and probe(self.tracking_uri):
             results = self._flush_files()
             if any(r.left for r in results):
                 warnings.warn(f"{sum(r.left for r in results)} earlier records in {self._outbox.directory} "
@@ -564,14 +451,6 @@ class MLflowCallback(Callback):
         (self._out_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": self.tracking_uri}))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _short(error: BaseException, limit: int = 300) -> str:
-    text = str(error).replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "..."
-
 
 def run_id_from_out_dir(out_dir: str | os.PathLike, tracking_uri: str | None = None) -> str | None:
     """The MLflow run that logged ``out_dir`` (from its ``mlflow_run.json``), for resuming a CLI run."""
@@ -583,143 +462,3 @@ def run_id_from_out_dir(out_dir: str | os.PathLike, tracking_uri: str | None = N
         return None
     return record.get("run_id")
 
-
-# -- sweeps -------------------------------------------------------------------------------
-def start_sweep_run(tracking_uri: str | None, experiment: str, name: str,
-                    space: Mapping[str, Any] | Callable[..., Any] | str | None = None,
-                    settings: Mapping[str, Any] | None = None, *, sweep_id: str | None = None,
-                    tags: Mapping[str, Any] | None = None) -> str:
-    """Create (or, for the same ``sweep_id``, continue) a sweep's parent run; returns its run id.
-
-    ``space``: a mapping of hyperparameter -> distribution (logged as ``space.<name>`` params and
-    ``search_space.json``), an Optuna define-by-run function (its source as ``search_space.py``) or
-    a preset name. ``settings``: the sweep's own settings (metric, mode, samples, scheduler ...).
-    Trial runs name this run as ``MLflowCallback(parent_run_id=...)``.
-    """
-    configure_http_client()
-    uri = resolve_tracking_uri(tracking_uri)
-    sender = Sender(uri)
-    client = sender.client
-    experiment_id = get_or_create_experiment(client, experiment, default_artifact_location(uri, experiment))
-    sweep_id = sweep_id or name
-    run_tags = {"mergan.role": "sweep", "sweep_id": sweep_id, "mergan_version": mergan_version(),
-                **{k: str(v) for k, v in (tags or {}).items()}}
-    commit = git_commit()
-    if commit:
-        run_tags.update({"git_commit": commit, "mlflow.source.git.commit": commit})
-    found = client.search_runs([experiment_id], f"tags.`mergan.role` = 'sweep' and tags.sweep_id = "
-                                                f"{_quote(sweep_id)}", max_results=1)
-    if found:
-        run_id = found[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        logger.info("continuing sweep run %s (%s)", run_id, sweep_id)
-    else:
-        run_id = client.create_run(experiment_id, tags=run_tags, run_name=name).info.run_id
-    params = [[str(k), _text(v)] for k, v in (settings or {}).items()]
-    with tempfile.TemporaryDirectory() as folder:
-        files: list[Path] = []
-        if isinstance(space, Mapping):
-            params += [[f"space.{k}", _text(v)] for k, v in space.items()]
-            files.append(Path(folder) / "search_space.json")
-            files[-1].write_text(json.dumps({k: _text(v) for k, v in space.items()}, indent=1))
-        elif callable(space):
-            params.append(["space", getattr(space, "__qualname__", repr(space))])
-            try:
-                source = inspect.getsource(space)
-            except (OSError, TypeError):
-                source = None
-            if source:
-                files.append(Path(folder) / "search_space.py")
-                files[-1].write_text(source)
-        elif space is not None:
-            params.append(["space", str(space)])
-        if settings:
-            files.append(Path(folder) / "sweep_settings.json")
-            files[-1].write_text(json.dumps({k: _text(v) for k, v in settings.items()}, indent=1))
-        sender.send({"op": "batch", "run": run_id, "params": params, "tags": list(run_tags.items())})
-        for file in files:
-            client.log_artifact(run_id, str(file), "sweep")
-    return run_id
-
-
-def finish_sweep_run(tracking_uri: str | None, run_id: str, best: Mapping[str, Any] | None = None,
-                     status: str = "FINISHED") -> None:
-    """Record the best trial on the sweep's parent run and end it.
-
-    ``best`` may hold ``metrics`` (logged as ``best.<name>`` metrics), ``config`` (tags
-    ``best.<name>``), ``trial_id`` and ``run_id`` (tags ``best_trial_id``, ``best_run_id``); all of
-    it also goes to ``sweep/best.json``.
-    """
-    configure_http_client()
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
-
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    if best:
-        stamp = now_ms()
-        metrics = [Metric(f"best.{k}", float(v), stamp, 0) for k, v in (best.get("metrics") or {}).items()
-                   if _is_number(v)]
-        tags = [RunTag(f"best.{k}", _text(v)) for k, v in (best.get("config") or {}).items()]
-        tags += [RunTag(f"best_{k}", str(best[k])) for k in ("trial_id", "run_id") if best.get(k)]
-        client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "best.json"
-            path.write_text(json.dumps(best, indent=1, default=str))
-            client.log_artifact(run_id, str(path), "sweep")
-    client.set_terminated(run_id, status)
-
-
-def _text(value: Any) -> str:
-    """A param value: plain for str and numbers, readable for search-space objects (Ray Tune domains)."""
-    if isinstance(value, str) or _is_number(value):
-        return str(value)
-    text = repr(value)
-    if " object at 0x" in text and hasattr(value, "__dict__"):  # e.g. tune.loguniform(1e-4, 1e-1)
-        fields = {k: v for k, v in vars(value).items() if not k.startswith("_")}
-        parts = [f"{k}={type(v).__name__.strip('_').lower() if ' object at 0x' in repr(v) else repr(v)}"
-                 for k, v in fields.items()]
-        text = f"{type(value).__name__}({', '.join(parts)})"
-    return text
-
-
-# -- `mergan sync` ------------------------------------------------------------------------
-def sync_outbox(paths: Sequence[str | os.PathLike], tracking_uri: str | None = None
-                ) -> list[tuple[Path, FlushResult]]:
-    """Send every outbox file in or below ``paths`` to its tracking URI (or ``tracking_uri``)."""
-    configure_http_client()
-    senders: dict[str, Sender] = {}
-    files = sorted(((read_file(p)[0], p) for p in outbox_files(list(paths))),
-                   key=lambda item: item[0].get("created", 0))
-    results = []
-    for header, path in files:
-        uri = resolve_tracking_uri(tracking_uri or header.get("tracking_uri"))
-        sender = senders.setdefault(uri, Sender(uri))
-        results.append((path, flush_file(path, sender)))
-    return results
-
-
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``mergan sync [--outbox DIR] [--tracking-uri URI]`` (calls ``args.func(args)``)."""
-    parser = subparsers.add_parser(
-        "sync", help="send MLflow records kept locally while the tracking server was unreachable",
-        description="Send the records that runs kept in their MLflow outbox folders (JSONL files) while "
-                    "the tracking store could not be reached. Each file names the store it was meant for.")
-    parser.add_argument("--outbox", action="append", metavar="DIR",
-                        help=f"an outbox folder, or a folder searched for them (repeatable; default: "
-                             f"${OUTBOX_ENV} if set, else ./runs)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="send to this store instead of the one each file names")
-    parser.set_defaults(handler=sync_command)
-
-
-def sync_command(args: argparse.Namespace) -> int:
-    """``mergan sync``: 0 when every record was sent, 1 when some are left (the reason is printed)."""
-    paths = args.outbox or [os.environ.get(OUTBOX_ENV) or "runs"]
-    results = sync_outbox(paths, args.tracking_uri)
-    if not results:
-        print(f"no MLflow outbox files in {', '.join(map(str, paths))}")
-        return 0
-    for path, result in results:
-        line = f"{path}: sent {result.sent}, left {result.left}, refused {result.rejected}"
-        print(line + (f" ({result.error})" if result.error else ""))
-    return 1 if any(r.left for _, r in results) else 0

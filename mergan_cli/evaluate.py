@@ -39,17 +39,9 @@ def add_subcommands(subparsers: Any) -> None:
     classifier.set_defaults(handler=cmd_classifier)
 
 
-def read_matrix(path: str | os.PathLike) -> list[list[float | None]]:
-    """The accuracy matrix of a run's results.json (or of a JSON list of rows)."""
-    payload = json.loads(Path(path).read_text())
-    matrix = payload.get("accuracy_matrix") if isinstance(payload, dict) else payload
-    if isinstance(matrix, list):
-        return matrix
-    raise ValueError(f"{path}: no accuracy_matrix (a list of rows) in it")
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from mergan.evaluation.evaluate import evaluate_after_task
+    from mergan.results import read_matrix
     from mergan.trainer import Trainer
 
     overrides: dict[str, Any] = {}

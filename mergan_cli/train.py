@@ -1,7 +1,7 @@
-"""``mergan train | eval | classifier | sync | report``: the command line.
+"""``mergan train``: train one method on one task stream, with progress, Ctrl-C and resume.
 
-The CLI is the composition root: the trainer knows nothing of MLflow, but ``mergan train``
-records its run there (``trainables.tracking``), like a sweep trial does, unless ``--no-mlflow``.
+The trainer knows nothing of MLflow, but ``mergan train`` records its run there
+(``tracking.callback``), like a sweep trial does, unless ``--no-mlflow``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mergan.callbacks import Callback, DivergenceError, StepInfo, TaskResult
+from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import (
     METHOD_SUMMARIES,
     PAPER_ITERATIONS,
@@ -28,7 +28,9 @@ from mergan.config import (
 )
 
 if TYPE_CHECKING:
-    from trainables.tracking import MLflowCallback
+    from tracking.callback import MLflowCallback
+
+
 
 EXIT_INTERRUPTED = 130  # what shells report for a program ended by Ctrl-C (128 + SIGINT)
 
@@ -176,7 +178,8 @@ def _tracking_callback(args, config, resumed: bool = False) -> MLflowCallback | 
     """MLflow logging of this run; a resumed run continues its own MLflow run (from <out_dir>/mlflow_run.json)."""
     if args.no_mlflow:
         return None
-    from trainables.tracking import MLflowCallback, resolve_tracking_uri, run_id_from_out_dir
+    from tracking.callback import MLflowCallback, run_id_from_out_dir
+    from tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     run_id = run_id_from_out_dir(config.run.out_dir, uri) if resumed else None
@@ -238,10 +241,8 @@ def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tupl
 
 def _refuse_unsent_records(folder: Path) -> None:
     """--overwrite removes a run's MLflow outbox: not while it holds records the store has not received."""
-    try:
-        from trainables.tracking_outbox import outbox_files
-    except ImportError:  # the tracking part is not installed: no outbox either
-        return
+    from tracking.outbox import outbox_files
+
     if outbox_files([folder / "mlflow_outbox"]):
         raise ConfigError(f"--overwrite: {folder / 'mlflow_outbox'} holds MLflow records not sent yet; send them "
                           f"with `mergan sync --outbox {folder / 'mlflow_outbox'}`, then overwrite")
@@ -301,9 +302,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mergan", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_subcommands(commands: argparse._SubParsersAction) -> None:
+    """Register ``mergan train`` (the handler is ``args.handler``)."""
     train = commands.add_parser("train", help="train one method on one task stream",
                                 description="Train one method on one task stream; each new run gets its own "
                                             "folder runs/<method>-<YYYYmmdd-HHMMSS> (runs/latest links to the "
@@ -326,32 +326,3 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
     _add_config_flags(train)
     train.set_defaults(handler=cmd_train)
-    for module in ("mergan.evaluation.commands", "trainables.tracking", "analysis.report", "trainables.reproduce"):
-        try:
-            registered = __import__(module, fromlist=["add_subcommands"])
-        except ImportError as error:
-            if error.name and module.startswith(error.name):  # that part is not installed yet
-                continue
-            raise
-        registered.add_subcommands(commands)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args) or 0
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        print(f"mergan {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except DivergenceError as error:
-        print(f"mergan {args.command}: {error}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:  # outside training (mergan train handles its own): nothing to continue
-        print(f"\nmergan {args.command}: stopped by Ctrl-C", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -34,7 +34,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-logger = logging.getLogger("trainables.tracking")
+logger = logging.getLogger("tracking.outbox")
 
 Op = dict[str, Any]
 PLACEHOLDER = "local:"  # prefix of run ids made up while the server could not be reached
@@ -67,6 +67,11 @@ def is_permanent(error: BaseException) -> bool:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool: what MLflow takes as a metric value."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -160,7 +165,7 @@ class Sender:
         if op.get("find_tags"):
             searches.append({**op["find_tags"], **({"mlflow.parentRunId": parent} if parent else {})})
         for tags in searches:
-            filter_string = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
+            filter_string = " and ".join(f"tags.`{k}` = {quote(v)}" for k, v in tags.items())
             runs = self.client.search_runs([experiment_id], filter_string, max_results=1,
                                            order_by=["attributes.start_time ASC"])
             if runs:
@@ -237,7 +242,7 @@ class Sender:
     def _lookup(self, run_key: str) -> str | None:
         """The run created (or continued) by the session ``run_key``, in any experiment."""
         experiments = [e.experiment_id for e in self.client.search_experiments()]
-        for filter_string in (f"tags.`{TAG_RUN_KEY}` = {_quote(run_key)}", f"tags.`{_alias(run_key)}` = '1'"):
+        for filter_string in (f"tags.`{TAG_RUN_KEY}` = {quote(run_key)}", f"tags.`{_alias(run_key)}` = '1'"):
             for start in range(0, len(experiments), 100):
                 runs = self.client.search_runs(experiments[start:start + 100], filter_string, max_results=1)
                 if runs:
@@ -280,7 +285,8 @@ def _alias(run_key: str) -> str:
     return f"{TAG_RUN_KEY}.{run_key}"
 
 
-def _quote(value: Any) -> str:
+def quote(value: Any) -> str:
+    """``value`` as a quoted string literal of MLflow's search filter syntax."""
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 

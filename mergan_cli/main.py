@@ -1,0 +1,43 @@
+"""``mergan train | eval | classifier | sync | report``: the command line.
+
+The composition root: it stands above the layers it composes (``mergan`` the trainer, ``tracking``,
+``trainables``, ``analysis``) and imports each command's module explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mergan.callbacks import DivergenceError
+from mergan.config import ConfigError
+from mergan_cli import evaluate, report, reproduce, sync, train
+from mergan_cli.train import EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mergan", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in (train, evaluate, sync, report, reproduce):
+        command.add_subcommands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"mergan {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except DivergenceError as error:
+        print(f"mergan {args.command}: {error}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:  # outside training (mergan train handles its own): nothing to continue
+        print(f"\nmergan {args.command}: stopped by Ctrl-C", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

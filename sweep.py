@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                               "NFS/EFS path or s3://bucket/path; default ./runs/sweeps)")
     where.add_argument("--optuna-storage", help="the Optuna study's RDB URL (default: sqlite:///<storage>/<name>/optuna.db)")
     where.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    where.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else mergan-sweeps)")
+    where.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else mergan)")
     where.add_argument("--name", help="the sweep's name: its folder, study and MLflow run (default: <space>-<time>)")
     where.add_argument("--resume", action="store_true",
                        help="continue the sweep --name (default: the latest in --storage-path) after its driver "

@@ -45,12 +45,6 @@ METHOD_COLORS = {"jt": "#000000", "sft": "#999999", "ewc": "#E69F00", "dgr": "#5
                  "ra": "#D55E00"}
 EXTRA_COLORS = ("#CC79A7", "#0072B2", "#F0E442", "#7F3C8D", "#11A579", "#3969AC")
 LINE_STYLES = ("-", "--", ":", "-.")
-# Hyperparameter -> (methods it acts in, a condition on other params) for the response figure.
-RESPONSE_PARAMS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "method.lambda_ra": (("ra",), {}),
-    "method.lambda_ewc": (("ewc",), {}),
-    "method.replay_size_per_class": (("jtr",), {"method.replay_mode": "fixed"}),
-}
 AXIS_LABELS = {"method.lambda_ra": r"$\lambda_{RA}$", "method.lambda_ewc": r"$\lambda_{EWC}$",
                "method.replay_size_per_class": "replay size per class"}
 F = TypeVar("F", bound=Callable[..., Figure])
@@ -231,10 +225,27 @@ def accuracy_heatmaps(data: ExperimentData, select: str = "best") -> Figure:
     return figure
 
 
+@functools.cache
+def response_params() -> dict[str, tuple[tuple[str, ...], dict[str, Any]]]:
+    """Hyperparameter -> (methods it acts in, a condition on other params) for the response figure: the
+    numeric knobs each method names its runs by (``Method.name_knobs``, ``knob_conditions``)."""
+    from mergan.config import MethodConfig
+    from mergan.methods import METHODS, knob_condition  # imports torch: only when the figure is drawn
+
+    defaults, params = MethodConfig(), {}
+    for name, method in METHODS.items():
+        for knob in method.name_knobs:
+            value = getattr(defaults, knob)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                acting = params.get(f"method.{knob}", ((),))[0]
+                params[f"method.{knob}"] = ((*acting, name), knob_condition(knob))
+    return params
+
+
 def response_frame(data: ExperimentData, params: Mapping[str, tuple[tuple[str, ...], dict[str, Any]]] | None = None,
                    metric: str = "avg_acc") -> pd.DataFrame:
     """Complete runs where a hyperparameter acts: columns param, value, method, config, run_id, metric (final)."""
-    params = RESPONSE_PARAMS if params is None else params
+    params = response_params() if params is None else params
     complete = complete_runs(data)
     final = value_at(complete, metric)
     parts = []
@@ -263,7 +274,7 @@ def hyperparameter_response(data: ExperimentData, params: Mapping[str, tuple[tup
     frame = response_frame(data, params, metric)
     varied = [p for p, group in frame.groupby("param", sort=False) if group["value"].nunique() > 1]
     if not varied:
-        tried = ", ".join(params or RESPONSE_PARAMS)
+        tried = ", ".join(params or response_params())
         raise NothingToPlotError(f"experiment {data.experiment!r}: none of {tried} took two or more values "
                                  f"among complete runs of the methods they act in")
     figure = Figure(figsize=(2.9 * len(varied) + 0.4, 2.7), layout="constrained")

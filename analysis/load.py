@@ -37,13 +37,13 @@ from analysis.errors import (
     NoTaskMetricsError,
     TrackingStoreNotFoundError,
 )
+from mergan.evaluation.metrics import SUMMARIES, TASK_METRICS  # pure Python: no torch
 from tracking.history import metric_history_rows
 from tracking.store import resolve_tracking_uri
 
 # Metrics logged once per task (step = task number); names as in mergan/callbacks.py.
 TASK_ACCURACY = re.compile(r"^acc_task_(\d+)$")
-SUMMARY_METRICS = ("avg_acc", "bwt", "forgetting", "intransigence", "reverse_acc", "fid_classifier",
-                   "fid_inception", "coverage_acc")
+SUMMARY_METRICS = TASK_METRICS  # the per-task metrics besides acc_task_{j}, as mergan's evaluation names them
 # Params that differ between runs of one configuration (seed, paths, machine): never part of its label.
 RUN_SPECIFIC_PARAMS = frozenset({
     "run.seed", "run.out_dir", "run.device", "run.log_every", "run.save_checkpoints", "data.data_root",
@@ -327,9 +327,6 @@ def task_metrics_frame(history: pd.DataFrame, accuracy: pd.DataFrame) -> pd.Data
 
 
 def _fill_from_matrices(frame: pd.DataFrame, gaps: pd.Series, accuracy: pd.DataFrame) -> None:
-    # Imported here: mergan.evaluation's package imports torch, which costs seconds.
-    from mergan.evaluation.metrics import SUMMARIES
-
     matrices: dict[str, list[list[float | None]]] = {}
     for index in frame.index[gaps]:
         run_id, k = frame.at[index, "run_id"], int(frame.at[index, "after_task"])

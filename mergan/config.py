@@ -231,6 +231,14 @@ def _field_index() -> dict[str, tuple[str, type]]:
 FIELDS = _field_index()
 
 
+def parse_assignment(item: str, example: str) -> tuple[str, str]:
+    """A ``--set`` item ``"FIELD=VALUE"`` -> (FIELD, VALUE as written); a ConfigError showing ``example`` otherwise."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. --set {example}")
+    return key.strip(), value
+
+
 def resolve_key(key: str) -> tuple[str | None, str]:
     """``optim.lr_g`` / ``lr_g`` / ``lr-g`` -> ("optim", "lr_g"); ``preset`` -> (None, "preset")."""
     name = key.replace("-", "_")
@@ -274,7 +282,7 @@ def _coerce(section: str, name: str, value: Any) -> Any:
 
 
 # -- presets -----------------------------------------------------------------------------
-# Model presets (issue: trainer) and paper presets (issue: methods). Each maps bare field
+# Model presets and paper presets. Each maps bare field
 # names to values applied over the dataclass defaults; a user's overrides come after.
 PAPER_OPTIM = dict(batch_size=64, critic_steps=5, lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9,
                    lambda_gp=10.0, lambda_cls=1.0)
@@ -386,26 +394,6 @@ _METHOD_ROLES = {
     "jtr": "replay",
     "dgr": "unconditional",
 }
-# The method.* fields each method reads, its main knob first. Every other method field does nothing
-# in that method's runs, so a run's name leaves it out. A field that acts only under a setting of
-# another field names it in KNOB_CONDITIONS.
-METHOD_KNOBS: dict[str, tuple[str, ...]] = {
-    "jt": (),
-    "sft": (),
-    "ewc": ("lambda_ewc", "ewc_fisher_samples", "ewc_reduction"),
-    "dgr": ("dgr_solver_iterations", "dgr_solver_lr", "replay_share", "reduce_batch"),
-    "jtr": ("replay_mode", "replay_size_per_class", "replay_share", "reduce_batch", "jtr_loss"),
-    "ra": ("lambda_ra", "ra_batch_size", "replay_share", "reduce_batch"),
-    "jt-stream": (),
-}
-KNOB_CONDITIONS: dict[str, tuple[str, Any]] = {"replay_size_per_class": ("replay_mode", "fixed")}
-
-
-def acting_knobs(config: ExperimentConfig) -> list[str]:
-    """The method fields (bare names) that change training in ``config``'s run, in METHOD_KNOBS order."""
-    knobs = dict.fromkeys(knob for method in config.methods for knob in METHOD_KNOBS[method])
-    return [knob for knob in knobs if knob not in KNOB_CONDITIONS
-            or getattr(config.method, KNOB_CONDITIONS[knob][0]) == KNOB_CONDITIONS[knob][1]]
 
 
 def parse_method(text: str) -> tuple[str, ...]:

@@ -128,7 +128,7 @@ class Trainer:
         self.out_dir = Path(config.run.out_dir)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, config.model.image_size)
         self.tasks = task_stream(self.dataset, config.data)
-        self.method = build_method(config.method.method)
+        self.method = build_method(config.method.method, config.method)
         if self.method.needs_previous_task and len(self.tasks) < 2:
             raise ConfigError(f"method.method: {config.method.method!r} protects earlier tasks, but the task "
                               f"stream has only {len(self.tasks)} task ({self.tasks}); give at least two tasks")

@@ -24,8 +24,10 @@ from mergan.config import (
     ExperimentConfig,
     build_config,
     load_yaml,
+    parse_assignment,
     resolve_key,
 )
+from tracking.store import DEFAULT_EXPERIMENT
 
 if TYPE_CHECKING:
     from tracking.callback import MLflowCallback
@@ -90,10 +92,8 @@ def train_epilog(width: int = 100) -> str:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     values = {k[len("cfg__"):]: v for k, v in vars(args).items() if k.startswith("cfg__")}
     for item in getattr(args, "set", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. --set optim.lr_g=1e-4")
-        values[key.strip()] = value.strip()
+        key, value = parse_assignment(item, "optim.lr_g=1e-4")
+        values[key] = value.strip()
     return values
 
 
@@ -256,7 +256,7 @@ def resume_command(args: argparse.Namespace, out_dir: Path) -> str:
     else:
         if args.tracking_uri:
             words += ["--tracking-uri", args.tracking_uri]
-        if args.experiment != "mergan":
+        if args.experiment != DEFAULT_EXPERIMENT:
             words += ["--experiment", args.experiment]
         if args.no_log_checkpoint:
             words.append("--no-log-checkpoint")
@@ -321,7 +321,8 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--overwrite", action="store_true",
                        help="let a new run use an --out-dir that holds another run, deleting that run's files first")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    train.add_argument("--experiment", default="mergan", help="MLflow experiment name (default: mergan)")
+    train.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                       help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})")
     train.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
     train.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
     _add_config_flags(train)

@@ -124,7 +124,7 @@ def test_ray_up_submit_a_sweep_up_again_and_down_on_an_ssh_head(head, checkout, 
     table = out[out.index("trial  "):out.index("Best:")]
     trial_ids = set(re.findall(r"^(\S+)\s+finished\s+2/2\b", table, re.MULTILINE))
     assert len(trial_ids) == 2, out[-4000:]
-    uri, parent_id = re.search(r"MLflow: tracking URI (http://\S+), experiment 'mergan-sweeps', sweep run (\w+)",
+    uri, parent_id = re.search(r"MLflow: tracking URI (http://\S+), experiment 'mergan', sweep run (\w+)",
                                out).groups()
 
     # The head's MLflow holds the sweep's parent run and one finished child run per trial.

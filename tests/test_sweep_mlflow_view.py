@@ -21,7 +21,8 @@ from mlflow_server import Server, start_mlflow_server
 from test_sweep import TINY_SETS
 
 import sweep
-from mergan.config import BASE_METHODS, METHOD_KNOBS, acting_knobs, build_config
+from mergan.config import BASE_METHODS, build_config
+from mergan.methods import METHODS, acting_knobs
 from tracking.callback import _name_values, trial_run_name
 from trainables.plan import SweepPlan
 
@@ -94,7 +95,7 @@ def test_the_method_fields_a_method_does_not_list_as_its_knobs_change_nothing_in
     others = {"lambda_ra": 0.5, "ra_batch_size": 5, "replay_mode": "fixed", "replay_size_per_class": 7,
               "replay_share": 0.3, "lambda_ewc": 77.0, "ewc_fisher_samples": 8, "dgr_solver_iterations": 2,
               "dgr_solver_lr": 0.05, "ewc_reduction": "sum", "reduce_batch": False, "jtr_loss": "concatenated"}
-    assert set(others) == {k for knobs in METHOD_KNOBS.values() for k in knobs}
+    assert set(others) == {k for method in METHODS.values() for k in method.knobs}
     config = tiny_config(method=method, tasks="0|1", save_checkpoints=False)
     changed = {k: v for k, v in others.items() if k not in acting_knobs(config)}
     weights = []

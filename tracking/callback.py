@@ -37,7 +37,7 @@ from typing import Any
 from typing_extensions import Self
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import FIELDS, ExperimentConfig, acting_knobs, save_yaml
+from mergan.config import FIELDS, ExperimentConfig, save_yaml
 from tracking.artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
 from tracking.outbox import (
     PLACEHOLDER,
@@ -56,6 +56,7 @@ from tracking.outbox import (
 )
 from tracking.provenance import git_commit, mergan_version
 from tracking.store import (
+    DEFAULT_EXPERIMENT,
     configure_http_client,
     default_artifact_location,
     probe,
@@ -65,12 +66,8 @@ from tracking.store import (
 
 logger = logging.getLogger("tracking.callback")
 
-DEFAULT_EXPERIMENT = "mergan"
 OUTBOX_ENV = "MERGAN_MLFLOW_OUTBOX"  # a folder for every run's outbox instead of <out_dir>/mlflow_outbox
 RUN_FILE = "mlflow_run.json"  # written in out_dir: which MLflow run holds this out_dir's records
-# Hyperparameters that name a run outside a sweep, by method (the seed is always added); like a sweep's
-# searched keys, they name a run only where they act (mergan.config.acting_knobs).
-METHOD_NAME_KEYS = {"ra": ("lambda_ra",), "ewc": ("lambda_ewc",), "jtr": ("replay_mode", "replay_size_per_class")}
 
 
 
@@ -95,11 +92,13 @@ def trial_run_name(method: str, values: Mapping[str, Any]) -> str:
 
 
 def _name_values(config: ExperimentConfig, keys: Sequence[str] | None) -> dict[str, Any]:
-    """The values that name ``config``'s run: ``keys`` (default METHOD_NAME_KEYS of its methods), less
+    """The values that name ``config``'s run: ``keys`` (default: its methods' ``name_knobs``), less
     the method fields that do not act in this run (an SFT trial of a sweep over lambda_ra), and the seed."""
+    from mergan.methods import acting_knobs, name_knobs  # the methods import torch: only when a run starts
+
     bare = {name.rsplit(".", 1)[-1]: value for name, value in config.flat().items()}
     if keys is None:
-        keys = [k for method in config.methods for k in METHOD_NAME_KEYS.get(method, ())]
+        keys = name_knobs(config.methods)
     acting = set(acting_knobs(config))
     method_fields = {name for name, (section, _) in FIELDS.items() if section == "method"}
     chosen = {}

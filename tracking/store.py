@@ -7,6 +7,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
+DEFAULT_EXPERIMENT = "mergan"  # where a run or a sweep goes when neither a flag nor MLFLOW_EXPERIMENT_NAME names one
 # MLflow's HTTP client retries for minutes by default (7 retries, backoff factor 2, 120 s timeout).
 # A run keeps its records in the outbox instead, so a failing server should be noticed in seconds.
 HTTP_ENV_DEFAULTS = {

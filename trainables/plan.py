@@ -19,13 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergan.config import ConfigError, build_config, parse_tasks, resolve_key
+from mergan.config import ConfigError, build_config, parse_assignment, parse_tasks, resolve_key
+from mergan.evaluation.metrics import TASK_METRICS
 from mergan.methods import build_method
 from search_spaces import SearchSpace, SpaceError, load_space, sample_points
+from tracking.store import DEFAULT_EXPERIMENT, resolve_tracking_uri
 
 PLAN_FILE = "sweep_plan.json"
 OPTUNA_FILE = "optuna.db"
-DEFAULT_EXPERIMENT = "mergan-sweeps"
 # Sweep-controlled fields: every trial writes its own run folder and keeps per-task checkpoints.
 CONTROLLED_FIELDS = ("out_dir", "save_checkpoints")
 # Named objectives: (metric, mode) pairs; the first one also drives ASHA and picks the best trial.
@@ -33,8 +34,8 @@ OBJECTIVES = {
     "acc": [("stream_avg_acc", "max")],
     "multi": [("stream_avg_acc", "max"), ("forgetting", "min"), ("train_seconds_total", "min")],
 }
-METRICS = ("stream_avg_acc", "avg_acc", "forgetting", "bwt", "train_seconds_total", "eval_seconds_total",
-           "fid_classifier", "fid_inception", "reverse_acc", "intransigence", "coverage_acc")
+# What an objective may name: the evaluation's per-task metrics and the sweep's own (trainables/trainable.py).
+METRICS = ("stream_avg_acc", *TASK_METRICS, "train_seconds_total", "eval_seconds_total")
 # The main job on a 2-core laptop (small preset only): short tasks, fewer evaluation samples.
 LAPTOP_DEFAULTS = {"iterations_per_task": 300, "eval_samples_per_class": 200}
 DATASET_CLASSES = {"mnist5k": 10, "mnist": 10, "svhn": 10}
@@ -188,14 +189,15 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     """``["lr_g=1e-4", "method=ra"]`` -> {"lr_g": "1e-4", ...}, field names checked."""
     values: dict[str, Any] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise PlanError(f"--set {item!r}: write FIELD=VALUE, e.g. --set iterations_per_task=200")
+        try:
+            key, value = parse_assignment(item, "iterations_per_task=200")
+        except ConfigError as error:
+            raise PlanError(str(error)) from None
         try:
             resolve_key(key)
         except ConfigError as error:
             raise PlanError(f"--set {item!r}: {error}") from None
-        values[key.strip()] = value
+        values[key] = value
     return values
 
 
@@ -251,7 +253,6 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
               storage_path: str | None = None, optuna_storage: str | None = None, tracking_uri: str | None = None,
               experiment: str | None = None, name: str | None = None) -> SweepPlan:
     """Resolve and validate every setting of a new sweep (no Ray, no training)."""
-    from tracking.store import resolve_tracking_uri
 
     loaded = load_space(space)
     fixed = parse_sets(sets or [])

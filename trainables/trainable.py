@@ -32,6 +32,7 @@ from mergan.callbacks import Callback, DivergenceError, TaskResult
 from mergan.config import ExperimentConfig, build_config
 from mergan.trainer import Trainer
 from tracking.callback import MLflowCallback
+from tracking.store import DEFAULT_EXPERIMENT
 
 logger = logging.getLogger("trainables.trainable")
 
@@ -50,7 +51,7 @@ class TrialSettings:
     fixed: dict[str, Any] = field(default_factory=dict)
     cpus_per_trial: float = 1.0
     tracking_uri: str | None = None
-    experiment: str = "mergan-sweeps"
+    experiment: str = DEFAULT_EXPERIMENT
     parent_run_id: str | None = None
     sweep_id: str | None = None
     name_keys: tuple[str, ...] | None = None

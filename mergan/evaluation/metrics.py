@@ -85,6 +85,10 @@ SUMMARIES: dict[str, Callable[[Matrix], float | None]] = {
     "bwt": backward_transfer,
     "forgetting": average_forgetting,
 }
+# Every metric the evaluation reports once per task besides ``acc_task_{j}`` (TaskResult.metrics; MLflow
+# metrics at step = task): the summaries above, intransigence (given a JT run's matrix), and what
+# evaluate_after_task measures of the samples. Sweeps, tracking and analysis read the names from here.
+TASK_METRICS = (*SUMMARIES, "intransigence", "reverse_acc", "fid_classifier", "fid_inception", "coverage_acc")
 
 
 def summarize(matrix: Matrix, jt_matrix: Matrix | None = None) -> dict[str, float]:

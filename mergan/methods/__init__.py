@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mergan.config import parse_method
+from mergan.config import ExperimentConfig, MethodConfig, parse_method
 from mergan.methods.base import CompositeMethod, Method
 from mergan.methods.dgr import DeepGenerativeReplay
 from mergan.methods.ewc import ElasticWeightConsolidation
@@ -21,10 +21,37 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
-def build_method(text: str) -> Method:
-    """``"ra"`` -> ReplayAlignment(); ``"jtr+ra"`` -> a CompositeMethod of both (validated by parse_method)."""
-    methods = [METHODS[name]() for name in parse_method(text)]
+def build_method(text: str, config: MethodConfig | None = None) -> Method:
+    """``"ra"`` -> ReplayAlignment(config); ``"jtr+ra"`` -> a CompositeMethod of both (validated by parse_method).
+
+    ``config``: the run's method section, which the methods read their knobs from (default: the defaults).
+    """
+    methods = [METHODS[name](config) for name in parse_method(text)]
     return methods[0] if len(methods) == 1 else CompositeMethod(methods)
 
 
-__all__ = ["METHODS", "Method", "build_method"]
+def acting_knobs(config: ExperimentConfig) -> list[str]:
+    """The method fields (bare names) that change training in ``config``'s run, in the methods' knob order."""
+    knobs: dict[str, tuple[str, object] | None] = {}
+    for name in config.methods:
+        for knob in METHODS[name].knobs:
+            knobs.setdefault(knob, METHODS[name].knob_conditions.get(knob))
+    return [knob for knob, condition in knobs.items()
+            if condition is None or getattr(config.method, condition[0]) == condition[1]]
+
+
+def name_knobs(methods: tuple[str, ...]) -> list[str]:
+    """The knobs that name a run of ``methods`` outside a sweep, in order (the seed is added by the namer)."""
+    return list(dict.fromkeys(knob for name in methods for knob in METHODS[name].name_knobs))
+
+
+def knob_condition(knob: str) -> dict[str, object]:
+    """``{"method.replay_mode": "fixed"}`` for a knob that acts only under another field's value, else {}."""
+    for method in METHODS.values():
+        if knob in method.knob_conditions:
+            field, value = method.knob_conditions[knob]
+            return {f"method.{field}": value}
+    return {}
+
+
+__all__ = ["METHODS", "Method", "acting_knobs", "build_method", "knob_condition", "name_knobs"]

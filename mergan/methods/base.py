@@ -13,11 +13,13 @@ Task indices ``t`` are 0-based here; user-facing task numbers are ``t + 1``.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
+from mergan.config import MethodConfig
 from mergan.models.norm import groups_of_size
 
 if TYPE_CHECKING:
@@ -70,6 +72,17 @@ class Method:
     conditional = True  # False: the generator and critic are unconditional (one class)
     needs_previous_task = False
     resets_optimizers = True  # fresh Adam state at every task (the authors' mergan.py); JT keeps one
+    # The method.* fields the method reads, its main knob first. Every other method field does nothing in
+    # its runs, so a run's name leaves it out (see mergan.methods.acting_knobs).
+    knobs: ClassVar[tuple[str, ...]] = ()
+    # A knob that acts only when another field has a value: knob -> (field, value).
+    knob_conditions: ClassVar[Mapping[str, tuple[str, Any]]] = {}
+    # The knobs that name a run outside a sweep (the seed is always added); the numeric ones are what
+    # analysis draws a hyperparameter response for.
+    name_knobs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: MethodConfig | None = None):
+        self.config = config if config is not None else MethodConfig()  # the run's method section, shared
 
     def setup(self, trainer: Trainer) -> None:
         pass
@@ -111,7 +124,8 @@ class PreviousGeneratorMethod(Method):
 
     needs_previous_task = True
 
-    def __init__(self):
+    def __init__(self, config: MethodConfig | None = None):
+        super().__init__(config)
         self.previous_generator: nn.Module | None = None
 
     def before_task(self, trainer: Trainer, t: int) -> None:
@@ -146,6 +160,7 @@ class CompositeMethod(Method):
     """Several methods acting on different parts of training (``jtr+ra``, ``ra+ewc``)."""
 
     def __init__(self, methods: list[Method]):
+        super().__init__(methods[0].config)
         self.methods = methods
         self.name = "+".join(m.name for m in methods)
         self.conditional = all(m.conditional for m in methods)

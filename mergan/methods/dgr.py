@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mergan.config import MethodConfig
 from mergan.methods.base import PreviousGeneratorMethod, earlier_classes, frozen_copy, per_class_replay_count
 from mergan.models.norm import groups_of_size
 
@@ -42,9 +43,10 @@ class Solver(nn.Module):
 class DeepGenerativeReplay(PreviousGeneratorMethod):
     name = "dgr"
     conditional = False
+    knobs = ("dgr_solver_iterations", "dgr_solver_lr", "replay_share", "reduce_batch")
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, config: MethodConfig | None = None):
+        super().__init__(config)
         self.previous_solver = None
         self.solver: Solver | None = None
 
@@ -81,11 +83,10 @@ class DeepGenerativeReplay(PreviousGeneratorMethod):
 
     def after_task(self, trainer, t: int) -> None:
         """Train the solver on the task's real images plus replay labelled by the previous solver."""
-        config = trainer.config
-        optimizer = torch.optim.Adam(self.solver.parameters(), lr=config.method.dgr_solver_lr)
+        optimizer = torch.optim.Adam(self.solver.parameters(), lr=self.config.dgr_solver_lr)
         batches = trainer.real_batches(list(trainer.tasks[t]), conditional_labels=True)
         self.solver.train()
-        for _ in range(config.method.dgr_solver_iterations):
+        for _ in range(self.config.dgr_solver_iterations):
             images, labels = batches.next()
             if self.previous_solver is not None:
                 count = per_class_replay_count(trainer, t, labels.shape[0]) * len(earlier_classes(trainer, t))

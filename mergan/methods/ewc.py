@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from mergan.config import MethodConfig
 from mergan.methods.base import Method
 
 _CHUNK = 64  # samples per vmapped per-sample-gradient pass
@@ -75,15 +76,18 @@ def ewc_penalty(parameters: dict[str, torch.Tensor], anchor: dict[str, torch.Ten
 class ElasticWeightConsolidation(Method):
     name = "ewc"
     needs_previous_task = True
+    knobs = ("lambda_ewc", "ewc_fisher_samples", "ewc_reduction")
+    name_knobs = ("lambda_ewc",)
 
-    def __init__(self):
+    def __init__(self, config: MethodConfig | None = None):
+        super().__init__(config)
         self.fisher: dict[str, torch.Tensor] | None = None
         self.anchor: dict[str, torch.Tensor] | None = None
 
     def after_task(self, trainer, t: int) -> None:
         config = trainer.config
         seen = [c for task in trainer.tasks[: t + 1] for c in task]
-        fisher = estimate_fisher(trainer.generator, trainer.critic, seen, config.method.ewc_fisher_samples,
+        fisher = estimate_fisher(trainer.generator, trainer.critic, seen, self.config.ewc_fisher_samples,
                                  config.model.z_dim, config.optim.lambda_cls, trainer.device)
         self.fisher = fisher if self.fisher is None else {k: self.fisher[k] + fisher[k] for k in fisher}
         self.anchor = {k: v.detach().clone() for k, v in trainer.generator.named_parameters()}
@@ -92,9 +96,8 @@ class ElasticWeightConsolidation(Method):
         if self.fisher is None:
             return {}
         parameters = dict(trainer.generator.named_parameters())
-        method = trainer.config.method
-        penalty = ewc_penalty(parameters, self.anchor, self.fisher, method.ewc_reduction)
-        return {"loss_ewc": method.lambda_ewc * penalty}
+        penalty = ewc_penalty(parameters, self.anchor, self.fisher, self.config.ewc_reduction)
+        return {"loss_ewc": self.config.lambda_ewc * penalty}
 
     def state_dict(self) -> dict:
         return {"fisher": self.fisher, "anchor": self.anchor}

@@ -23,9 +23,13 @@ samples from it. ``replay_share`` replaces the per-class count by a share of eac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 
+from mergan.config import MethodConfig
 from mergan.methods.base import (
     GeneratorSampler,
     PreviousGeneratorMethod,
@@ -45,19 +49,22 @@ def per_class_sum(values: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 class JointRetraining(PreviousGeneratorMethod):
     name = "jtr"
+    knobs = ("replay_mode", "replay_size_per_class", "replay_share", "reduce_batch", "jtr_loss")
+    knob_conditions: ClassVar[Mapping[str, tuple[str, Any]]] = {"replay_size_per_class": ("replay_mode", "fixed")}
+    name_knobs = ("replay_mode", "replay_size_per_class")
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, config: MethodConfig | None = None):
+        super().__init__(config)
         self.replay_set: tuple[torch.Tensor, torch.Tensor] | None = None  # fixed mode: (z, images) by class
 
     def before_task(self, trainer, t: int) -> None:
         super().before_task(trainer, t)
         self.replay_set = None
-        if self.previous_generator is not None and trainer.config.method.replay_mode == "fixed":
+        if self.previous_generator is not None and self.config.replay_mode == "fixed":
             self.replay_set = self._draw_replay_set(trainer, t)
 
     def _draw_replay_set(self, trainer, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = replayed_labels(trainer, t, trainer.config.method.replay_size_per_class)
+        labels = replayed_labels(trainer, t, self.config.replay_size_per_class)
         z = torch.randn(labels.shape[0], trainer.config.model.z_dim, device=trainer.device)
         sampler = self.previous_sampler(trainer)  # batch-sized groups of one class, as when training
         images = torch.cat([sampler.sample(y, noise) for y, noise in zip(labels.split(_DRAW_CHUNK),
@@ -79,7 +86,7 @@ class JointRetraining(PreviousGeneratorMethod):
             with torch.no_grad():
                 return labels, z, self.previous_generator(z, labels)
         # Fixed set: earlier class k occupies rows [k * N, (k + 1) * N).
-        size = trainer.config.method.replay_size_per_class
+        size = self.config.replay_size_per_class
         n_earlier = len(earlier_classes(trainer, t))
         slot = torch.arange(n_earlier, device=trainer.device).repeat_interleave(per_class)
         rows = slot * size + torch.randint(size, slot.shape, device=trainer.device)
@@ -87,7 +94,7 @@ class JointRetraining(PreviousGeneratorMethod):
         return labels, set_z[rows], set_images[rows]
 
     def _per_class_form(self, trainer) -> bool:
-        return trainer.config.method.jtr_loss == "per-class"
+        return self.config.jtr_loss == "per-class"
 
     def _reduce(self, trainer, t: int, total: torch.Tensor) -> torch.Tensor:
         return total if reduces_batch(trainer) else total / len(earlier_classes(trainer, t))

@@ -36,9 +36,11 @@ def replay_alignment_loss(current: torch.Tensor, previous: torch.Tensor, num_ear
 
 class ReplayAlignment(PreviousGeneratorMethod):
     name = "ra"
+    knobs = ("lambda_ra", "ra_batch_size", "replay_share", "reduce_batch")
+    name_knobs = ("lambda_ra",)
 
     def alignment_labels(self, trainer, t: int) -> torch.Tensor:
-        size = trainer.config.method.ra_batch_size
+        size = self.config.ra_batch_size
         per_class = (max(1, size // len(earlier_classes(trainer, t))) if size else
                      per_class_replay_count(trainer, t, trainer.config.optim.batch_size))
         return replayed_labels(trainer, t, per_class)
@@ -52,4 +54,4 @@ class ReplayAlignment(PreviousGeneratorMethod):
             target = self.previous_generator(z, labels)
         loss = replay_alignment_loss(trainer.generator(z, labels), target, len(earlier_classes(trainer, t)),
                                      divide_by_classes=reduces_batch(trainer))
-        return {"loss_ra": trainer.config.method.lambda_ra * loss}
+        return {"loss_ra": self.config.lambda_ra * loss}

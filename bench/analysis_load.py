@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))  # the repository: its tests/support helpers write the store
 
 from analysis.load import (
     SUMMARY_METRICS,
@@ -43,7 +43,8 @@ METHODS = ("jt", "sft", "ewc", "dgr", "jtr", "ra", "jtr+ra", "ra+ewc")
 def build_store(store: Path, runs: int, tasks: int, steps_per_task: int) -> float:
     """Write the synthetic runs (skipped when the store already holds them); returns seconds spent."""
     from mlflow import MlflowClient
-    from test_analysis_store import make_config, method_accuracy, write_run
+
+    from tests.support.mlflow_stores import make_config, method_accuracy, write_run
 
     client = MlflowClient(f"sqlite:///{store}")
     found = client.get_experiment_by_name(EXPERIMENT)
@@ -111,7 +112,7 @@ def measure(uri: str, repeat: int) -> dict:
 
 
 def with_server(store: Path, repeat: int) -> dict:
-    from mlflow_server import free_port
+    from tests.support.mlflow_process import free_port
 
     root = Path(tempfile.mkdtemp(prefix="bench-mlflow-server-"))
     port = free_port()

@@ -1,4 +1,4 @@
-"""How long evaluation takes per task, next to the training of that task (issue: evaluation, point 7).
+"""How long evaluation takes per task, next to the training of that task.
 
 On mnist5k with the trainer's own generator (freshly initialised: timing only, its accuracy is
 meaningless): trains the evaluator in a fresh cache (its real test accuracy and seconds), then

@@ -1,4 +1,4 @@
-"""A first look at forgetting (issue: methods, point 8), the numbers quoted in the README.
+"""A first look at forgetting: the numbers quoted in the README.
 
 Trains SFT, EWC, DGR, JTR, RA and JT on the embedded MNIST digits, small preset, 5 tasks
 (digits 0..4), seed 0, then asks the evaluator (a real-data CNN) what share of the images

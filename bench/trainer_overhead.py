@@ -1,4 +1,4 @@
-"""The trainer's overhead over a bare hand-written loop doing the same work (issue: trainer, point 9).
+"""The trainer's overhead over a bare hand-written loop doing the same work.
 
 Both run SFT steps of the same networks on the same real batches: ``critic_steps`` critic
 updates (WGAN-GP + auxiliary class loss) and one generator update per iteration. The bare loop

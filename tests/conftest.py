@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))  # helper modules beside the tests (data_fixtures, mlflow_server)
+pytest_plugins = ("tests.support.sweeps",)  # its fixture sweep_env: a sweep with a Ray of its own
 # One thread: the tests' tensors are tiny, and Ray workers and servers run beside the tests;
 # oversubscribed threads were measured several times slower than one here.
 torch.set_num_threads(1)

@@ -19,9 +19,7 @@ import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
-from mlflow_server import start_mlflow_server
 from nbclient import NotebookClient
-from test_analysis_store import empty_store, log_with_real_logger, make_config, method_accuracy, write_run
 
 from analysis import figures
 from analysis.aggregate import best_configs, select_best
@@ -37,6 +35,14 @@ from analysis.load import load_experiment, load_optuna_study, load_sweep
 from analysis.paper import TABLE1, TABLE2
 from analysis.report import build_report
 from analysis.tables import results_table
+from tests.support.mlflow_process import start_mlflow_server
+from tests.support.mlflow_stores import (
+    empty_store,
+    log_with_real_logger,
+    make_config,
+    method_accuracy,
+    write_run,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "analysis" / "notebooks"

@@ -152,3 +152,16 @@ def test_sweep_dry_run_does_not_need_ray(tmp_path):
                           check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "blocked by the test" not in done.stderr
+
+
+def test_tests_share_helpers_through_tests_support_only():
+    """No test module imports another test module, and none edits sys.path (helpers live in tests/support)."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name} imports {n}" for n in names if n.split(".")[-1].startswith("test_")]
+            if isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.path":
+                found.append(f"{path.name} touches sys.path")
+    assert not found, "\n".join(found)

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow import MlflowClient
-from ssh_head import HeadUnavailable, SSHHead, start_ssh_head
+
+from tests.support.ssh_head import HeadUnavailable, SSHHead, start_ssh_head
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "platform" / "cluster-local.yaml"

@@ -13,11 +13,7 @@ import torch
 
 from mergan.config import ConfigError, DataConfig
 from mergan.data import ClassDataset, DatasetError, ImageSet, load_dataset, task_stream
-
-try:
-    from tests import data_fixtures as fx
-except ImportError:  # tests/ itself on sys.path
-    import data_fixtures as fx
+from tests.support import data_fixtures as fx
 
 
 def load(dataset: str, root=None, image_size: int = 32, **fields) -> ClassDataset:

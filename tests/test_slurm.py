@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow_server import free_port
+
+from tests.support.mlflow_process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "platform" / "slurm" / "mergan-sweep.sbatch"

@@ -10,11 +10,10 @@ import pytest
 from mlflow import MlflowClient
 
 import sweep
+from tests.support.sweeps import TINY_SETS
 from trainables.plan import SweepPlan, make_plan
 from trainables.sweeping import build_searcher, optuna_sampler
 
-TINY_SETS = ["iterations_per_task=2", "critic_steps=1", "batch_size=8", "g_width=8", "d_width=8", "z_dim=8",
-             "eval_samples_per_class=10", "evaluator_epochs=1", "log_every=1", "grid_per_class=2"]
 DIVERGING_SPACE = '''
 def space(trial):
     """Does a sweep survive a trial whose generator learning rate makes it diverge?"""

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from mlflow_server import free_port, start_mlflow_server
-from test_sweep_resume import kill_ray_of
 
+from tests.support.mlflow_process import free_port, start_mlflow_server
+from tests.support.sweeps import kill_ray_of
 from trainables.plan import SweepPlan
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from mlflow_server import Server, start_mlflow_server
-from test_sweep import TINY_SETS
 
 import sweep
 from mergan.config import BASE_METHODS, build_config
 from mergan.methods import METHODS, acting_knobs
+from tests.support.mlflow_process import Server, start_mlflow_server
+from tests.support.sweeps import TINY_SETS
 from tracking.callback import _name_values, trial_run_name
 from trainables.plan import SweepPlan
 

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from test_sweep_resume import (  # the same short sweep, isolated Ray and process lookup as the resume test
+
+from tests.support.sweeps import (  # the same short sweep, isolated Ray and process lookup as the resume test
     REPO,
     SETS,
     first_checkpoint_is_in_the_saved_state,
     ray_processes_of,
-    sweep_env,  # noqa: F401 - a fixture
 )
-
 from trainables.plan import SweepPlan
 
 
@@ -66,7 +65,7 @@ def mlflow_statuses(uri: str, plan: SweepPlan) -> tuple[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_sweep_that_resume_then_finishes(tmp_path, sweep_env):  # noqa: F811 - the fixture
+def test_ctrl_c_stops_a_sweep_that_resume_then_finishes(tmp_path, sweep_env):
     temp_dir = Path(sweep_env["RAY_TMPDIR"])
     driver, storage, uri = start_sweep(tmp_path, sweep_env, "interrupted")
     os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
@@ -91,7 +90,7 @@ def test_ctrl_c_stops_a_sweep_that_resume_then_finishes(tmp_path, sweep_env):  #
 
 
 @pytest.mark.slow
-def test_stop_from_another_terminal_stops_the_driver_and_ends_what_it_left(tmp_path, sweep_env):  # noqa: F811
+def test_stop_from_another_terminal_stops_the_driver_and_ends_what_it_left(tmp_path, sweep_env):
     from trainables.sweep_driver import DRIVER_FILE, TOKEN_ENV, end_leftovers
 
     temp_dir = Path(sweep_env["RAY_TMPDIR"])

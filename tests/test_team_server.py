@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow import MlflowClient
-from mlflow_server import SCRIPT, free_port, start_mlflow_server
+
+from tests.support.mlflow_process import SCRIPT, free_port, start_mlflow_server
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
-from mlflow_server import SCRIPT, free_port, start_mlflow_server
 from PIL import Image
 
 import mergan
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import build_config
 from mergan_cli.sync import add_subcommands
+from tests.support.mlflow_process import SCRIPT, free_port, start_mlflow_server
 from tracking.callback import MLflowCallback, format_value, run_id_from_out_dir, trial_run_name
 from tracking.outbox import Outbox, Sender, TrackingWarning, flush_file
 from tracking.store import HTTP_ENV_DEFAULTS, resolve_tracking_uri

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow_server import free_port
+from tests.support.mlflow_process import free_port
 
 TOOLS = ("sshd", "ssh", "ssh-keygen", "rsync", "nc", "unshare", "setpriv")
 APT_PACKAGES = "openssh-server rsync netcat-openbsd"

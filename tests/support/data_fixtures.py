@@ -1,6 +1,5 @@
 """Tiny datasets written in each real on-disk format, for tests.
 
-Importable as ``tests.data_fixtures`` or, from inside ``tests/``, as ``data_fixtures`` (no relative imports).
 Every writer takes a folder, writes the dataset's standard files there and returns what it wrote.
 """
 

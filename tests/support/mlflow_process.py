@@ -2,7 +2,7 @@
 
 It goes through ``platform/mlflow_server.py`` (start/stop), so tests also exercise that script::
 
-    from mlflow_server import start_mlflow_server
+    from tests.support.mlflow_process import start_mlflow_server
 
     @pytest.fixture(scope="module")
     def mlflow_server(tmp_path_factory):
@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "platform" / "mlflow_server.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "platform" / "mlflow_server.py"
 
 
 def free_port() -> int:

@@ -31,8 +31,9 @@ from analysis.aggregate import (
     value_at,
 )
 from analysis.errors import NothingToPlotError
-from analysis.load import ExperimentData, compact
+from analysis.load import ExperimentData
 from analysis.paper import method_label, method_sort_key
+from mergan.config import value_text
 
 STYLE = {
     "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
@@ -142,7 +143,7 @@ def log_axis(axes: Any, values: np.ndarray) -> None:
     if low == high:
         low, high = low / 2, high * 2
     axes.xaxis.set_major_locator(FixedLocator(log_ticks(low, high)))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: compact(float(value))))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: value_text(float(value))))
     axes.xaxis.set_minor_formatter(NullFormatter())
 
 

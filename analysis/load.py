@@ -37,6 +37,7 @@ from analysis.errors import (
     NoTaskMetricsError,
     TrackingStoreNotFoundError,
 )
+from mergan.config import value_text
 from mergan.evaluation.metrics import SUMMARIES, TASK_METRICS  # pure Python: no torch
 from tracking.history import metric_history_rows
 from tracking.store import resolve_tracking_uri
@@ -271,18 +272,9 @@ def config_labels(runs: pd.DataFrame, param_names: Iterable[str]) -> pd.Series:
     for _, group in runs.groupby("method", dropna=False):
         varying = [p for p in candidates if group[p].nunique(dropna=False) > 1]
         if varying:
-            parts = [p.rsplit(".", 1)[-1] + "=" + group[p].map(compact) for p in varying]
+            parts = [p.rsplit(".", 1)[-1] + "=" + group[p].map(value_text) for p in varying]
             labels[group.index] = functools.reduce(lambda left, right: left + ", " + right, parts)
     return labels
-
-
-def compact(value: Any) -> str:
-    """Short text of a param value: 0.001 -> '0.001', 1e-05 -> '1e-5', 10000000.0 -> '1e7', nan -> 'None'."""
-    if isinstance(value, (float, np.floating)):
-        if np.isnan(value):
-            return "None"
-        return f"{value:.3g}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
-    return str(value)
 
 
 # -- per-task history -------------------------------------------------------------------

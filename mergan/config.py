@@ -10,12 +10,33 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import yaml
+
+
+def value_text(value: Any) -> str:
+    """A value as short text, the same in ``--help``, run names and report labels: None (or NaN, a param a
+    run lacks) -> 'empty', True -> 'true', 0.003 -> '3e-3', 0.01 -> '0.01', 10.0 -> '10', 1e9 -> '1e9'."""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if not isinstance(value, numbers.Real) or isinstance(value, numbers.Integral):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "empty"
+    if value.is_integer() and abs(value) < 1e4:
+        return str(int(value))
+    plain = f"{value:.3g}"
+    mantissa, _, exponent = f"{value:.2e}".partition("e")
+    short = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return short if len(short) < len(plain) else plain
 
 DATASETS = ("mnist5k", "mnist", "svhn", "lsun", "folder")
 ARCHITECTURES = ("small", "dcgan", "resnet")

@@ -26,6 +26,7 @@ from mergan.config import (
     load_yaml,
     parse_assignment,
     resolve_key,
+    value_text,
 )
 from tracking.store import DEFAULT_EXPERIMENT
 
@@ -35,15 +36,6 @@ if TYPE_CHECKING:
 
 
 EXIT_INTERRUPTED = 130  # what shells report for a program ended by Ctrl-C (128 + SIGINT)
-
-
-def _text(value: Any) -> str:
-    """A config value as a user types it on the command line."""
-    if value is None:
-        return "empty"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def field_help(f: Field) -> str:
@@ -57,10 +49,10 @@ def field_help(f: Field) -> str:
     default = PRESETS["small"].get(f.name, f.default)
     by_value: dict[str, list[str]] = {}
     for preset, values in PRESETS.items():
-        if f.name in values and _text(values[f.name]) != _text(default):
-            by_value.setdefault(_text(values[f.name]), []).append(preset)
+        if f.name in values and value_text(values[f.name]) != value_text(default):
+            by_value.setdefault(value_text(values[f.name]), []).append(preset)
     presets = "".join(f"; {value} in {', '.join(names)}" for value, names in by_value.items())
-    text = "; ".join(p for p in parts if p) + f" (default: {_text(default)}{presets})"
+    text = "; ".join(p for p in parts if p) + f" (default: {value_text(default)}{presets})"
     return text.replace("%", "%%")  # argparse %-formats help strings
 
 
@@ -84,7 +76,7 @@ def train_epilog(width: int = 100) -> str:
     lines.append("presets (--preset; applied over the defaults, then --config, then the flags):")
     indent = " " * 14
     for name, values in PRESETS.items():
-        contents = " ".join(f"{key}={_text(value)}" for key, value in values.items())
+        contents = " ".join(f"{key}={value_text(value)}" for key, value in values.items())
         lines.append(textwrap.fill(contents, width, initial_indent=f"  {name:<11} ", subsequent_indent=indent))
     return "\n".join(lines)
 

@@ -35,6 +35,7 @@ from analysis.load import load_experiment, load_optuna_study, load_sweep
 from analysis.paper import TABLE1, TABLE2
 from analysis.report import build_report
 from analysis.tables import results_table
+from mergan.config import value_text
 from tests.support.mlflow_process import start_mlflow_server
 from tests.support.mlflow_stores import (
     empty_store,
@@ -181,7 +182,7 @@ def test_loaded_frames_hold_every_run_config_and_accuracy_matrix(store):
         assert row["method"] == params["method.method"] and row["seed"] == int(params["run.seed"])
         assert row["method.lambda_ra"] == pytest.approx(float(params["method.lambda_ra"]))
         assert row["tasks_done"] == 3 and row["avg_acc"] == pytest.approx(run.data.metrics["avg_acc"])
-        expected_config = f"lambda_ra={float(params['method.lambda_ra']):g}" if row["method"] == "ra" else ""
+        expected_config = f"lambda_ra={value_text(float(params['method.lambda_ra']))}" if row["method"] == "ra" else ""
         assert row["config"] == expected_config
         # Each run's accuracy matrix is one filter away, and equals MLflow's acc_task_j histories.
         matrix = data.matrix(run_id)
@@ -237,11 +238,11 @@ def test_table1_numbers_equal_mlflow_and_sit_beside_the_papers(store):
     data = load_experiment("cl", store.uri)
     table = results_table(data)
     best = best_configs(data).set_index("method")
-    assert best.at["ra", "config"] == "lambda_ra=0.001" and best.at["jtr", "n"] == 3
+    assert best.at["ra", "config"] == "lambda_ra=1e-3" and best.at["jtr", "n"] == 3
 
     cells = table.cells.set_index(["row", "header"])
     markdown, latex = table.to_markdown(), table.to_latex()
-    for method, label in {"sft": "SFT", "ewc": "EWC", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA (lambda_ra=0.001)"}.items():
+    for method, label in {"sft": "SFT", "ewc": "EWC", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA (lambda_ra=1e-3)"}.items():
         runs = data.runs[(data.runs["method"] == method) & (data.runs["config"] == best.at[method, "config"])]
         mean, std = expected_cell(store, list(runs["run_id"]), "avg_acc", 3)
         assert cells.at[(label, "Ours (3 tasks)"), "mean"] == pytest.approx(mean)
@@ -255,7 +256,7 @@ def test_table1_numbers_equal_mlflow_and_sit_beside_the_papers(store):
     assert "| JT" not in markdown, "only methods that ran get rows"
 
     every = results_table(data, select="all")
-    assert {"MeRGAN-RA (lambda_ra=0.001)", "MeRGAN-RA (lambda_ra=0.01)"} <= set(every.cells["row"])
+    assert {"MeRGAN-RA (lambda_ra=1e-3)", "MeRGAN-RA (lambda_ra=0.01)"} <= set(every.cells["row"])
 
 
 def test_tables_give_the_95_percent_t_interval_over_seeds_and_the_seeds_needed_to_tell_methods_apart(store):
@@ -266,7 +267,7 @@ def test_tables_give_the_95_percent_t_interval_over_seeds_and_the_seeds_needed_t
     cells = table.cells.set_index(["row", "header"])
     markdown = table.to_markdown()
     finals = {}
-    for method, label in {"sft": "SFT", "ewc": "EWC", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA (lambda_ra=0.001)"}.items():
+    for method, label in {"sft": "SFT", "ewc": "EWC", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA (lambda_ra=1e-3)"}.items():
         best = best_configs(data).set_index("method")
         runs = data.runs[(data.runs["method"] == method) & (data.runs["config"] == best.at[method, "config"])]
         values = [store.history(r, "avg_acc")[3] * 100 for r in runs["run_id"]]
@@ -281,8 +282,8 @@ def test_tables_give_the_95_percent_t_interval_over_seeds_and_the_seeds_needed_t
 
     # Each method against the best (RA here), at the spread measured over their seeds.
     separation = table.separation().set_index("row")
-    assert set(separation["best_row"]) == {"MeRGAN-RA (lambda_ra=0.001)"}
-    ra = finals["MeRGAN-RA (lambda_ra=0.001)"]
+    assert set(separation["best_row"]) == {"MeRGAN-RA (lambda_ra=1e-3)"}
+    ra = finals["MeRGAN-RA (lambda_ra=1e-3)"]
     for label in ("SFT", "EWC", "MeRGAN-JTR"):
         ours = finals[label]
         pooled = (((len(ours) - 1) * statistics.variance(ours) + (len(ra) - 1) * statistics.variance(ra))
@@ -390,7 +391,7 @@ def test_every_figure_is_written_as_png_and_pdf(store, tmp_path):
         assert_written(figures.save_figure(made[name], tmp_path, name))
     assert len(made["heatmaps"].axes) == 5, "four methods and a colour bar"
     assert [t.get_text() for t in made["curves"].legends[0].get_texts()] == [
-        "SFT", "EWC", "MeRGAN-JTR", "MeRGAN-RA (lambda_ra=0.001)"]
+        "SFT", "EWC", "MeRGAN-JTR", "MeRGAN-RA (lambda_ra=1e-3)"]
     assert len(made["importances"].axes) == 2, "one panel per objective"
 
 
@@ -462,7 +463,7 @@ def test_report_figures_keep_long_configuration_names_and_log_axis_labels_apart(
     for name, figure in made.items():
         assert overlapping_texts(figure) == [], f"{name}: texts drawn over each other"
     titles = [axes.get_title() for axes in made["heatmaps"].axes if axes.get_title()]
-    assert any("\n" in title for title in titles) and "lambda_ra=0.001" in " ".join(titles).replace("\n", " ")
+    assert any("\n" in title for title in titles) and "lambda_ra=1e-3" in " ".join(titles).replace("\n", " ")
     for axes in made["response"].axes:  # two to five short labels per log axis
         labels = [label.get_text() for label in tick_labels(axes.xaxis)]
         assert 2 <= len(labels) <= 5 and all(len(label) <= 6 for label in labels), labels
@@ -520,7 +521,7 @@ def test_mergan_report_writes_one_self_contained_page_and_prints_the_table(store
     assert len(images) == len(names) and "http" not in page.split("<body>")[1].split("sqlite")[0]
     for name in names:
         assert_written({kind: out / "figures" / f"{name}.{kind}" for kind in ("png", "pdf")})
-    ra = table.cells[(table.cells["row"] == "MeRGAN-RA (lambda_ra=0.001)") & (table.cells["source"] == "ours")]
+    ra = table.cells[(table.cells["row"] == "MeRGAN-RA (lambda_ra=1e-3)") & (table.cells["source"] == "ours")]
     assert f"{ra['mean'].item():.2f} ± {ra['std'].item():.2f}" in page
     assert (out / "tables" / "results.md").read_text() == table.to_markdown()
     assert "\\toprule" in (out / "tables" / "results.tex").read_text()

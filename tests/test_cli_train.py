@@ -143,10 +143,10 @@ def test_help_lists_methods_presets_and_each_flags_meaning_and_allowed_values(ca
         assert f" {method} " in text.split("methods (--method")[1]
     for preset in PRESETS:
         assert f" {preset} " in text.split("presets (--preset")[1]
-    assert "iterations_per_task=20000" in text and "lambda_ewc=1e+09" in text  # the presets' contents
+    assert "iterations_per_task=20000" in text and "lambda_ewc=1e9" in text  # the presets' contents
     assert "--dataset DATASET the images: mnist5k is embedded" in text
     assert "allowed: mnist5k, mnist, svhn, lsun, folder" in text
-    assert "--lr-g LR_G Adam learning rate of the generator; allowed: > 0 (default: 0.0002;" in text
+    assert "--lr-g LR_G Adam learning rate of the generator; allowed: > 0 (default: 2e-4;" in text
     assert "--beta1 BETA1 Adam beta1 of both optimizers; allowed: in [0, 1) (default: 0)" in text
     assert "--lambda-ra LAMBDA_RA ra: weight of the replay-alignment loss; allowed: >= 0 (default: 0.01;" in text
 

@@ -23,10 +23,10 @@ from PIL import Image
 
 import mergan
 from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import build_config
+from mergan.config import build_config, value_text
 from mergan_cli.sync import add_subcommands
 from tests.support.mlflow_process import SCRIPT, free_port, start_mlflow_server
-from tracking.callback import MLflowCallback, format_value, run_id_from_out_dir, trial_run_name
+from tracking.callback import MLflowCallback, run_id_from_out_dir, trial_run_name
 from tracking.outbox import Outbox, Sender, TrackingWarning, flush_file
 from tracking.store import HTTP_ENV_DEFAULTS, resolve_tracking_uri
 from tracking.sweep_run import finish_sweep_run, start_sweep_run
@@ -369,6 +369,6 @@ def test_default_store_is_sqlite_in_the_working_folder_and_a_resumed_run_skips_w
 
 
 def test_run_names_read_well():
-    assert [format_value(v) for v in (3e-3, 1e-2, 0.1, 10.0, 1e9, 2.5e-4, 5, "fixed")] == \
+    assert [value_text(v) for v in (3e-3, 1e-2, 0.1, 10.0, 1e9, 2.5e-4, 5, "fixed")] == \
         ["3e-3", "0.01", "0.1", "10", "1e9", "2.5e-4", "5", "fixed"]
     assert trial_run_name("jtr+ra", {"method.lambda_ra": 1e-3, "seed": 1}) == "jtr+ra lambda_ra=1e-3 seed=1"

@@ -37,7 +37,7 @@ from typing import Any
 from typing_extensions import Self
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import FIELDS, ExperimentConfig, save_yaml
+from mergan.config import FIELDS, ExperimentConfig, save_yaml, value_text
 from tracking.artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
 from tracking.outbox import (
     PLACEHOLDER,
@@ -72,22 +72,9 @@ RUN_FILE = "mlflow_run.json"  # written in out_dir: which MLflow run holds this 
 
 
 # -- naming -------------------------------------------------------------------------------
-def format_value(value: Any) -> str:
-    """Short text for a run name: 0.003 -> '3e-3', 10.0 -> '10', 1e9 -> '1e9'."""
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    if value.is_integer() and abs(value) < 1e4:
-        return str(int(value))
-    plain = f"{value:.3g}"
-    mantissa, _, exponent = f"{value:.2e}".partition("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    compact = f"{mantissa}e{int(exponent)}"
-    return compact if len(compact) < len(plain) else plain
-
-
 def trial_run_name(method: str, values: Mapping[str, Any]) -> str:
     """``trial_run_name("ra", {"lambda_ra": 3e-3, "seed": 0})`` -> ``"ra lambda_ra=3e-3 seed=0"``."""
-    parts = [method] + [f"{key.rsplit('.', 1)[-1]}={format_value(value)}" for key, value in values.items()]
+    parts = [method] + [f"{key.rsplit('.', 1)[-1]}={value_text(value)}" for key, value in values.items()]
     return " ".join(parts)
 
 

@@ -193,13 +193,36 @@ def initial_population(space: SearchSpace, seed: int) -> Any:
                                  random_state=seed)
 
 
-def build_scheduler(space: SearchSpace, metric: str, mode: str, seed: int) -> Any:
-    """Ray Tune's PBT with one synchronous perturbation per task boundary."""
+def _task_boundary_pbt() -> type:
+    """Ray Tune's PBT that resumes: a sweep restored after its driver died gets a fresh scheduler (Tune
+    saves trials, not the scheduler's state), whose synchronous mode would wait for the first boundary
+    forever. Each restored trial's tasks done and score are read back from its last result instead, and
+    the next boundary is the one after the fewest tasks any unfinished trial has done."""
     from ray.tune.schedulers import PopulationBasedTraining
 
+    class TaskBoundaryPBT(PopulationBasedTraining):
+        def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+            super().on_trial_add(tune_controller, trial)
+            result = trial.last_result or {}
+            if self._time_attr in result:  # restored: it trained tasks in the killed driver's sweep
+                state = self._trial_state[trial]
+                state.last_train_time = state.last_perturbation_time = result[self._time_attr]
+                if self._metric in result:
+                    state.last_score, state.last_result = self._metric_op * result[self._metric], result
+                state.last_checkpoint = trial.checkpoint
+                self._restored = True
+            if getattr(self, "_restored", False):
+                times = [s.last_train_time for t, s in self._trial_state.items() if not t.is_finished()]
+                self._next_perturbation_sync = min(times, default=0) + self._perturbation_interval
+
+    return TaskBoundaryPBT
+
+
+def build_scheduler(space: SearchSpace, metric: str, mode: str, seed: int) -> Any:
+    """Ray Tune's PBT with one synchronous perturbation per task boundary."""
     knobs, _ = space_knobs(space, seed)
     random.seed(seed)  # Tune's own choices (whom to copy, resample or which factor) use the driver's `random`
-    return PopulationBasedTraining(
+    return _task_boundary_pbt()(
         time_attr="tasks_done", metric=metric, mode=mode, perturbation_interval=1, burn_in_period=0,
         hyperparam_mutations={knob.name: (list(knob.choices) if knob.kind == "categorical" else knob.tune_domain())
                               for knob in knobs},

@@ -143,3 +143,15 @@ def test_pbt_copies_the_better_checkpoint_and_trains_on_with_the_perturbed_knob(
     assert schedule[task - 1] == {"task": task, "trial_id": source, "knobs": {"lambda_ra": source_knob}}
     assert schedule[task] == {"task": task + 1, "trial_id": into, "knobs": {"lambda_ra": after["knob/lambda_ra"]}}
     assert all(run.info.status == "FINISHED" and "stopped_early" not in run.data.tags for run in runs.values())
+
+    # analysis: the schedules, the figure of the winning one, the comparison table (here against itself).
+    from analysis.load import load_sweep
+    from analysis.schedules import schedule_figure, schedule_vs_constant, schedules
+
+    data = load_sweep(plan.parent_run_id, plan.tracking_uri)
+    frame = schedules(data)
+    assert set(frame["run_id"]) == {run.info.run_id for run in runs.values()} and set(frame["task"]) == {1, 2, 3}
+    assert frame["avg_acc"].notna().all()
+    assert len(schedule_figure(data).axes) == 1
+    table = schedule_vs_constant(data, data)
+    assert list(table["search"]) == ["PBT schedule", "best constant"] and table["lambda_ra"][0].count("->") == 2

@@ -4,6 +4,7 @@ a figure of the winning schedules, and the best schedule beside the best constan
 ```python
 pbt, tpe = load_sweep(pbt_run_id, uri), load_sweep(tpe_run_id, uri)
 schedules(pbt)                                  # one row per (run, task, knob): value, trained_by, avg_acc
+copies(pbt)                                     # one row per copy: which trial copied whom after which task
 schedule_figure(pbt)                            # knob vs task: every trial's final weights, the winner bold
 schedule_vs_constant(pbt, tpe)                  # a table: the best schedule vs the best constant, same budget
 schedule_vs_constant_figure(pbt, tpe)           # the two as knob and average accuracy vs task
@@ -28,6 +29,7 @@ from analysis.figures import styled
 from analysis.load import ExperimentData, compact
 
 SCHEDULE_TAG = "tag.pbt.schedule"
+COPY_TAG = "tag.pbt.copied_after_task_"
 WINNER_COLOR, OTHERS_COLOR, CONSTANT_COLOR = "#D55E00", "#999999", "#0072B2"
 
 
@@ -48,6 +50,16 @@ def schedules(data: ExperimentData, metric: str = "avg_acc") -> pd.DataFrame:
                 records.append([run["run_id"], run["trial_id"], entry["task"], knob, value, entry["trial_id"],
                                 value_then])
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def copies(data: ExperimentData) -> pd.DataFrame:
+    """One row per copy a PBT trial made: ``run_id``, ``trial_id``, ``after_task``, ``from_trial`` (its tags
+    ``pbt.copied_after_task_<t>``); empty when no trial copied another."""
+    columns = [c for c in data.runs.columns if c.startswith(COPY_TAG)]
+    records = [(run["run_id"], run["trial_id"], int(c[len(COPY_TAG):]), run[c])
+               for _, run in data.runs.iterrows() for c in columns if isinstance(run[c], str)]
+    frame = pd.DataFrame.from_records(records, columns=["run_id", "trial_id", "after_task", "from_trial"])
+    return frame.sort_values(["after_task", "trial_id"]).reset_index(drop=True)
 
 
 def best_run(data: ExperimentData, metric: str = "avg_acc", mode: str = "max") -> pd.Series:

@@ -146,12 +146,15 @@ def test_pbt_copies_the_better_checkpoint_and_trains_on_with_the_perturbed_knob(
 
     # analysis: the schedules, the figure of the winning one, the comparison table (here against itself).
     from analysis.load import load_sweep
-    from analysis.schedules import schedule_figure, schedule_vs_constant, schedules
+    from analysis.schedules import copies, schedule_figure, schedule_vs_constant, schedules
 
     data = load_sweep(plan.parent_run_id, plan.tracking_uri)
     frame = schedules(data)
     assert set(frame["run_id"]) == {run.info.run_id for run in runs.values()} and set(frame["task"]) == {1, 2, 3}
     assert frame["avg_acc"].notna().all()
+    made = copies(data)
+    assert list(made["after_task"]) == [1, 2]  # a population of two copies at both boundaries
+    assert (made.loc[made["trial_id"] == into, "from_trial"] != into).all()
     assert len(schedule_figure(data).axes) == 1
     table = schedule_vs_constant(data, data)
     assert list(table["search"]) == ["PBT schedule", "best constant"] and table["lambda_ra"][0].count("->") == 2

@@ -9,6 +9,7 @@ laptop; the table shows SFT forgetting and JTR/RA remembering. Examples::
     python sweep.py                                             # the main job
     python sweep.py --space ra-lambda --num-samples 12 --scheduler asha
     python sweep.py --space mergan --objective multi --set iterations_per_task=400
+    python sweep.py --space ra-schedule --scheduler pbt --tasks '0|1|2|3|4'   # lambda_RA schedules (PBT)
     python sweep.py --space my_space.py --dry-run               # print the plan and stop
     python sweep.py --resume --name methods-20260101-120000     # after the driver died
     python sweep.py --address auto --storage-path /shared/sweeps --gpus-per-trial 0.25   # on a cluster
@@ -62,7 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     how.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     how.add_argument("--gpus-per-trial", type=float, default=0.0,
                      help="GPUs per trial; a fraction such as 0.25 puts four trials on one card (default 0)")
-    how.add_argument("--scheduler", choices=["asha"], help="stop weak trials early (ASHA, in units of tasks)")
+    how.add_argument("--scheduler", choices=["asha", "pbt"],
+                     help="asha: stop weak trials early (in units of tasks); pbt: Population Based Training, after "
+                          "each task the worst quarter of the population (--num-samples, default 4) copies a better "
+                          "trial and perturbs its knobs (a schedule of e.g. lambda_RA over tasks)")
     how.add_argument("--grace-period", type=int, default=2, help="tasks every trial runs before ASHA may stop it (>= 2)")
     how.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last checkpoint")
     where = parser.add_argument_group("where")
@@ -138,8 +142,9 @@ def describe(plan: SweepPlan) -> str:
               f"{plan.max_concurrent or 'as many as fit'} at once, {plan.cpus_per_trial:g} CPU and "
               f"{plan.gpus_per_trial:g} GPU each, up to {plan.max_failures} retries from the last checkpoint"),
              f"  objective: {', '.join(f'{m} ({mode})' for m, mode in plan.objective)}"
-             + ("" if space.grid else f"; sampler {'TPE' if len(plan.objective) == 1 else 'NSGA-II'}, seed {plan.seed}"),
-             f"  scheduler: {'ASHA by tasks, grace period ' + str(plan.grace_period) if plan.scheduler else 'none'}",
+             + ("" if space.grid or plan.scheduler == "pbt"
+                else f"; sampler {'TPE' if len(plan.objective) == 1 else 'NSGA-II'}, seed {plan.seed}"),
+             f"  scheduler: {scheduler_text(plan)}",
              (f"  every trial: preset {plan.preset}, {json.dumps({**plan.defaults, **plan.fixed})}, "
               f"{plan.num_tasks or '?'} tasks"),
              f"  storage: {plan.experiment_path}" + (f"; Optuna study {plan.optuna_storage}" if plan.optuna_storage else ""),
@@ -148,6 +153,16 @@ def describe(plan: SweepPlan) -> str:
     for point in sample_points(space, count=3, seed=plan.seed)[:6]:
         lines.append(f"    {json.dumps(point)}")
     return "\n".join(lines)
+
+
+def scheduler_text(plan: SweepPlan) -> str:
+    if plan.scheduler == "pbt":
+        from trainables import pbt
+
+        knobs = ", ".join(k.name for k in pbt.space_knobs(plan.load_space(), plan.seed)[0])
+        return (f"PBT at every task boundary: the worst {pbt.QUANTILE_FRACTION:.0%} of {plan.num_samples} copy a "
+                f"better trial and perturb {knobs}; initial population drawn by Tune, seed {plan.seed}")
+    return f"ASHA by tasks, grace period {plan.grace_period}" if plan.scheduler else "none"
 
 
 def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
@@ -161,6 +176,13 @@ def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
         best = outcome.best[0]
         metrics = ", ".join(f"{m} {best.value(m):.3f}" for m in plan.metrics)
         print(f"\nBest: {best.trial_id} {json.dumps(best.params)}: {metrics}")
+        if plan.scheduler == "pbt":
+            from trainables.pbt import format_schedule, winning_schedule
+
+            schedule = winning_schedule(plan.tracking_uri, plan.parent_run_id, best.trial_id)
+            if schedule:
+                print(f"Its schedule (the knobs each task of its final weights was trained with):\n"
+                      f"{format_schedule(schedule)}")
     else:
         print(f"\nPareto front ({', '.join(f'{m} {mode}' for m, mode in plan.objective)}):")
         for row in outcome.best:

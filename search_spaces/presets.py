@@ -63,6 +63,22 @@ def ewc_lambda(trial: Any) -> dict[str, Any]:
     return {"method": "ewc"}
 
 
+@optuna_preset("ra-schedule")
+def ra_schedule(trial: Any) -> dict[str, Any]:
+    """Should lambda_RA change as tasks accumulate, e.g. grow with the number of classes to protect? (MeRGAN-RA;
+    for --scheduler pbt, which perturbs lambda_RA at every task boundary: log scale, x0.8/x1.25 or resampled)"""
+    trial.suggest_float("lambda_ra", *LAMBDA_RA, log=True)
+    return {"method": "ra"}
+
+
+@optuna_preset("ewc-schedule")
+def ewc_schedule(trial: Any) -> dict[str, Any]:
+    """Should lambda_EWC change as tasks accumulate, as the Fisher penalty sums over more earlier tasks? (EWC;
+    for --scheduler pbt, which perturbs lambda_EWC at every task boundary: log scale, x0.8/x1.25 or resampled)"""
+    trial.suggest_float("lambda_ewc", *LAMBDA_EWC, log=True)
+    return {"method": "ewc"}
+
+
 @optuna_preset("replay-size")
 def replay_size(trial: Any) -> dict[str, Any]:
     """How many replayed images per earlier class does joint retraining need when the replay set is

@@ -17,18 +17,23 @@ def sample_points(space: SearchSpace, count: int = 64, seed: int = 0) -> list[di
     """
     if space.kind == "grid":
         return list(space.grid_points())
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line for a throwaway study
-    try:
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    study = random_study(seed)
     for point in space.points_to_evaluate:
         study.enqueue_trial(point)
     points = []
     for _ in range(len(space.points_to_evaluate) + count):
         points.append(draw(space, study.ask()))
     return points
+
+
+def random_study(seed: int) -> optuna.Study:
+    """An in-memory study with a seeded random sampler, to draw from a space without a search."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line for a throwaway study
+    try:
+        return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def draw(space: SearchSpace, trial: Any) -> dict[str, Any]:

@@ -120,7 +120,7 @@ class MLflowCallback(Callback):
                  name_keys: Sequence[str] | None = None, tags: Mapping[str, Any] | None = None,
                  config: ExperimentConfig | None = None, outbox_dir: str | os.PathLike | None = None,
                  log_checkpoint: bool = True, log_samples: bool = True,
-                 flush_interval_s: float = 10.0, probe_interval_s: float = 10.0):
+                 flush_interval_s: float = 10.0, probe_interval_s: float = 10.0, skip_params: Sequence[str] = ()):
         configure_http_client()
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
@@ -150,6 +150,9 @@ class MLflowCallback(Callback):
         self._checkpoint: str | None = None
         self._out_dir: Path | None = None
         self._finished = False
+        # Config fields this session leaves out of the params: a PBT trial's knobs change when it continues
+        # from a checkpoint, and MLflow params cannot (their values per task are metrics, knob/<name>).
+        self._skip_params = {name.rsplit(".", 1)[-1] for name in skip_params}
 
     # -- public state --------------------------------------------------------------------
     @property
@@ -199,7 +202,8 @@ class MLflowCallback(Callback):
         staged = self._stage_dir("config")
         save_yaml(config, staged / "config.yaml")
         ops.append(self._artifact_op(staged / "config.yaml", None, staged=True))
-        ops.append({"op": "batch", "run": self._run_ref, "params": [[k, str(v)] for k, v in flat.items()],
+        ops.append({"op": "batch", "run": self._run_ref, "params": [[k, str(v)] for k, v in flat.items()
+                                                                    if k.rsplit(".", 1)[-1] not in self._skip_params],
                     "tags": [[k, v] for k, v in tags.items()]})
         self._emit(ops)
         if self._online and self.run_id and not self.run_id.startswith(PLACEHOLDER):

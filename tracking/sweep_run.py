@@ -125,6 +125,14 @@ def trial_runs(client: Any, parent_run_id: str, trial_id: str | None = None) -> 
     return client.search_runs([experiment_id], query, max_results=10000)
 
 
+def trial_tags(tracking_uri: str, parent_run_id: str, trial_id: str) -> dict[str, str]:
+    """The tags of one trial's MLflow run in a sweep ({} when it has none)."""
+    from mlflow import MlflowClient
+
+    runs = trial_runs(MlflowClient(tracking_uri), parent_run_id, trial_id)
+    return dict(runs[0].data.tags) if runs else {}
+
+
 def trial_run_id(tracking_uri: str, parent_run_id: str, trial_id: str) -> str | None:
     """The MLflow run id of one trial of the sweep, or None."""
     runs = trial_runs(open_client(tracking_uri), parent_run_id, trial_id)

@@ -24,6 +24,7 @@ from mergan.evaluation.metrics import TASK_METRICS
 from mergan.methods import build_method
 from search_spaces import SearchSpace, SpaceError, load_space, sample_points
 from tracking.store import DEFAULT_EXPERIMENT, resolve_tracking_uri
+from trainables import pbt
 
 PLAN_FILE = "sweep_plan.json"
 OPTUNA_FILE = "optuna.db"
@@ -278,8 +279,15 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
     if probe.data.dataset == "mnist5k" and not probe.data.tasks and not any(_same_field(k, "tasks") for k in fixed):
         defaults["tasks"] = "0|1|2"
     pairs = parse_objective(objective)
-    if scheduler not in (None, "asha"):
-        raise PlanError(f"--scheduler {scheduler!r}: allowed: asha (or leave it out: every trial runs to the end)")
+    if scheduler not in (None, "asha", pbt.SCHEDULER):
+        raise PlanError(f"--scheduler {scheduler!r}: allowed: asha, pbt (or leave it out: every trial runs to the end)")
+    if scheduler == pbt.SCHEDULER:  # before the space's own checks: PBT's refusals name --scheduler pbt
+        pairs = pbt.objective(pairs, objective)
+        try:
+            pbt.check_plan(loaded, num_tasks=_count_tasks(build_config(preset, {**defaults, **fixed})),
+                           num_samples=num_samples, objective=pairs, seed=seed)
+        except pbt.PBTError as error:
+            raise PlanError(str(error)) from None
     if grace_period < 2:
         raise PlanError(f"--grace-period {grace_period}: ASHA must let every trial finish at least 2 tasks "
                         f"(forgetting needs a second task to exist); allowed: >= 2")
@@ -290,7 +298,7 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
                         f"task, so a searched or scheduled sweep evaluates every task; remove --set eval_when "
                         f"(a grid space without --scheduler may use 'final')")
     if num_samples is None:
-        num_samples = 1 if loaded.kind == "grid" else 6
+        num_samples = 1 if loaded.kind == "grid" else (pbt.POPULATION if scheduler == pbt.SCHEDULER else 6)
     if num_samples < 1:
         raise PlanError(f"--num-samples {num_samples}: allowed: >= 1")
     if max_concurrent is not None and max_concurrent < 1:
@@ -306,7 +314,7 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
             raise PlanError(f"{flag}: empty; give a value, or leave it out for the default")
     storage = str(Path.cwd() / "runs" / "sweeps") if storage_path is None else storage_path
     storage = storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
-    if optuna_storage is None and loaded.kind == "optuna":
+    if optuna_storage is None and loaded.kind == "optuna" and scheduler != pbt.SCHEDULER:  # PBT: no study
         # Beside Tune's files on a disk; with cloud storage, in the driver's home (SQLite needs a local file).
         folder = Path(storage, name) if not is_uri(storage) else Path.home() / "mergan-sweeps" / name
         optuna_storage = f"sqlite:///{folder / OPTUNA_FILE}"

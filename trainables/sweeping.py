@@ -44,6 +44,7 @@ from tracking.sweep_run import (
     start_sweep_run,
     trial_run_id,
 )
+from trainables import pbt
 from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, is_uri
 from trainables.trainable import TrialSettings, train_trial
 
@@ -156,6 +157,8 @@ def build_searcher(plan: SweepPlan, space: SearchSpace) -> OptunaSearch | None:
     """An OptunaSearch over the space's define-by-run function, or None for a grid (Tune's own generator)."""
     if space.kind == "grid":
         return None
+    if plan.scheduler == pbt.SCHEDULER:  # PBT refuses a searcher: Tune draws the initial population
+        return pbt.initial_population(space, plan.seed)
     single = len(plan.objective) == 1
     return SweepOptunaSearch(
         space=space.define, metric=plan.metrics[0] if single else plan.metrics,
@@ -164,7 +167,10 @@ def build_searcher(plan: SweepPlan, space: SearchSpace) -> OptunaSearch | None:
 
 
 def build_scheduler(plan: SweepPlan) -> ASHAScheduler | None:
-    """ASHA in units of tasks (``training_iteration`` = tasks done), never stopping before ``grace_period``."""
+    """ASHA in units of tasks (``training_iteration`` = tasks done), never stopping before ``grace_period``;
+    or PBT at task boundaries (trainables/pbt.py)."""
+    if plan.scheduler == pbt.SCHEDULER:
+        return pbt.build_scheduler(plan.load_space(), *plan.objective[0], seed=plan.seed)
     if plan.scheduler != "asha":
         return None
     metric, mode = plan.objective[0]
@@ -182,7 +188,9 @@ def trial_settings(plan: SweepPlan) -> TrialSettings:
     return TrialSettings(preset=plan.preset, defaults=dict(plan.defaults), fixed=dict(plan.fixed),
                          cpus_per_trial=plan.cpus_per_trial, tracking_uri=plan.tracking_uri,
                          experiment=plan.experiment, parent_run_id=plan.parent_run_id, sweep_id=plan.sweep_id,
-                         name_keys=tuple(plan.name_keys) or None, crash_after_task=int(crash) if crash else None)
+                         name_keys=tuple(plan.name_keys) or None, crash_after_task=int(crash) if crash else None,
+                         pbt_knobs=tuple(k.name for k in pbt.space_knobs(plan.load_space(), plan.seed)[0])
+                         if plan.scheduler == pbt.SCHEDULER else ())
 
 
 def trainable(plan: SweepPlan):
@@ -215,16 +223,18 @@ class CloseStoppedRuns(tune.Callback):
 
 def new_tuner(plan: SweepPlan, verbose: int = 1) -> tune.Tuner:
     space = plan.load_space()
+    population = plan.scheduler == pbt.SCHEDULER
     run_config = tune.RunConfig(
         name=plan.name, storage_path=plan.storage_path, verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=pbt.CHECKPOINTS_KEPT if population else CHECKPOINTS_KEPT),
+        stop=pbt.stop_after_last_task(plan.num_tasks) if population else None,
         callbacks=[CloseStoppedRuns(plan.tracking_uri, plan.parent_run_id)])
     tune_config = tune.TuneConfig(search_alg=build_searcher(plan, space), scheduler=build_scheduler(plan),
                                   num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
                                   reuse_actors=True)
-    return tune.Tuner(trainable(plan), param_space=param_space(space), tune_config=tune_config,
-                      run_config=run_config)
+    return tune.Tuner(trainable(plan), param_space=pbt.param_space(space, plan.seed) if population
+                      else param_space(space), tune_config=tune_config, run_config=run_config)
 
 
 def restored_tuner(plan: SweepPlan) -> tune.Tuner:

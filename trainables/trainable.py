@@ -33,6 +33,7 @@ from mergan.config import ExperimentConfig, build_config
 from mergan.trainer import Trainer
 from tracking.callback import MLflowCallback
 from tracking.store import DEFAULT_EXPERIMENT
+from trainables import pbt
 
 logger = logging.getLogger("trainables.trainable")
 
@@ -56,6 +57,7 @@ class TrialSettings:
     sweep_id: str | None = None
     name_keys: tuple[str, ...] | None = None
     crash_after_task: int | None = None
+    pbt_knobs: tuple[str, ...] = ()  # --scheduler pbt: the knobs a restored trial takes from Tune, not its checkpoint
 
 
 class SimulatedCrash(RuntimeError):
@@ -139,18 +141,28 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
     out_dir = scratch_dir(context.get_trial_id())
     config = trial_config(settings, params, out_dir)
     checkpoint = tune.get_checkpoint()
+    knobs = settings.pbt_knobs
     tracker = MLflowCallback(settings.tracking_uri, settings.experiment, parent_run_id=settings.parent_run_id,
                              sweep_id=settings.sweep_id, trial_id=context.get_trial_id(),
-                             name_keys=settings.name_keys, tags={"trial_name": context.get_trial_name()})
+                             name_keys=settings.name_keys, tags={"trial_name": context.get_trial_name()},
+                             # PBT: the run's params hold the knobs' first values; knob/<name> their schedule
+                             skip_params=knobs if checkpoint is not None else ())
     reporter = TuneReporter(settings.crash_after_task)
+    recorder = pbt.ScheduleRecorder(context.get_trial_id(), knobs, tracker.set_tags) if knobs else None
+    callbacks = [*([recorder] if recorder else []), tracker, reporter]
     with tracker:
         if checkpoint is None:
-            trainer = Trainer(config, callbacks=[tracker, reporter])
+            trainer = Trainer(config, callbacks=callbacks)
         else:
             with checkpoint.as_directory() as folder:
-                # The checkpoint's own config wins; only where and on what the run goes on may change.
-                overrides = {"out_dir": str(out_dir), "device": config.run.device}
-                trainer = Trainer.from_checkpoint(folder, callbacks=[tracker, reporter], overrides=overrides)
+                # The checkpoint's own config wins; only where and on what the run goes on may change,
+                # and under PBT the knobs Tune handed in (perhaps perturbed after copying another trial).
+                overrides = {"out_dir": str(out_dir), "device": config.run.device,
+                             **pbt.knob_overrides(config, knobs)}
+                trainer = Trainer.from_checkpoint(folder, callbacks=callbacks, overrides=overrides)
+                if recorder:
+                    pbt.check_same_run(trainer.config, config, knobs)
+                    tracker.set_tags(recorder.on_restore(trainer, folder))
             reporter.resumed_from_task = trainer.tasks_done
             logger.info("trial %s resumes after task %d", context.get_trial_id(), trainer.tasks_done)
         try:
@@ -162,7 +174,7 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
         except SystemExit:
             # Tune stopped the trial at a report: a scheduler such as ASHA (an early end, not a failure),
             # or ASHA's own stop at its last task.
-            if trainer.tasks_done < len(trainer.tasks):
+            if trainer.tasks_done < len(trainer.tasks) and not knobs:  # PBT pauses every trial at a boundary
                 tracker.set_tags({"stopped_early": "1"})
             tracker.close("FINISHED")
             raise

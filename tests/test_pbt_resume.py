@@ -1,0 +1,64 @@
+"""A PBT sweep whose driver is SIGKILLed after the first task's checkpoints continues with ``sweep.py --resume``:
+the population finishes every task, copies at the task boundaries go on, and MLflow holds each trial once."""
+
+from __future__ import annotations
+
+import glob
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.support.sweeps import SETS, first_checkpoint_is_in_the_saved_state
+from trainables.plan import SweepPlan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_a_killed_pbt_sweep_resumes_to_the_end(tmp_path, sweep_env):
+    storage = tmp_path / "sweeps"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = [arg for item in SETS for arg in ("--set", item.replace("iterations_per_task=60", "iterations_per_task=5"))]
+    command = [sys.executable, str(REPO / "sweep.py"), "--space", "ra-schedule", "--scheduler", "pbt", "--tasks", "0|1|2",
+               "--num-samples", "2", "--max-concurrent", "2", *sets, "--storage-path", str(storage),
+               "--tracking-uri", uri, "--name", "killed", "--verbose", "0"]
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(command, cwd=tmp_path, env=sweep_env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while not first_checkpoint_is_in_the_saved_state(storage / "killed"):
+            assert driver.poll() is None, f"the sweep ended before it could be killed:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no trial result after 240 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+
+    resumed = subprocess.run([sys.executable, str(REPO / "sweep.py"), "--resume", "--storage-path", str(storage),
+                              "--verbose", "0"], cwd=tmp_path, env=sweep_env, capture_output=True, text=True,
+                             timeout=240, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + "\n--- stderr ---\n" + resumed.stderr[-8000:]
+    assert "Its schedule" in resumed.stdout
+
+    plan = SweepPlan.load(str(storage), "killed")
+    finals = {}
+    for path in glob.glob(str(storage / "killed" / "train_trial_*" / "result.json")):
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+        finals[rows[0]["trial_id"]] = rows[-1]
+    assert len(finals) == 2 and all(row["tasks_done"] == 3 for row in finals.values())
+
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")
+    assert sorted(run.data.tags["trial_id"] for run in runs) == sorted(finals)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {m.step for m in client.get_metric_history(run.info.run_id, "knob/lambda_ra")} == {1, 2, 3}
+        assert [e["task"] for e in json.loads(run.data.tags["pbt.schedule"])] == [1, 2, 3]
+    # A population of two copies at every boundary: after task 2 at least, which ran after the resume.
+    assert any("pbt.copied_after_task_2" in run.data.tags for run in runs)

@@ -43,7 +43,7 @@ def finished_runs(paths: list[Path]) -> pd.DataFrame:
 
 def experiment_data(runs: pd.DataFrame) -> ExperimentData:
     """The runs as the report's frames, from each run's final row R[T][j] and final summaries."""
-    runs = runs.assign(config=runs["config"].fillna(""))
+    runs = runs.assign(config=runs["config"].astype(object).where(runs["config"].notna(), ""))
     tasks = sorted(int(m.group(1)) for c in runs.columns if (m := TASK_ACCURACY.match(c)))
     accuracy = pd.DataFrame([{"run_id": r.run_id, "after_task": int(r.tasks_done), "task": j,
                               "accuracy": getattr(r, f"acc_task_{j}")}

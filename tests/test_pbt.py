@@ -112,7 +112,6 @@ def test_pbt_copies_the_better_checkpoint_and_trains_on_with_the_perturbed_knob(
     source = runs[into].data.tags["pbt.copied_after_task_1"]
     assert source in rows and source != into
 
-    assert next(r for r in rows[into] if r["tasks_done"] == 2)["resumed_from_task"] == 1
 
     # The last copy its final weights went through is the source's checkpoint as it was: its task counter,
     # and its generator's weights exactly (digest of the weights in memory after the copy was loaded).

@@ -161,7 +161,8 @@ def scheduler_text(plan: SweepPlan) -> str:
 
         knobs = ", ".join(k.name for k in pbt.space_knobs(plan.load_space(), plan.seed)[0])
         return (f"PBT at every task boundary: the worst {pbt.QUANTILE_FRACTION:.0%} of {plan.num_samples} copy a "
-                f"better trial and perturb {knobs}; initial population drawn by Tune, seed {plan.seed}")
+                f"better trial and perturb {knobs}; initial population drawn by Tune, seed {plan.seed}; trials "
+                f"beyond the free CPUs wait, paused, at each boundary (--max-concurrent does not apply)")
     return f"ASHA by tasks, grace period {plan.grace_period}" if plan.scheduler else "none"
 
 

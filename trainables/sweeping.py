@@ -231,8 +231,9 @@ def new_tuner(plan: SweepPlan, verbose: int = 1) -> tune.Tuner:
         stop=pbt.stop_after_last_task(plan.num_tasks) if population else None,
         callbacks=[CloseStoppedRuns(plan.tracking_uri, plan.parent_run_id)])
     tune_config = tune.TuneConfig(search_alg=build_searcher(plan, space), scheduler=build_scheduler(plan),
-                                  num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
-                                  reuse_actors=True)
+                                  num_samples=plan.num_samples, reuse_actors=True,
+                                  # PBT runs what the CPUs hold; the rest of the population waits, paused
+                                  max_concurrent_trials=None if population else plan.max_concurrent)
     return tune.Tuner(trainable(plan), param_space=pbt.param_space(space, plan.seed) if population
                       else param_space(space), tune_config=tune_config, run_config=run_config)
 

@@ -106,7 +106,9 @@ def reproduce_command(args: argparse.Namespace) -> int:
     outcome = run_sweep(plan, verbose=args.verbose, build_report=build_report)
     minutes = (time.perf_counter() - started) / 60
     out = Path(args.out or Path("runs") / "reports" / plan.name)
-    report = build_report(plan.experiment, plan.tracking_uri, out, sweep_run=outcome.parent_run_id)
+    # Seeds added later (--first-seed) join the experiment's earlier ones: the report then reads all of it.
+    report = build_report(plan.experiment, plan.tracking_uri, out,
+                          sweep_run=None if args.first_seed else outcome.parent_run_id)
     for table in report.tables:
         print(table.to_markdown())
     failed = [row.trial_id for row in outcome.rows if row.status == "error"]

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import glob
 import json
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.support.sweeps import SETS, first_checkpoint_is_in_the_saved_state
+from tests.support.sweeps import SETS, kill_after_first_checkpoint, resume_sweep
 from trainables.plan import SweepPlan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,21 +25,9 @@ def test_a_killed_pbt_sweep_resumes_to_the_end(tmp_path, sweep_env):
     command = [sys.executable, str(REPO / "sweep.py"), "--space", "ra-schedule", "--scheduler", "pbt", "--tasks", "0|1|2",
                "--num-samples", "2", "--max-concurrent", "2", *sets, "--storage-path", str(storage),
                "--tracking-uri", uri, "--name", "killed", "--verbose", "0"]
-    log = tmp_path / "first.log"
-    with log.open("w") as out:
-        driver = subprocess.Popen(command, cwd=tmp_path, env=sweep_env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 240
-        while not first_checkpoint_is_in_the_saved_state(storage / "killed"):
-            assert driver.poll() is None, f"the sweep ended before it could be killed:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no trial result after 240 s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(30)
+    kill_after_first_checkpoint(command, storage / "killed", sweep_env, tmp_path / "first.log")
 
-    resumed = subprocess.run([sys.executable, str(REPO / "sweep.py"), "--resume", "--storage-path", str(storage),
-                              "--verbose", "0"], cwd=tmp_path, env=sweep_env, capture_output=True, text=True,
-                             timeout=240, check=False)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + "\n--- stderr ---\n" + resumed.stderr[-8000:]
+    resumed = resume_sweep(storage, sweep_env, tmp_path, timeout=240)
     assert "Its schedule" in resumed.stdout
 
     plan = SweepPlan.load(str(storage), "killed")

@@ -60,3 +60,12 @@ def test_table1_runs_every_method_and_seed_and_writes_the_comparison(local_ray, 
     for label in ("JT", "SFT", "EWC", "DGR", "MeRGAN-JTR", "MeRGAN-RA"):
         assert f"| {label} " in out  # the Table-1 rows, the paper's numbers beside
     assert "97.66" in out and (local_ray / "report" / "report.html").is_file()
+
+    # A third seed added later lands in the same experiment, and its report reads all three.
+    later = tiny_args(local_ray, "--first-seed", "2", "--seeds", "1", "--max-concurrent", "2")
+    later[later.index("iterations_per_task=2")] = "iterations_per_task=1"
+    later[later.index("t1")] = "t1-seed2"
+    assert main(later) == 0
+    out = capsys.readouterr().out
+    ours = [row for row in out.splitlines() if row.startswith("| ") and " ± " in row]  # Table 1's rows
+    assert len(ours) == 6 and all(row.endswith("| 3 |") for row in ours)

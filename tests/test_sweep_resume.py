@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from ray.tune import ExperimentAnalysis
 
-from tests.support.sweeps import REPO, SETS, first_checkpoint_is_in_the_saved_state
+from tests.support.sweeps import REPO, SETS, kill_after_first_checkpoint, resume_sweep
 from trainables.plan import SweepPlan
 
 
@@ -28,24 +25,12 @@ def test_a_killed_sweep_resumes_every_unfinished_trial_once(tmp_path, sweep_env)
     command = [sys.executable, str(REPO / "sweep.py"), "--space", "ra-lambda", "--tasks", "0|1|2", "--num-samples", "3",
                "--max-concurrent", "2", *sets, "--storage-path", str(storage), "--tracking-uri", uri,
                "--name", "killed", "--verbose", "0"]
-    log = tmp_path / "first.log"
-    with log.open("w") as out:
-        driver = subprocess.Popen(command, cwd=tmp_path, env=sweep_env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 240
-        while not first_checkpoint_is_in_the_saved_state(storage / "killed"):
-            assert driver.poll() is None, f"the sweep ended before it could be killed:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no trial result after 240 s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(30)
+    kill_after_first_checkpoint(command, storage / "killed", sweep_env, tmp_path / "first.log")
     finished_before = [p for p in glob.glob(str(storage / "killed" / "train_trial_*" / "result.json"))
                        if len(Path(p).read_text().splitlines()) == 3]
     assert len(finished_before) < 3  # the kill left work to resume
 
-    resumed = subprocess.run([sys.executable, str(REPO / "sweep.py"), "--resume", "--storage-path", str(storage),
-                              "--verbose", "0"], cwd=tmp_path, env=sweep_env, capture_output=True, text=True,
-                             timeout=400, check=False)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + "\n--- stderr ---\n" + resumed.stderr[-8000:]
+    resumed = resume_sweep(storage, sweep_env, tmp_path, timeout=400)
     assert "Resuming on a local Ray" in resumed.stdout
 
     # Tune: three trials, each finished all three tasks, each task reported once per trial. (A trial the killed

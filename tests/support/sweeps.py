@@ -5,6 +5,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -74,3 +78,25 @@ def first_checkpoint_is_in_the_saved_state(storage: Path) -> bool:
     return False
 
 
+
+
+def kill_after_first_checkpoint(command: list[str], storage: Path, env: dict[str, str], log: Path) -> None:
+    """Start the sweep driver ``command``, SIGKILL it once Tune's saved state holds a first checkpoint."""
+    with log.open("w") as out:
+        driver = subprocess.Popen(command, cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while not first_checkpoint_is_in_the_saved_state(storage):
+            assert driver.poll() is None, f"the sweep ended before it could be killed:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no trial result after 240 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+
+
+def resume_sweep(storage: Path, env: dict[str, str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    """``sweep.py --resume`` of the sweeps in ``storage``; fails the test with its output if it fails."""
+    resumed = subprocess.run([sys.executable, str(REPO / "sweep.py"), "--resume", "--storage-path", str(storage),
+                              "--verbose", "0"], cwd=cwd, env=env, capture_output=True, text=True,
+                             timeout=timeout, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + "\n--- stderr ---\n" + resumed.stderr[-8000:]
+    return resumed

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 import sweep
 from mergan.checkpoint import load_checkpoint
 from search_spaces import load_space
+from tracking.sweep_run import trial_runs
 from trainables import pbt
 from trainables.plan import SweepPlan
 
@@ -100,9 +101,7 @@ def test_pbt_copies_the_better_checkpoint_and_trains_on_with_the_perturbed_knob(
     assert "Its schedule" in out and "task 3: lambda_ra=" in out
 
     client = MlflowClient(plan.tracking_uri)
-    experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
-    runs = {r.data.tags["trial_id"]: r for r in
-            client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")}
+    runs = {r.data.tags["trial_id"]: r for r in trial_runs(client, plan.parent_run_id)}
     assert sorted(runs) == sorted(rows)
 
     # With a population of two, after task 1 the worse trial copies the better one (every boundary has a copy).

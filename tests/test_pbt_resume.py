@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.support.sweeps import SETS, kill_after_first_checkpoint, resume_sweep
+from tracking.sweep_run import trial_runs
 from trainables.plan import SweepPlan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,8 +39,7 @@ def test_a_killed_pbt_sweep_resumes_to_the_end(tmp_path, sweep_env):
     assert len(finals) == 2 and all(row["tasks_done"] == 3 for row in finals.values())
 
     client = MlflowClient(uri)
-    experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
-    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")
+    runs = trial_runs(client, plan.parent_run_id)
     assert sorted(run.data.tags["trial_id"] for run in runs) == sorted(finals)
     for run in runs:
         assert run.info.status == "FINISHED"

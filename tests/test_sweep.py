@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 import sweep
 from tests.support.sweeps import TINY_SETS
+from tracking.sweep_run import trial_runs
 from trainables.plan import SweepPlan, make_plan
 from trainables.sweeping import build_searcher, optuna_sampler
 
@@ -33,8 +34,7 @@ def tiny_args(tmp_path, name: str, *extra: str) -> list[str]:
 
 
 def children(client: MlflowClient, parent_run_id: str) -> dict[str, object]:
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
-    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    runs = trial_runs(client, parent_run_id)
     return {run.data.tags["trial_id"]: run for run in runs}
 
 

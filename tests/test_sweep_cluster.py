@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 
 from tests.support.mlflow_process import free_port, start_mlflow_server
 from tests.support.sweeps import kill_ray_of
+from tracking.sweep_run import trial_runs
 from trainables.plan import SweepPlan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,8 +79,7 @@ def trial_results(cluster, name: str) -> list[dict]:
 def mlflow_trials(cluster, name: str) -> dict[str, str]:
     plan = SweepPlan.load(str(cluster["root"] / "shared"), name)
     client = MlflowClient(cluster["mlflow"])
-    experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
-    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")
+    runs = trial_runs(client, plan.parent_run_id)
     return {run.data.tags["trial_id"]: run.info.status for run in runs}
 
 

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from ray.tune import ExperimentAnalysis
 
 from tests.support.sweeps import REPO, SETS, kill_after_first_checkpoint, resume_sweep
+from tracking.sweep_run import trial_runs
 from trainables.plan import SweepPlan
 
 
@@ -48,8 +49,7 @@ def test_a_killed_sweep_resumes_every_unfinished_trial_once(tmp_path, sweep_env)
 
     # MLflow: one child run per Tune trial, continued across the kill, every task's metrics once.
     client = MlflowClient(uri)
-    experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
-    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")
+    runs = trial_runs(client, plan.parent_run_id)
     assert sorted(run.data.tags["trial_id"] for run in runs) == sorted(finals)
     for run in runs:
         assert run.info.status == "FINISHED"

@@ -20,6 +20,7 @@ from tests.support.sweeps import (  # the same short sweep, isolated Ray and pro
     first_checkpoint_is_in_the_saved_state,
     ray_processes_of,
 )
+from tracking.sweep_run import trial_runs
 from trainables.plan import SweepPlan
 
 
@@ -59,8 +60,7 @@ def wait_until_gone(temp_dir: Path, timeout_s: float = 20) -> list:
 
 def mlflow_statuses(uri: str, plan: SweepPlan) -> tuple[str, list[str]]:
     client = MlflowClient(uri)
-    experiment_id = client.get_run(plan.parent_run_id).info.experiment_id
-    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{plan.parent_run_id}'")
+    children = trial_runs(client, plan.parent_run_id)
     return client.get_run(plan.parent_run_id).info.status, [run.info.status for run in children]
 
 

@@ -16,17 +16,14 @@ only inflate the seed count.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import ExperimentData
+from analysis.load import SUMMARY_METRICS, TASK_ACCURACY, ExperimentData
 from analysis.paper import method_label, method_sort_key
 from analysis.tables import results_table
-
-TASK_ACCURACY = re.compile(r"^acc_task_(\d+)$")
 
 
 def finished_runs(paths: list[Path]) -> pd.DataFrame:
@@ -48,7 +45,7 @@ def experiment_data(runs: pd.DataFrame) -> ExperimentData:
     accuracy = pd.DataFrame([{"run_id": r.run_id, "after_task": int(r.tasks_done), "task": j,
                               "accuracy": getattr(r, f"acc_task_{j}")}
                              for r in runs.itertuples() for j in tasks if j <= r.tasks_done])
-    summaries = [c for c in ("avg_acc", "bwt", "forgetting", "coverage_acc") if c in runs]
+    summaries = [c for c in SUMMARY_METRICS if c in runs]
     task_metrics = runs[["run_id", "tasks_done", *summaries]].rename(columns={"tasks_done": "after_task"})
     return ExperimentData(experiment="merged", tracking_uri="csv", runs=runs, accuracy=accuracy,
                           task_metrics=task_metrics)

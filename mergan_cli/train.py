@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from tracking.callback import MLflowCallback
 
 
-
 EXIT_INTERRUPTED = 130  # what shells report for a program ended by Ctrl-C (128 + SIGINT)
 
 

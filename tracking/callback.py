@@ -70,7 +70,6 @@ OUTBOX_ENV = "MERGAN_MLFLOW_OUTBOX"  # a folder for every run's outbox instead o
 RUN_FILE = "mlflow_run.json"  # written in out_dir: which MLflow run holds this out_dir's records
 
 
-
 # -- naming -------------------------------------------------------------------------------
 def trial_run_name(method: str, values: Mapping[str, Any]) -> str:
     """``trial_run_name("ra", {"lambda_ra": 3e-3, "seed": 0})`` -> ``"ra lambda_ra=3e-3 seed=0"``."""
@@ -94,8 +93,6 @@ def _name_values(config: ExperimentConfig, keys: Sequence[str] | None) -> dict[s
         if name in bare and name not in ("method", "seed") and (name in acting or name not in method_fields):
             chosen[name] = bare[name]
     return {**chosen, "seed": config.run.seed}
-
-
 
 
 # -- the trainer callback -----------------------------------------------------------------
@@ -439,7 +436,6 @@ class MLflowCallback(Callback):
             return
         self._out_dir.mkdir(parents=True, exist_ok=True)
         (self._out_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": self.tracking_uri}))
-
 
 
 def run_id_from_out_dir(out_dir: str | os.PathLike, tracking_uri: str | None = None) -> str | None:

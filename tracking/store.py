@@ -44,8 +44,6 @@ def default_artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return (database.parent / "mlartifacts" / safe).as_uri()
 
 
-
-
 def probe(tracking_uri: str) -> bool:
     """A quick reachability check: ``/health`` for servers (no retries); stores on disk are tried."""
     if not tracking_uri.startswith(("http://", "https://")):
@@ -111,7 +109,6 @@ def refusal_advice(tracking_uri: str, error: BaseException) -> str:
         return (f"the MLflow server at {tracking_uri} denies {f'user {user!r}' if user else 'this client'} "
                 f"access (403: {short_error(error)}): ask its admin for EDIT permission, or use other credentials")
     return f"the MLflow server at {tracking_uri} refuses this client ({status}: {short_error(error)})"
-
 
 
 def short_error(error: BaseException, limit: int = 300) -> str:

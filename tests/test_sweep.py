@@ -125,3 +125,19 @@ def test_a_searcher_restored_from_before_a_trial_finished_accepts_its_results_ag
     restored.on_trial_complete("t1", result)
     study = optuna.load_study(study_name="race", storage=plan.optuna_storage)
     assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 0.5)]
+
+
+def test_a_multi_objective_searcher_saves_and_restores_with_its_sampler(tmp_path):
+    # Tune pickles the searcher to resume a sweep; Optuna 5.1's NSGA-II holds a thread lock that cannot be
+    # pickled. The restored searcher must go on suggesting in the same study.
+    plan = make_plan(space="ra-lambda", storage_path=str(tmp_path / "sweeps"), name="pareto", num_samples=8,
+                     objective="avg_acc:max,forgetting:min", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    live = build_searcher(plan, plan.load_space())
+    assert live.suggest("t1")["lambda_ra"] > 0
+    live.save(str(tmp_path / "searcher.pkl"))
+    restored = build_searcher(plan, plan.load_space())
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("t2")["lambda_ra"] > 0
+    restored.on_trial_complete("t1", {"avg_acc": 0.5, "forgetting": 0.1})
+    study = optuna.load_study(study_name="pareto", storage=plan.optuna_storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]

@@ -32,9 +32,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-from typing_extensions import Self
+from typing import Any, Self
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import FIELDS, ExperimentConfig, save_yaml, value_text

@@ -21,13 +21,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
-from typing_extensions import Self
 
 from search_spaces import SearchSpace
 from tracking.store import resolve_tracking_uri
@@ -137,12 +136,36 @@ def connect_ray(address: str | None, plan: SweepPlan) -> str:
     return where
 
 
+class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """NSGA-II that Tune can pickle with its searcher (to save the sweep's state for ``--resume``).
+
+    Since Optuna 5.1 the genetic samplers hold a ``threading.Lock`` around their generation cache,
+    and a lock cannot be pickled. The lock guards only in-process threads, so a copy gets a new one.
+    """
+
+    _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        locks = [name for name, value in state.items() if isinstance(value, self._LOCK_TYPES)]
+        for name in locks:
+            state[name] = None
+        state["_picklable_locks"] = locks
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        locks = state.pop("_picklable_locks", [])
+        self.__dict__.update(state)
+        for name in locks:
+            setattr(self, name, threading.Lock())
+
+
 def optuna_sampler(plan: SweepPlan) -> optuna.samplers.BaseSampler:
     """TPE for one objective, NSGA-II for several; both seeded on the driver with the sweep's seed."""
     if len(plan.objective) == 1:
         return optuna.samplers.TPESampler(seed=plan.seed)
     population = min(50, max(4, plan.num_samples // 4))
-    return optuna.samplers.NSGAIISampler(seed=plan.seed, population_size=population)
+    return PicklableNSGAIISampler(seed=plan.seed, population_size=population)
 
 
 def open_study_storage(plan: SweepPlan) -> optuna.storages.BaseStorage:

@@ -229,7 +229,7 @@ class Trainer:
                 z = torch.randn(scored_labels.shape[0], z_dim, device=self.device)
                 with autocast:
                     with torch.no_grad():
-                        fake = generator(z, scored_labels)
+                        fake = generator(z, scored_labels, method.norm_groups(self, scored_labels))
                     loss_d, parts = critic_loss(critic, scored, scored_labels, fake, cfg.lambda_gp, cfg.lambda_cls,
                                                 penalty_real=real)
                     extra_d = method.critic_terms(self, t)
@@ -244,7 +244,8 @@ class Trainer:
                 labels = torch.cat([labels, replay_labels])
             z = torch.randn(labels.shape[0], z_dim, device=self.device)
             with autocast:
-                loss_g, parts_g = generator_loss(critic, generator(z, labels), labels, cfg.lambda_cls)
+                fake = generator(z, labels, method.norm_groups(self, labels))
+                loss_g, parts_g = generator_loss(critic, fake, labels, cfg.lambda_cls)
                 extra_g = method.generator_terms(self, t)
                 total_g = loss_g + sum(extra_g.values()) if extra_g else loss_g
             optimizer_g.zero_grad(set_to_none=True)

@@ -274,3 +274,154 @@ def test_paper_preset_ewc_still_learns_task_two(tmp_path, monkeypatch):
     assert without > 0 and with_ewc > 0.5 * without
     trainer.method.fisher = fisher
     assert trainer.method.generator_terms(trainer, 1)["loss_ewc"].item() > 0  # it still holds something
+
+
+# -- 7. evaluation groups of exactly the training batch size; JT's mixed-batch statistics ----------------
+class GroupSpy(torch.nn.Module):
+    """A generator that records the size of every batch-norm group it is called with (and the classes in it)."""
+
+    z_dim = 4
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.num_classes = num_classes
+        self.groups: list[list[int]] = []  # the labels of each group, call by call
+
+    def forward(self, z, labels, groups):
+        for g in range(groups.count):
+            members = labels[groups.index == g].tolist()
+            if members:
+                self.groups.append(members)
+        return torch.zeros(len(labels), 1, 2, 2)
+
+
+class ChanceEvaluator:
+    device = torch.device("cpu")
+    num_classes = 10
+
+    def logits_and_features(self, images):
+        return torch.zeros(len(images), self.num_classes), torch.zeros(len(images), 3)
+
+
+@pytest.mark.parametrize("per_class", [6400, 100])
+def test_every_evaluation_group_holds_exactly_the_training_batch_size(per_class):
+    """As the authors' 100 calls of 64 images per class: no group of 52 or 16 from 500-image forwards."""
+    from mergan.evaluation.accuracy import generated_class_accuracy
+    from mergan.methods.base import GeneratorSampler
+
+    spy = GroupSpy()
+    scored = []
+    generated_class_accuracy(GeneratorSampler(spy, 4, 64), ChanceEvaluator(), [0, 3], per_class, seed=0,
+                             device="cpu", on_batch=lambda cls, images, _: scored.append((cls, len(images))))
+    assert {len(group) for group in spy.groups} == {64}
+    assert all(len(set(group)) == 1 for group in spy.groups)  # one class per group
+    assert {cls: sum(n for c, n in scored if c == cls) for cls in (0, 3)} == {0: per_class, 3: per_class}
+
+
+def test_dgr_coverage_draws_whole_groups_of_the_training_batch_size():
+    from mergan.evaluation.accuracy import class_coverage
+    from mergan.models.norm import groups_of_size
+
+    spy = GroupSpy(num_classes=1)
+
+    def unconditional(z):
+        labels = torch.zeros(len(z), dtype=torch.long)
+        return spy(z, labels, groups_of_size(labels, 1, 64))
+
+    class Counting(ChanceEvaluator):
+        seen = 0
+
+        def logits_and_features(self, images):
+            Counting.seen += len(images)
+            return super().logits_and_features(images)
+
+    class_coverage(unconditional, 4, Counting(), [0, 1, 2], 500, seed=0, device="cpu", group_size=64)
+    assert {len(group) for group in spy.groups} == {64}
+    assert Counting.seen == 1500
+
+
+def test_jt_evaluation_draws_mixed_groups_with_the_classes_in_turns():
+    """``joint.py`` evaluates on batches whose labels are [0, ..., 9] * 10: every class in every batch."""
+    from mergan.evaluation.accuracy import generated_class_accuracy
+    from mergan.methods.base import MixedClassSampler
+
+    spy = GroupSpy()
+    counts: dict[int, int] = {}
+    sampler = MixedClassSampler(spy, 4, 64)
+
+    def count(cls, images, _):
+        counts[cls] = counts.get(cls, 0) + len(images)
+
+    generated_class_accuracy(sampler, ChanceEvaluator(), list(range(10)), 100, seed=0, device="cpu", on_batch=count)
+    assert {len(group) for group in spy.groups} == {64}
+    for group in spy.groups:  # ten classes in turns: 7 or 6 of each in 64
+        assert sorted(set(group)) == list(range(10))
+        assert max(group.count(c) for c in range(10)) - min(group.count(c) for c in range(10)) <= 1
+    assert counts == dict.fromkeys(range(10), 100)
+
+
+def test_jt_draws_each_class_from_its_own_fixed_z_like_the_other_methods():
+    from mergan.evaluation.accuracy import generated_batches, mixed_class_batches
+
+    class Echo:  # an "image" is its z, so the z each class got can be read back
+        z_dim, group_size, mixes_classes = 4, 8, True
+
+        def sample(self, labels, z):
+            return z.view(-1, 1, 2, 2).clamp(-1, 1)
+
+    mixed = {c: torch.cat([im for cls, im in mixed_class_batches(Echo(), [2, 5], 20, 7, "cpu") if cls == c])
+             for c in (2, 5)}
+    for cls in (2, 5):
+        alone = torch.cat(list(generated_batches(Echo(), cls, 20, 7, "cpu")))
+        torch.testing.assert_close(mixed[cls], alone)
+
+
+@pytest.mark.parametrize("method", ["jt", "jt-stream"])
+def test_jt_normalises_each_mixed_training_batch_as_one(tiny_config, mnist5k, mnist64, method, monkeypatch):
+    """``joint.py``'s generator calls hold 64 samples of random classes, normalised together."""
+    from mergan.models import norm
+
+    seen = []
+    plain = norm.group_batch_norm
+
+    def spy(x, groups, eps=norm.EPS):
+        seen.append(torch.bincount(groups.index, minlength=groups.count).tolist())
+        return plain(x, groups, eps)
+
+    monkeypatch.setattr(norm, "group_batch_norm", spy)
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", method=method, tasks="0,1,2|3", batch_size=16)
+    trainer.train_task(1 if method == "jt-stream" else 0)  # batches of several classes
+    assert seen and all(sorted(counts, reverse=True)[:1] == [16] and sum(counts) == 16 for counts in seen)
+
+
+def test_sequential_methods_keep_one_class_per_batch_norm_group(tiny_config, mnist5k, mnist64, monkeypatch):
+    from mergan.models import norm
+
+    seen = []
+    plain = norm.group_batch_norm
+
+    def spy(x, groups, eps=norm.EPS):
+        seen.append(int((torch.bincount(groups.index, minlength=groups.count) > 0).sum()))
+        return plain(x, groups, eps)
+
+    monkeypatch.setattr(norm, "group_batch_norm", spy)
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", method="sft", tasks="0,1,2|3", batch_size=16)
+    trainer.train_task(0)
+    assert max(seen) > 1  # three classes in a batch: three groups
+
+
+def test_jt_samples_are_normalised_over_mixed_groups_of_the_batch_size(tiny_config, mnist5k, mnist64):
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", method="jt", tasks="0|1|2", batch_size=8)
+    trainer.train_task(0)
+    sampler = trainer.sampler()
+    labels = torch.tensor([0, 1, 2] * 8)
+    z = torch.randn(24, trainer.config.model.z_dim)
+    sampled = sampler.sample(labels, z)
+    trainer.generator.train()
+    with torch.no_grad():  # a training-mode call on 8 samples of mixed classes, as one JT batch
+        for rows in (slice(0, 8), slice(8, 16), slice(16, 24)):
+            whole = trainer.method.norm_groups(trainer, labels[rows])
+            torch.testing.assert_close(sampled[rows], trainer.generator(z[rows], labels[rows], whole),
+                                       rtol=1e-5, atol=1e-5)
+    per_class = trainer.generator(z[:8], labels[:8])  # the per-class statistics would differ
+    assert not torch.allclose(sampled[:8], per_class, atol=1e-4)

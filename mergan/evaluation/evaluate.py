@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mergan.evaluation.accuracy import Sampler, class_coverage, generated_class_accuracy
+from mergan.evaluation.accuracy import Sampler, class_coverage, generated_class_accuracy, group_size_of
 from mergan.evaluation.classifier import Evaluator, get_evaluator, settings_from_config
 from mergan.evaluation.frechet import FeatureStats, fid_from_stats, inception_weights_path, load_inception
 from mergan.evaluation.grids import save_class_grid
@@ -133,7 +133,7 @@ def evaluate_after_task(sampler: Sampler, ds: Any, tasks: Sequence[Sequence[int]
     if unconditional is not None:
         tic = time.perf_counter()
         metrics.update(class_coverage(unconditional, sampler.z_dim, evaluator, seen_classes, per_class, seed,
-                                      device))
+                                      device, group_size=group_size_of(sampler)))
         timings["coverage"] = time.perf_counter() - tic
 
     if want_fid:

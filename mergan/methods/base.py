@@ -5,6 +5,7 @@ A method changes training only through these hooks (Avalanche-style plugins):
 - ``before_task`` / ``after_task``: freeze a generator copy, draw a replay set, estimate a Fisher;
 - ``replay(n_real)``: images (and labels) joined to the real batch, scored and classified as real;
 - ``generator_terms`` / ``critic_terms``: extra named loss terms added to each step;
+- ``norm_groups``: which samples of a training batch the generator's batch norm pools (default: each class);
 - ``sampler``: how the evaluation draws images of a class;
 - ``state_dict`` / ``load_state_dict``: what a checkpoint keeps.
 Task indices ``t`` are 0-based here; user-facing task numbers are ``t + 1``.
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from mergan.config import MethodConfig
-from mergan.models.norm import groups_of_size
+from mergan.models.norm import NormGroups, consecutive_groups, groups_of_size
 
 if TYPE_CHECKING:
     from mergan.trainer import Trainer
@@ -109,6 +110,11 @@ class Method:
     def critic_terms(self, trainer: Trainer, t: int) -> dict[str, torch.Tensor]:
         return {}
 
+    def norm_groups(self, trainer: Trainer, labels: torch.Tensor) -> NormGroups | None:
+        """The batch-norm groups of a training batch of ``labels``; None: each class its own group (the
+        authors' ``mergan.py``, whose every generator call holds one class)."""
+        return None
+
     def sampler(self, trainer: Trainer) -> GeneratorSampler:
         return GeneratorSampler(trainer.generator, trainer.config.model.z_dim, trainer.config.optim.batch_size)
 
@@ -154,6 +160,18 @@ class GeneratorSampler:
     def sample(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         groups = groups_of_size(labels, self.generator.num_classes, self.group_size)
         return self.generator(z, labels, groups)
+
+
+class MixedClassSampler(GeneratorSampler):
+    """Draws from a generator trained on mixed-class batches (JT): each group of ``group_size``
+    consecutive samples is normalised as one, whatever its classes, as in ``joint.py``'s training and
+    evaluation; the evaluation feeds it the classes in turns (``mixes_classes``)."""
+
+    mixes_classes = True
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z, labels, consecutive_groups(labels.shape[0], self.group_size, labels.device))
 
 
 class CompositeMethod(Method):

@@ -9,14 +9,32 @@ it has had the whole budget, tasks x iterations_per_task, on all classes at once
 ``jt-stream`` trains task t on the real images of tasks 1..t (fresh optimizers per task, like the
 sequential methods): a model that has seen all the data so far at every point, the reference
 that intransigence (Chaudhry et al. 2018) compares against.
+
+Both normalise each mixed-class training batch as one (the generator's batch norm pools all its classes,
+as in ``joint.py``), and are evaluated on mixed batches of the training batch size in which the classes
+take turns, as ``joint.py``'s evaluation labels ``[0, ..., 9] * 10`` do.
 """
 
 from __future__ import annotations
 
-from mergan.methods.base import Method
+import torch
+
+from mergan.methods.base import Method, MixedClassSampler
+from mergan.models.norm import NormGroups, consecutive_groups
 
 
-class JointTraining(Method):
+class MixedBatchMethod(Method):
+    """Trains on batches that mix classes and normalises each batch as one, as ``joint.py`` does (its
+    generator calls hold 64 samples of random classes); evaluated the same way (``MixedClassSampler``)."""
+
+    def norm_groups(self, trainer, labels: torch.Tensor) -> NormGroups:
+        return consecutive_groups(labels.shape[0], labels.shape[0], labels.device)
+
+    def sampler(self, trainer) -> MixedClassSampler:
+        return MixedClassSampler(trainer.generator, trainer.config.model.z_dim, trainer.config.optim.batch_size)
+
+
+class JointTraining(MixedBatchMethod):
     name = "jt"
     resets_optimizers = False
 
@@ -24,7 +42,7 @@ class JointTraining(Method):
         return [c for task in trainer.tasks for c in task]
 
 
-class StreamedJointTraining(Method):
+class StreamedJointTraining(MixedBatchMethod):
     name = "jt-stream"
 
     def real_classes(self, trainer, t: int) -> list[int]:

@@ -49,7 +49,7 @@ SUMMARY_METRICS = TASK_METRICS  # the per-task metrics besides acc_task_{j}, as 
 RUN_SPECIFIC_PARAMS = frozenset({
     "run.seed", "run.out_dir", "run.device", "run.log_every", "run.save_checkpoints", "data.data_root",
     "eval.cache_dir", "eval.inception_weights", "eval.evaluator_weights", "evaluator_cache_key",
-    "evaluator_test_accuracy",
+    "evaluator_test_accuracy", "evaluator_architecture", "evaluator_classes", "evaluator_chance_accuracy",
 })
 ID_COLUMNS = ("run_id", "method", "dataset", "seed", "config")
 SWEEP_ROLE_TAG = "mergan.role"

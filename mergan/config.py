@@ -56,8 +56,11 @@ REPLAY_MODES = ("fresh", "fixed")
 JTR_LOSSES = ("per-class", "concatenated")
 EWC_REDUCTIONS = ("mean", "sum")
 EVAL_WHEN = ("every", "final", "none")
+EVALUATORS = ("cnn", "paper")
+LSUN_RESIZES = ("center-crop", "squash")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+PAPER_EVALUATOR_DATASETS = ("mnist5k", "mnist", "svhn", "lsun")  # datasets the authors trained an evaluator for
 RUNS_FOLDER = "runs"  # where a run without run.out_dir gets its own folder
 
 
@@ -114,6 +117,11 @@ class DataConfig:
     num_tasks: int | None = setting(None, "keep only the first N tasks of the stream (empty: all)", POSITIVE)
     test_per_class: int = setting(100, "mnist5k: real images per class held out for evaluation", POSITIVE)
     lsun_max_per_class: int | None = setting(None, "cap on LSUN images read per category (empty: all)", POSITIVE)
+    lsun_balance: bool = setting(False, "lsun: every category keeps as many images as the smallest one (after the "
+                                        "cap), as the authors' LSUN_10_100000 set")
+    lsun_resize: str = setting("center-crop", "lsun: center-crop (shorter side to the image size, then the middle "
+                                              "square) or squash (the whole image resized to a square, as the "
+                                              "authors' loader does)", Allowed(LSUN_RESIZES))
 
 
 @dataclass
@@ -179,7 +187,14 @@ class EvalConfig:
     fid: bool = setting(True, "Frechet distances of generated to real images")
     inception_weights: str | None = setting(None, "pt_inception weights for the standard FID "
                                                   "($MERGAN_INCEPTION_WEIGHTS is also read)")
-    evaluator_epochs: int = setting(6, "epochs of the evaluator classifier trained on real images", POSITIVE)
+    evaluator: str = setting("cnn", "the classifier that judges generated images: cnn (a small CNN for every dataset) "
+                                    "or paper (the authors' evaluator of the dataset: an MLP on 0-255 pixels for "
+                                    "MNIST, their conv net for SVHN, a 10-way VGG16 for LSUN)", Allowed(EVALUATORS))
+    evaluator_epochs: int | None = setting(None, "epochs of the evaluator classifier trained on real images (empty: "
+                                                 "its own recipe's: cnn 6; paper MNIST 47, SVHN 90, LSUN 6)", POSITIVE)
+    evaluator_width: int | None = setting(None, "first-layer width of the evaluator (empty: as published: cnn 16, "
+                                                "MLP 1024, SVHN conv net 32, VGG16 64; the other layers keep their "
+                                                "ratio to it)", POSITIVE)
     evaluator_weights: str | None = setting(None, "your own evaluator state_dict (skips training and the cache)")
     jt_results: str | None = setting(None, "a JT run's results.json: its matrix gives intransigence")
     cache_dir: str | None = setting(None, "evaluator cache (empty: $MERGAN_CACHE_DIR, else ~/.cache/mergan)")
@@ -322,13 +337,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "resnet64": dict(arch="resnet", image_size=64, z_dim=128, g_width=64, d_width=64,
                      iterations_per_task=20000, **PAPER_OPTIM),
 }
+# The paper presets judge with the authors' evaluators (eval.evaluator: paper); LSUN is read as their
+# loader reads it: at most 100,000 images per category, balanced, each whole image squashed to 64x64.
 PRESETS["paper-mnist"] = dict(PRESETS["dcgan32"], dataset="mnist", iterations_per_task=4000,
-                              lambda_ra=1e-3, lambda_ewc=1e9, eval_samples_per_class=6400)
+                              lambda_ra=1e-3, lambda_ewc=1e9, eval_samples_per_class=6400, evaluator="paper")
 PRESETS["paper-svhn"] = dict(PRESETS["dcgan32"], dataset="svhn", iterations_per_task=8000,
-                             lambda_ra=1e-2, lambda_ewc=1e9, eval_samples_per_class=6400)
+                             lambda_ra=1e-2, lambda_ewc=1e9, eval_samples_per_class=6400, evaluator="paper")
 PRESETS["paper-lsun"] = dict(PRESETS["resnet64"], dataset="lsun", iterations_per_task=20000,
                              lambda_ra=1e-3, lambda_ewc=1e9, eval_samples_per_class=6400,
-                             tasks="0|1|2|3")
+                             tasks="0|1|2|3", evaluator="paper", lsun_max_per_class=100000, lsun_balance=True,
+                             lsun_resize="squash")
 # The paper's stated iterations per task, by dataset (``--paper-iterations``).
 PAPER_ITERATIONS = {"mnist": 4000, "mnist5k": 4000, "svhn": 8000, "lsun": 20000, "folder": 4000}
 
@@ -482,6 +500,9 @@ def validate_config(config: ExperimentConfig) -> ExperimentConfig:
                           f"when method.replay_mode is 'fixed'")
     if data.tasks is not None:
         parse_tasks(data.tasks)
+    if ev.evaluator == "paper" and data.dataset not in PAPER_EVALUATOR_DATASETS:
+        raise ConfigError(f"eval.evaluator: 'paper' means the authors' evaluator of the dataset, and they published "
+                          f"one for {', '.join(PAPER_EVALUATOR_DATASETS)} only, not {data.dataset!r}; use 'cnn'")
     for name in ("inception_weights", "evaluator_weights", "jt_results"):
         path = getattr(ev, name)
         if path and not os.path.isfile(path):

@@ -298,7 +298,8 @@ class Trainer:
             from mergan.evaluation import get_evaluator
 
             with preserved_rng():
-                self._evaluator = get_evaluator(self.dataset, self.config.eval, self.device)
+                self._evaluator = get_evaluator(self.dataset, self.config.eval, self.device,
+                                                data_config=self.config.data)
         return self._evaluator
 
     def evaluate(self, t: int):
@@ -323,9 +324,7 @@ class Trainer:
             result.class_accuracy = {int(k): float(v) for k, v in evaluation.class_accuracy.items()}
             result.samples_path = str(evaluation.samples_path) if evaluation.samples_path else None
             self.accuracy_matrix.append([float(v) for v in evaluation.row])
-            evaluator = self.evaluator()
-            result.extra = {"evaluator_cache_key": evaluator.cache_key,
-                            "evaluator_test_accuracy": float(evaluator.test_accuracy)}
+            result.extra = self.evaluator().result_fields()
         else:
             self.accuracy_matrix.append([None] * (t + 1))
             result.samples_path = self.save_samples(t)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mergan.config import DATASETS, DEVICES, DataConfig, EvalConfig
+from mergan.config import DATASETS, DEVICES, EVALUATORS, LSUN_RESIZES, DataConfig, EvalConfig
 
 
 def add_subcommands(subparsers: Any) -> None:
@@ -24,6 +24,10 @@ def add_subcommands(subparsers: Any) -> None:
     evaluate.add_argument("--samples-dir", default=None, help="write the class grid PNG here (default: none)")
     evaluate.add_argument("--jt-results", metavar="FILE.json", default=None,
                           help="a JT run's results.json (its accuracy_matrix) for intransigence")
+    evaluate.add_argument("--evaluator", choices=EVALUATORS, default=None,
+                          help="judge with this evaluator instead of the run's (cnn, or paper: the authors' for "
+                               "the dataset); the same checkpoint can so be scored by both")
+    evaluate.add_argument("--data-root", default=None, help="where the dataset is now (default: the run's)")
     evaluate.set_defaults(handler=cmd_eval)
 
     classifier = subparsers.add_parser(
@@ -33,8 +37,17 @@ def add_subcommands(subparsers: Any) -> None:
     classifier.add_argument("--image-size", type=int, default=None, help="default: 64 for lsun, else 32")
     classifier.add_argument("--retrain", action="store_true", help="train again even when cached")
     classifier.add_argument("--cache-dir", default=None, help="default: $MERGAN_CACHE_DIR or ~/.cache/mergan")
-    classifier.add_argument("--epochs", type=int, default=EvalConfig.evaluator_epochs,
-                            help=f"training epochs (default {EvalConfig.evaluator_epochs}; part of the cache key)")
+    classifier.add_argument("--evaluator", choices=EVALUATORS, default="cnn",
+                            help="cnn (default) or paper: the authors' evaluator of the dataset")
+    classifier.add_argument("--epochs", type=int, default=None,
+                            help="training epochs (default: the evaluator's recipe; part of the cache key)")
+    classifier.add_argument("--width", type=int, default=None,
+                            help="first-layer width (default: as published; part of the cache key)")
+    classifier.add_argument("--lsun-max-per-class", type=int, default=None, help="lsun: images read per category")
+    classifier.add_argument("--lsun-balance", action="store_true", help="lsun: as many images per category as the "
+                                                                       "smallest one has")
+    classifier.add_argument("--lsun-resize", choices=LSUN_RESIZES, default="center-crop",
+                            help="lsun: center-crop (default) or squash (the authors')")
     classifier.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (cuda when present)")
     classifier.set_defaults(handler=cmd_classifier)
 
@@ -49,6 +62,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides["device"] = args.device
     if args.samples_per_class:
         overrides["eval_samples_per_class"] = args.samples_per_class
+    if args.evaluator:
+        overrides["evaluator"] = args.evaluator
+    if args.data_root:
+        overrides["data_root"] = args.data_root
     trainer = Trainer.from_checkpoint(args.checkpoint, overrides=overrides)
     task = int(trainer.tasks_done)
     if task < 1:
@@ -77,18 +94,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier(args: argparse.Namespace) -> int:
+    from mergan.config import ExperimentConfig, validate_config
     from mergan.data import load_dataset
     from mergan.evaluation.classifier import get_evaluator
     from mergan.trainer import resolve_device
 
     image_size = args.image_size or (64 if args.dataset == "lsun" else 32)
-    ds = load_dataset(DataConfig(dataset=args.dataset, data_root=args.data_root), image_size=image_size)
-    eval_config = EvalConfig(cache_dir=args.cache_dir, evaluator_epochs=args.epochs)
-    evaluator = get_evaluator(ds, eval_config, resolve_device(args.device), retrain=args.retrain)
+    data_config = DataConfig(dataset=args.dataset, data_root=args.data_root, lsun_max_per_class=args.lsun_max_per_class,
+                             lsun_balance=args.lsun_balance, lsun_resize=args.lsun_resize)
+    eval_config = EvalConfig(evaluator=args.evaluator, cache_dir=args.cache_dir, evaluator_epochs=args.epochs,
+                             evaluator_width=args.width)
+    validate_config(ExperimentConfig(data=data_config, eval=eval_config))
+    ds = load_dataset(data_config, image_size=image_size)
+    evaluator = get_evaluator(ds, eval_config, resolve_device(args.device), retrain=args.retrain,
+                              data_config=data_config)
     info = evaluator.describe()
     state = "loaded from the cache" if info.get("cached") else "trained now"
-    print(f"evaluator for {ds.name} ({len(ds.train)} train / {len(ds.test)} test images, {image_size}x{image_size}), "
-          f"{state}\n  path: {evaluator.path}\n  cache key: {evaluator.cache_key}\n"
-          f"  real test accuracy: {evaluator.test_accuracy:.4f}\n"
+    print(f"evaluator for {ds.name} ({info.get('train_images', len(ds.train))} train / "
+          f"{info.get('test_images', len(ds.test))} test images, {image_size}x{image_size}), "
+          f"{state}\n  architecture: {evaluator.description()}\n  path: {evaluator.path}\n"
+          f"  cache key: {evaluator.cache_key}\n"
+          f"  real test accuracy: {evaluator.test_accuracy:.4f} over {evaluator.num_classes} classes "
+          f"(chance {evaluator.chance_accuracy:.4f})\n"
           f"  training seconds: {info.get('train_seconds', float('nan'))}")
     return 0

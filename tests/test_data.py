@@ -260,6 +260,40 @@ def test_lsun_cap_and_fingerprint(lsun_root):
     assert capped.fingerprint != ds.fingerprint
 
 
+def test_lsun_balance_cuts_every_category_to_the_smallest(tmp_path):
+    """The authors' LSUN_10_100000: the same number of images of each category (per part)."""
+    fx.write_lsun(tmp_path, train_per_category={"bedroom": 7, "kitchen": 3, "church_outdoor": 5, "tower": 9},
+                  val_per_category=2)
+    assert load("lsun", tmp_path, image_size=32).train.labels.bincount().tolist() == [7, 3, 5, 9]
+    balanced = load("lsun", tmp_path, image_size=32, lsun_balance=True)
+    assert balanced.train.labels.bincount().tolist() == [3, 3, 3, 3]
+    capped = load("lsun", tmp_path, image_size=32, lsun_balance=True, lsun_max_per_class=4)
+    assert capped.train.labels.bincount().tolist() == [3, 3, 3, 3]
+    assert load("lsun", tmp_path, image_size=32, lsun_max_per_class=4).train.labels.bincount().tolist() == [4, 3, 4, 4]
+
+
+def test_lsun_squash_keeps_the_whole_image_and_center_crop_cuts_its_sides(tmp_path):
+    """Wide images whose left eighth is white: the authors' squash keeps that strip, a centre crop drops it."""
+    fx.write_lsun(tmp_path, train_per_category=1, val_per_category=1, left_strip=(255, 255, 255), fmt="PNG")
+    crop = load("lsun", tmp_path, image_size=32).train.get_uint8([0])[0]  # an 80x60 bedroom image
+    squash = load("lsun", tmp_path, image_size=32, lsun_resize="squash").train.get_uint8([0])[0]
+    red = torch.tensor(fx.LSUN_COLORS["bedroom"], dtype=torch.uint8)
+    assert (crop[:, :, 1:].permute(1, 2, 0) == red).all() and (crop[:, :, 0] < 250).all()
+    assert (squash[:, :, :3] == 255).all()  # the strip, 4 of 32 columns, kept
+    assert (squash[:, :, 6:].permute(1, 2, 0) == red).all()
+    assert squash.shape == crop.shape == (3, 32, 32)
+    assert (load("lsun", tmp_path, image_size=32, lsun_resize="squash").fingerprint
+            != load("lsun", tmp_path, image_size=32).fingerprint)
+
+
+def test_paper_lsun_reads_lsun_as_the_authors_loader():
+    from mergan.config import build_config
+
+    data = build_config("paper-lsun", overrides={"data_root": "/data/lsun"}, validate=False).data
+    assert (data.lsun_max_per_class, data.lsun_balance, data.lsun_resize) == (100000, True, "squash")
+    assert build_config("resnet64", validate=False).data.lsun_resize == "center-crop"
+
+
 def test_lsun_webp(tmp_path):
     fx.write_lsun(tmp_path, train_per_category=2, val_per_category=1, fmt="WEBP")
     check_set(load("lsun", tmp_path, image_size=32).train, 3, 32)

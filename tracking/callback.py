@@ -327,7 +327,7 @@ class MLflowCallback(Callback):
             metrics.setdefault(f"acc_class_{label}", accuracy)
         metrics.update(train_seconds=result.train_seconds, eval_seconds=result.eval_seconds)
         params, tags = [], []
-        for key in ("evaluator_cache_key", "evaluator_test_accuracy"):
+        for key in sorted(k for k in result.extra if k.startswith("evaluator_")):  # what judged the images
             value = result.extra.get(key)
             if value is not None and key not in self._logged_params:
                 params.append([key, str(value)])

@@ -118,10 +118,16 @@ def generated_class_batches(sampler: Sampler, classes: Sequence[int], count: int
             yield int(cls), images
 
 
+def evaluator_output(evaluator: Any, cls: int) -> int:
+    """The evaluator's output that stands for class ``cls`` (its label map; ``cls`` itself without one)."""
+    output_of = getattr(evaluator, "output_of", None)
+    return int(cls) if output_of is None else output_of(cls)
+
+
 def generated_class_accuracy(sampler: Sampler, evaluator: Any, classes: Sequence[int], samples_per_class: int,
                              seed: int, device: torch.device | str, on_batch: BatchHook | None = None,
                              batch_size: int = SAMPLE_BATCH) -> dict[int, float]:
-    """{class: share of its generated images that the evaluator labels as that class}.
+    """{class: share of its generated images that the evaluator labels as that class (through its label map)}.
 
     ``on_batch(class, images, features)`` sees every generated batch with the evaluator's
     penultimate features, so FID and reverse accuracy reuse this pass instead of sampling again.
@@ -129,7 +135,7 @@ def generated_class_accuracy(sampler: Sampler, evaluator: Any, classes: Sequence
     correct = {int(c): torch.zeros((), dtype=torch.long, device=evaluator.device) for c in classes}
     for cls, images in generated_class_batches(sampler, classes, samples_per_class, seed, device, batch_size):
         logits, features = evaluator.logits_and_features(images)
-        correct[cls] += (logits.argmax(1) == cls).sum()
+        correct[cls] += (logits.argmax(1) == evaluator_output(evaluator, cls)).sum()
         if on_batch is not None:
             on_batch(cls, images, features)
     return {cls: int(hits) / samples_per_class for cls, hits in correct.items()}  # one host sync per class
@@ -161,9 +167,10 @@ def class_coverage(unconditional: Callable[[torch.Tensor], torch.Tensor], z_dim:
             remaining -= len(images)
             logits, _ = evaluator.logits_and_features(images)
             counts += torch.bincount(logits.argmax(1), minlength=evaluator.num_classes)
-    shares = (counts.double() / total).tolist()  # one host sync
+    outputs = (counts.double() / total).tolist()  # one host sync
     seen = [int(c) for c in classes]
+    shares = {c: outputs[evaluator_output(evaluator, c)] for c in seen}
     metrics = {f"coverage_class_{c}": shares[c] for c in seen}
-    metrics["coverage_unseen"] = 1.0 - sum(shares[c] for c in seen)
+    metrics["coverage_unseen"] = 1.0 - sum(shares.values())
     metrics["coverage_acc"] = sum(min(1.0, shares[c] * len(seen)) for c in seen) / len(seen)
     return metrics

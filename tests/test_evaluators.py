@@ -1,0 +1,230 @@
+"""``eval.evaluator: paper``: the authors' evaluator architectures, their input scaling, the LSUN label map,
+and what a run records of the evaluator (results.json, MLflow params, the report's caption).
+
+Tests build the authors' nets narrow (``evaluator_width``) except where the real size is the point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from mergan.config import ConfigError, DataConfig, EvalConfig, build_config
+from mergan.data import load_dataset
+from mergan.evaluation.classifier import (
+    PAPER_ARCHITECTURES,
+    evaluator_settings,
+    get_evaluator,
+)
+from mergan.evaluation.paper_nets import VGG_MEAN_BGR, build_paper_net
+from tests.support import data_fixtures as fx
+
+
+def parameters(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# -- the architectures -------------------------------------------------------------------------------
+def test_real_size_vgg16_is_the_authors_lsun_evaluator():
+    """13 3x3 convs (64 ... 512) on 64x64, then fc 2048 -> 1024 -> 512 -> 10 (pretrain/lsun_test.py)."""
+    net = build_paper_net("vgg16", channels=3, image_size=64, num_classes=10)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    linears = [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears == [(2 * 2 * 512, 1024), (1024, 512), (512, 10)]
+    vgg16_convs = 14_714_688  # torchvision's VGG16 feature extractor has exactly these conv weights
+    assert parameters(net) == vgg16_convs + 2048 * 1024 + 1024 + 1024 * 512 + 512 + 512 * 10 + 10 == 17_342_794
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+        assert net.features(torch.zeros(2, 3, 64, 64)).shape == (2, 512)
+
+
+def test_real_size_mnist_mlp_and_svhn_convnet_have_the_authors_shapes():
+    """The shapes their released .index files list: fc1 [1024, 1024] ... fc5 [128, 10]; svhn_fc5 [2048, 512] ..."""
+    mlp = build_paper_net("mlp", channels=1, image_size=32, num_classes=10)
+    assert [(m.in_features, m.out_features) for m in mlp.modules() if isinstance(m, torch.nn.Linear)] == [
+        (1024, 1024), (1024, 512), (512, 256), (256, 128), (128, 10)]
+    convnet = build_paper_net("convnet", channels=3, image_size=32, num_classes=10)
+    assert [m.out_channels for m in convnet.modules() if isinstance(m, torch.nn.Conv2d)] == [32, 32, 64, 64, 128, 128,
+                                                                                            128]
+    assert [(m.in_features, m.out_features) for m in convnet.modules() if isinstance(m, torch.nn.Linear)] == [
+        (2048, 512), (512, 128), (128, 10)]
+    assert (parameters(mlp), parameters(convnet)) == (1_739_914, 1_550_634)
+
+
+def test_narrow_nets_keep_the_shape_of_the_published_ones():
+    net = build_paper_net("vgg16", channels=3, image_size=64, num_classes=10, width=4)
+    assert [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)] == [
+        4, 4, 8, 8, 16, 16, 16, 32, 32, 32, 32, 32, 32]
+    assert net.shape["feature_dim"] == 32
+
+
+def test_mlp_reads_0_255_pixel_values():
+    """Their MNIST MLP is fed ``samples * 128 + 128`` as integers: pixel values, not [-1, 1]."""
+    net = build_paper_net("mlp", channels=1, image_size=4, num_classes=3, width=8)
+    images = torch.rand(5, 1, 4, 4) * 2 - 1
+    first = net.body[1]
+    with torch.no_grad():
+        torch.testing.assert_close(net.body[:3](images)[:, :0].shape, (5, 0))  # body[0] flattens
+        expected = torch.relu(first(((images + 1) * 127.5).flatten(1)))
+        torch.testing.assert_close(net.body[2](net.body[1](net.body[0]((images + 1) * 127.5))), expected)
+        assert not torch.allclose(torch.relu(first(images.flatten(1))), expected)
+        torch.testing.assert_close(net.features(images), net.body((images + 1) * 127.5))
+
+
+@pytest.mark.parametrize("arch", ["convnet", "vgg16"])
+def test_conv_nets_read_bgr_pixels_minus_the_vgg_means(arch):
+    """Their SVHN and LSUN nets split RGB, subtract 103.939 / 116.779 / 123.68 and concatenate as BGR."""
+    size = 32 if arch == "convnet" else 64
+    net = build_paper_net(arch, channels=3, image_size=size, num_classes=10, width=2)
+    red = torch.full((1, 3, size, size), -1.0)
+    red[:, 0] = 1.0  # pure red in [-1, 1]: pixels (255, 0, 0)
+    bgr = torch.tensor([0.0, 0.0, 255.0]) - torch.tensor(VGG_MEAN_BGR)
+    with torch.no_grad():
+        expected = net.body(bgr[None, :, None, None].expand(1, 3, size, size))
+        torch.testing.assert_close(net.features(red), expected)
+
+
+# -- the config: paper presets judge with paper, small keeps cnn ---------------------------------------
+@pytest.mark.parametrize("preset", ["paper-mnist", "paper-svhn", "paper-lsun"])
+def test_paper_presets_judge_with_the_authors_evaluators(preset):
+    assert build_config(preset, overrides={"data_root": "/data"}, validate=False).eval.evaluator == "paper"
+
+
+def test_small_and_model_presets_keep_the_small_cnn():
+    for preset in ("small", "dcgan32", "resnet64"):
+        assert build_config(preset, validate=False).eval.evaluator == "cnn"
+
+
+def test_paper_evaluator_exists_only_where_the_authors_trained_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"eval.evaluator: .*folder.*use 'cnn'"):
+        build_config(overrides={"dataset": "folder", "data_root": str(tmp_path), "evaluator": "paper"})
+    with pytest.raises(ConfigError, match="eval.evaluator: 'vgg' is not allowed; allowed: cnn, paper"):
+        build_config(overrides={"evaluator": "vgg"})
+    assert PAPER_ARCHITECTURES == {"mnist5k": "mlp", "mnist": "mlp", "svhn": "convnet", "lsun": "vgg16"}
+    assert evaluator_settings(EvalConfig(evaluator="paper"), "svhn").arch == "convnet"
+    assert evaluator_settings(EvalConfig(evaluator="paper", evaluator_width=8), "mnist").width == 8
+    assert evaluator_settings(EvalConfig(), "mnist").arch == "cnn"
+
+
+# -- LSUN: 10-way over the ten categories, read through the label map [0, 1, 8, 6] ----------------------
+LSUN_PAPER = dict(evaluator="paper", evaluator_width=2, evaluator_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def lsun_ten(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lsun-ten")
+    fx.write_lsun(root, train_per_category=4, val_per_category=2, categories=fx.LSUN_TEN)
+    return root
+
+
+def lsun_evaluator(root, cache, caplog=None):
+    data = DataConfig(dataset="lsun", data_root=str(root), lsun_resize="squash")
+    ds = load_dataset(data, image_size=64)
+    return ds, get_evaluator(ds, EvalConfig(cache_dir=str(cache), **LSUN_PAPER), "cpu", data_config=data)
+
+
+class ColourOracle(torch.nn.Module):
+    """Labels an image by the nearest of the ten LSUN fixture colours, in the authors' label order."""
+
+    def __init__(self):
+        super().__init__()
+        colours = torch.tensor([fx.LSUN_COLORS[c] for c in fx.LSUN_TEN], dtype=torch.float32) / 127.5 - 1
+        self.register_buffer("colours", colours)
+        self.shape = {"num_classes": 10, "feature_dim": 3}
+
+    def features(self, images):
+        return images.mean(dim=(2, 3))
+
+    def head(self, features):
+        return -torch.cdist(features, self.colours)
+
+    def description(self):
+        return "nearest colour"
+
+
+def test_lsun_paper_evaluator_is_10_way_and_judges_through_the_authors_label_map(lsun_ten, tmp_path):
+    from mergan.evaluation.accuracy import generated_class_accuracy
+    from mergan.evaluation.classifier import Evaluator
+
+    ds, evaluator = lsun_evaluator(lsun_ten, tmp_path)
+    assert ds.num_classes == 4 and evaluator.num_classes == 10 and evaluator.arch == "vgg16"
+    assert evaluator.label_map == [0, 1, 8, 6]  # bedroom, kitchen, church_outdoor, tower (mergan.py)
+    assert evaluator.chance_accuracy == pytest.approx(0.1)
+    assert evaluator.info["train_images"] == 40 and evaluator.info["test_images"] == 20  # all ten categories
+    assert evaluator.info["class_names"] == list(fx.LSUN_TEN)
+
+    class RealColours:  # draws class c as the colour of its category
+        z_dim = 2
+
+        def sample(self, labels, z):
+            return ds.train.get(torch.stack([(ds.train.labels == int(c)).nonzero()[0, 0] for c in labels]))
+
+    # A 10-way judge that is always right, read through the run evaluator's label map.
+    oracle = Evaluator(ColourOracle(), "cpu", 1.0, "oracle", label_map=evaluator.label_map)
+    accuracy = generated_class_accuracy(RealColours(), oracle, [0, 1, 2, 3], 8, seed=0, device="cpu")
+    assert accuracy == dict.fromkeys(range(4), 1.0)
+    oracle.label_map = None  # read as outputs 0..3, church_outdoor and tower would be judged wrong
+    assert generated_class_accuracy(RealColours(), oracle, [2, 3], 8, seed=0, device="cpu") == {2: 0.0, 3: 0.0}
+
+
+def test_lsun_with_only_the_four_categories_says_so_and_judges_4_way(tmp_path, caplog):
+    fx.write_lsun(tmp_path / "data", train_per_category=4, val_per_category=2)
+    with caplog.at_level(logging.WARNING):
+        _, evaluator = lsun_evaluator(tmp_path / "data", tmp_path / "cache")
+    notes = [r.getMessage() for r in caplog.records if "ten LSUN categories" in r.getMessage()]
+    assert len(notes) == 1 and "4 of the ten" in notes[0] and "chance 25.0%" in notes[0]
+    assert "dining_room" in notes[0] and "\n" not in notes[0]
+    assert evaluator.num_classes == 4 and evaluator.label_map is None
+    assert evaluator.chance_accuracy == 0.25 and evaluator.info["note"] == notes[0]
+
+
+# -- what a run records: results.json, MLflow params, the report's caption -----------------------------
+def test_a_run_records_its_evaluator_in_results_mlflow_and_the_table_caption(tiny_config, mnist5k, tmp_path,
+                                                                           monkeypatch):
+    from analysis.load import load_experiment
+    from analysis.tables import results_table
+    from mergan.trainer import Trainer
+    from tracking.callback import MLflowCallback
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tiny_config(method="sft", tasks="0|1", eval_when="every", evaluator="paper", evaluator_width=32,
+                         evaluator_epochs=2)
+    callback = MLflowCallback(uri, "judged", flush_interval_s=0, probe_interval_s=0)
+    results = Trainer(config, callbacks=[callback], dataset=mnist5k).fit()
+
+    recorded = json.loads((tmp_path / "run" / "results.json").read_text())["results"][-1]["extra"]
+    assert recorded["evaluator_architecture"] == "the authors' MNIST MLP 32-16-8-4-10 on 0-255 pixels"
+    assert recorded["evaluator_classes"] == 10 and recorded["evaluator_chance_accuracy"] == 0.1
+    assert 0.1 < recorded["evaluator_test_accuracy"] <= 1.0
+    assert recorded == results[-1].extra
+
+    from mlflow import MlflowClient
+
+    params = MlflowClient(uri).get_run(callback.run_id).data.params
+    assert params["eval.evaluator"] == "paper"
+    assert params["evaluator_architecture"] == recorded["evaluator_architecture"]
+    assert float(params["evaluator_chance_accuracy"]) == 0.1
+    assert float(params["evaluator_test_accuracy"]) == recorded["evaluator_test_accuracy"]
+
+    caption = results_table(load_experiment("judged", uri)).caption
+    accuracy = f"{recorded['evaluator_test_accuracy'] * 100:.1f}%"
+    assert (f"Accuracy judged by the authors' MNIST MLP 32-16-8-4-10 on 0-255 pixels (real test accuracy "
+            f"{accuracy}, 10 classes, chance 10.0%)") in caption
+
+
+def test_features_work_for_every_evaluator_kind(mnist5k, tmp_path):
+    """The quality matrices (FID, KID ...) read ``Evaluator.features``: the penultimate layer of each net."""
+    for kind, width, size in (("cnn", 4, 128), ("paper", 16, 2)):
+        evaluator = get_evaluator(mnist5k, EvalConfig(evaluator=kind, evaluator_width=width, evaluator_epochs=1,
+                                                      cache_dir=str(tmp_path)), "cpu")
+        images = mnist5k.test.get(torch.arange(7))
+        logits, features = evaluator.logits_and_features(images)
+        assert logits.shape == (7, 10) and features.shape == (7, evaluator.feature_dim)
+        assert evaluator.feature_dim == (128 if kind == "cnn" else size)
+        torch.testing.assert_close(evaluator.features(images), features)

@@ -38,6 +38,18 @@ def value_at(data: ExperimentData, metric: str, after_task: int | None = None) -
     return frame.set_index("run_id")[metric].dropna().rename(metric)
 
 
+def split_joint_references(data: ExperimentData) -> tuple[ExperimentData, ExperimentData]:
+    """(the runs to compare, the JT runs trained on a shorter stream than the others).
+
+    The paper's JT after k tasks is a joint model of the first k tasks' classes (``joint.py`` scores its
+    final model), so a JT run on the first k tasks is the reference for column k, not a configuration
+    of its own; ``mergan reproduce table1`` runs one per seed.
+    """
+    lengths = data.runs["stream_tasks"] if "stream_tasks" in data.runs else pd.Series(np.nan, index=data.runs.index)
+    shorter = (data.runs["method"] == "jt") & lengths.notna() & (lengths < lengths.max())
+    return (data.subset(data.runs.loc[~shorter, "run_id"]), data.subset(data.runs.loc[shorter, "run_id"]))
+
+
 def complete_runs(data: ExperimentData) -> ExperimentData:
     """Only the runs that finished as many tasks as the longest run (early-stopped trials aside)."""
     return data.subset(data.runs.loc[data.runs["tasks_done"] == data.num_tasks, "run_id"])

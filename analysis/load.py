@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import time
@@ -50,6 +51,9 @@ RUN_SPECIFIC_PARAMS = frozenset({
     "run.seed", "run.out_dir", "run.device", "run.log_every", "run.save_checkpoints", "data.data_root",
     "eval.cache_dir", "eval.inception_weights", "eval.evaluator_weights", "evaluator_cache_key",
     "evaluator_test_accuracy", "evaluator_architecture", "evaluator_classes", "evaluator_chance_accuracy",
+    # How many tasks of the stream a run trains: runs are compared at equal task counts, and a JT run on the
+    # first k tasks is the paper's k-task JT (analysis.aggregate.split_joint_references), not another config.
+    "data.num_tasks",
 })
 ID_COLUMNS = ("run_id", "method", "dataset", "seed", "config")
 SWEEP_ROLE_TAG = "mergan.role"
@@ -125,28 +129,33 @@ def accuracy_matrix(accuracy: pd.DataFrame, run_id: str) -> np.ndarray:
 
 
 # -- loading ------------------------------------------------------------------------------
-def load_experiment(experiment: str | None, tracking_uri: str | None = None, *, sweep_run: str | None = None,
-                    workers: int = 8, client: Any = None) -> ExperimentData:
-    """Every run of ``experiment`` (or only the trials of the sweep parent run ``sweep_run``).
+def load_experiment(experiment: str | None, tracking_uri: str | None = None, *,
+                    sweep_run: str | Sequence[str] | None = None, workers: int = 8, client: Any = None
+                    ) -> ExperimentData:
+    """Every run of ``experiment`` (or only the trials of the sweep parent run(s) ``sweep_run``).
 
-    Sweep parent runs themselves are left out of the frames; with ``sweep_run`` the parent is
+    Sweep parent runs themselves are left out of the frames; with ``sweep_run`` the (first) parent is
     described in ``ExperimentData.sweep``. ``experiment`` may be None when ``sweep_run`` is given.
     """
     started = time.perf_counter()
     client = client or tracking_client(tracking_uri)
     uri = client.tracking_uri if hasattr(client, "tracking_uri") else resolve_tracking_uri(tracking_uri)
-    sweep = _sweep_info(client, sweep_run) if sweep_run else None
+    parents = [sweep_run] if isinstance(sweep_run, str) else list(sweep_run or [])
+    sweeps = [_sweep_info(client, parent) for parent in parents]
+    sweep = sweeps[0] if sweeps else None
     if experiment is None and sweep is None:
         raise ExperimentNotFoundError("give an experiment name or a sweep run id")
     exp = _experiment(client, experiment, uri) if experiment else client.get_experiment(sweep["experiment_id"])
-    if sweep and sweep["experiment_id"] != exp.experiment_id:
-        raise ExperimentNotFoundError(f"sweep run {sweep_run} belongs to experiment "
-                                      f"{client.get_experiment(sweep['experiment_id']).name!r}, not {exp.name!r}")
-    what = f"sweep run {sweep_run} of experiment {exp.name!r}" if sweep else f"experiment {exp.name!r}"
-    query = f"tags.`mlflow.parentRunId` = '{sweep_run}'" if sweep_run else ""
+    for info in sweeps:
+        if info["experiment_id"] != exp.experiment_id:
+            raise ExperimentNotFoundError(f"sweep run {info['run_id']} belongs to experiment "
+                                          f"{client.get_experiment(info['experiment_id']).name!r}, not {exp.name!r}")
+    what = (f"sweep run {', '.join(parents)} of experiment {exp.name!r}" if parents
+            else f"experiment {exp.name!r}")
+    queries = [f"tags.`mlflow.parentRunId` = '{parent}'" for parent in parents] or [""]
 
     tic = time.perf_counter()
-    mlflow_runs = [r for r in search_all_runs(client, [exp.experiment_id], query)
+    mlflow_runs = [r for query in queries for r in search_all_runs(client, [exp.experiment_id], query)
                    if r.data.tags.get(SWEEP_ROLE_TAG) != "sweep"]
     search_seconds = time.perf_counter() - tic
     if not mlflow_runs:
@@ -249,7 +258,18 @@ def runs_frame(mlflow_runs: Sequence[Any]) -> pd.DataFrame:
     for name in ("start_time", "end_time"):
         frame[name] = pd.to_datetime(frame[name], unit="ms", errors="coerce")
     frame.insert(frame.columns.get_loc("seed") + 1, "config", config_labels(frame, param_names))
+    frame["stream_tasks"] = stream_lengths(frame)
     return frame
+
+
+def stream_lengths(runs: pd.DataFrame) -> pd.Series:
+    """Tasks in each run's stream: its ``data.tasks`` ("0|1|2"), cut to ``data.num_tasks``; NaN when not logged."""
+    tasks = runs["data.tasks"] if "data.tasks" in runs else pd.Series(None, index=runs.index, dtype=object)
+    cap = (pd.to_numeric(runs["data.num_tasks"], errors="coerce") if "data.num_tasks" in runs
+           else pd.Series(np.nan, index=runs.index))
+    counted = tasks.map(lambda text: np.nan if text is None or (isinstance(text, float) and math.isnan(text))
+                        else float(len(str(text).split("|"))))
+    return counted.where(cap.isna() | (counted <= cap), cap)
 
 
 def parse_values(values: pd.Series) -> pd.Series:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import figures
-from analysis.aggregate import CONFIDENCE, select_best
+from analysis.aggregate import CONFIDENCE, select_best, split_joint_references
 from analysis.errors import NothingToPlotError
 from analysis.load import ExperimentData, download_sample_grids, load_experiment, load_optuna_study
 from analysis.paper import method_label, method_sort_key
@@ -59,7 +60,7 @@ class Report:
 
 
 def build_report(experiment: str | None, tracking_uri: str | None, out_dir: str | Path, *,
-                 sweep_run: str | None = None, optuna_storage: str | None = None, study_name: str | None = None,
+                 sweep_run: str | Sequence[str] | None = None, optuna_storage: str | None = None, study_name: str | None = None,
                  select: str = "best") -> Report:
     """Load, tabulate, plot and write everything into ``out_dir``; returns what was written."""
     out = Path(out_dir)
@@ -95,6 +96,7 @@ def _dataset_section(data: ExperimentData, out: Path, dataset_suffix: str, selec
     suffix = f"_{dataset_suffix}" if dataset_suffix else ""
     section = Section(title=f"Dataset {dataset}")
     section.table = results_table(data, select)
+    data, _ = split_joint_references(data)  # JT runs on a shorter stream are the table's references only
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "tables" / f"results{suffix}.md").write_text(section.table.to_markdown(), encoding="utf-8")
     (out / "tables" / f"results{suffix}.tex").write_text(section.table.to_latex(), encoding="utf-8")

@@ -27,6 +27,7 @@ from analysis.aggregate import (
     seeds_to_separate,
     select_best,
     single_dataset,
+    split_joint_references,
     value_at,
 )
 from analysis.errors import NoTaskMetricsError
@@ -183,6 +184,7 @@ def results_table(data: ExperimentData, select: str = "best") -> ResultTable:
     dataset = single_dataset(data)
     if data.accuracy.empty:
         raise NoTaskMetricsError(f"experiment {data.experiment!r}: no per-task accuracies to tabulate")
+    data, joint_references = split_joint_references(data)
     if select == "best":
         data = select_best(data)
     elif select != "all":
@@ -197,9 +199,9 @@ def results_table(data: ExperimentData, select: str = "best") -> ResultTable:
                    f"paper: Wu et al. 2018, Table 2 (after the 4th task). {judged}")
         kind = "table2"
     else:
-        cells = _table1_cells(data, dataset)
+        cells, jt_note = _table1_cells(data, dataset, joint_references)
         source = f"paper: Wu et al. 2018, Table 1, {paper} rows." if paper else "the paper reports no such dataset."
-        caption = f"Average accuracy (%) over the classes seen on {dataset}. {ours}; {source} {judged}"
+        caption = f"Average accuracy (%) over the classes seen on {dataset}. {ours}; {source}{jt_note} {judged}"
         kind = "table1"
     return ResultTable(dataset=dataset, paper_dataset=paper, num_tasks=data.num_tasks, kind=kind, cells=cells,
                        caption=caption)
@@ -251,18 +253,43 @@ def _paper(groups: pd.DataFrame, numbers: dict[str, float], metric: str, tasks: 
                          ci_low=math.nan, ci_high=math.nan, header=header, source="paper", tasks=tasks, metric=metric)
 
 
-def _table1_cells(data: ExperimentData, dataset: str) -> pd.DataFrame:
+def _table1_cells(data: ExperimentData, dataset: str, joint_references: ExperimentData | None = None
+                  ) -> tuple[pd.DataFrame, str]:
+    """The cells, and a sentence on where JT's earlier column comes from (empty when there is no such column)."""
     groups, total = _groups(data), data.num_tasks
     paper = paper_dataset(dataset)
     ours = {k for k in (TABLE1_TASKS[0], total) if k <= total}
     paper_tasks = set(TABLE1[paper]) if paper in TABLE1 else set()
-    parts = []
+    parts, notes = [], []
     for k in sorted(ours | paper_tasks):
         if k in ours:
-            parts.append(_ours(data, groups, "avg_acc", k, f"Ours ({k} tasks)"))
+            part = _ours(data, groups, "avg_acc", k, f"Ours ({k} tasks)")
+            if k < total and (groups["method"] == "jt").any():
+                part, note = _joint_reference(part, joint_references, k, total)
+                notes.append(note)
+            parts.append(part)
         if k in paper_tasks:
             parts.append(_paper(groups, TABLE1[paper][k], "avg_acc", k, f"Paper ({k} tasks)"))
-    return _tidy(parts)
+    return _tidy(parts), "".join(f" {note}" for note in notes)
+
+
+def _joint_reference(part: pd.DataFrame, references: ExperimentData | None, k: int, total: int
+                     ) -> tuple[pd.DataFrame, str]:
+    """JT's cell after k < total tasks: the final average accuracy of JT runs trained on the first k tasks
+    only, as the paper's (``joint.py`` scores its final model), when the experiment holds them."""
+    runs = references.runs if references is not None else pd.DataFrame(columns=["run_id", "stream_tasks"])
+    runs = runs[runs["stream_tasks"] == k]
+    if runs.empty:
+        return part, (f"JT after {k} tasks: row {k} of its {total}-task run, a model of all {total} tasks' classes "
+                      f"(the paper's is a JT model of the first {k} tasks' classes; `mergan reproduce table1` "
+                      f"runs one).")
+    values = runs.assign(value=runs["run_id"].map(value_at(references, "avg_acc")) * 100.0)
+    stats = seed_stats(values.assign(method="jt"), ["method"], "value").iloc[0]
+    rows = part["method"] == "jt"
+    part = part.copy()
+    for column in ("mean", "std", "n", "ci_low", "ci_high"):
+        part.loc[rows, column] = stats[column]
+    return part, f"JT after {k} tasks: JT runs trained on the first {k} tasks' classes only, as the paper's JT."
 
 
 def _table2_cells(data: ExperimentData) -> pd.DataFrame:

@@ -52,11 +52,35 @@ def add_subcommands(subparsers: Any) -> None:
     classifier.set_defaults(handler=cmd_classifier)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def evaluate_checkpoint(checkpoint: str | os.PathLike, overrides: dict[str, Any] | None = None,
+                        jt_results: str | None = None, samples_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate the last finished task of a checkpoint (``overrides``: config values such as ``evaluator``,
+    ``device``, ``eval_samples_per_class``); the JSON-ready report ``mergan eval`` prints."""
     from mergan.evaluation.evaluate import evaluate_after_task
     from mergan.results import read_matrix
     from mergan.trainer import Trainer
 
+    trainer = Trainer.from_checkpoint(checkpoint, overrides=overrides)
+    task = int(trainer.tasks_done)
+    if task < 1:
+        raise ValueError(f"{checkpoint}: the checkpoint has no finished task to evaluate")
+    evaluator = trainer.evaluator()
+    jt_matrix = read_matrix(jt_results) if jt_results else None
+    result = evaluate_after_task(trainer.sampler(), trainer.dataset, trainer.tasks, task - 1, trainer.config.eval,
+                                 evaluator, trainer.device, trainer.accuracy_matrix[: task - 1], jt_matrix,
+                                 seed=trainer.config.run.seed, samples_dir=samples_dir)
+    return {
+        "checkpoint": str(checkpoint), "task": task, "tasks": trainer.tasks,
+        "method": trainer.config.method.method, "dataset": trainer.config.data.dataset, "seed": trainer.config.run.seed,
+        "samples_per_class": trainer.config.eval.eval_samples_per_class,
+        "accuracy_matrix": result.matrix, "row": result.row,
+        "class_accuracy": {str(c): v for c, v in result.class_accuracy.items()},
+        "metrics": result.metrics, "samples_path": result.samples_path, "seconds": round(result.seconds, 3),
+        "evaluator": evaluator.describe(),
+    }
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.device:
         overrides["device"] = args.device
@@ -66,24 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides["evaluator"] = args.evaluator
     if args.data_root:
         overrides["data_root"] = args.data_root
-    trainer = Trainer.from_checkpoint(args.checkpoint, overrides=overrides)
-    task = int(trainer.tasks_done)
-    if task < 1:
-        raise ValueError(f"{args.checkpoint}: the checkpoint has no finished task to evaluate")
-    evaluator = trainer.evaluator()
-    jt_matrix = read_matrix(args.jt_results) if args.jt_results else None
-    result = evaluate_after_task(trainer.sampler(), trainer.dataset, trainer.tasks, task - 1, trainer.config.eval,
-                                 evaluator, trainer.device, trainer.accuracy_matrix[: task - 1], jt_matrix,
-                                 seed=trainer.config.run.seed, samples_dir=args.samples_dir)
-    report = {
-        "checkpoint": str(args.checkpoint), "task": task, "tasks": trainer.tasks,
-        "method": trainer.config.method.method, "dataset": trainer.config.data.dataset,
-        "samples_per_class": trainer.config.eval.eval_samples_per_class,
-        "accuracy_matrix": result.matrix, "row": result.row,
-        "class_accuracy": {str(c): v for c, v in result.class_accuracy.items()},
-        "metrics": result.metrics, "samples_path": result.samples_path, "seconds": round(result.seconds, 3),
-        "evaluator": evaluator.describe(),
-    }
+    report = evaluate_checkpoint(args.checkpoint, overrides, args.jt_results, args.samples_dir)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

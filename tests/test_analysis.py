@@ -337,6 +337,44 @@ def test_table1_after_5_and_T_tasks_for_svhn(store):
     assert sft["Seeds"] == "1" and "±" not in sft["Ours (6 tasks)"], "one seed: no spread shown"
 
 
+def test_table1_jt_after_5_tasks_is_a_jt_model_of_the_first_5_tasks(tmp_path):
+    """The paper's 5-task JT is a joint model of the first 5 tasks' classes (joint.py scores its final
+    model), not row 5 of a longer JT run: JT runs on the first 5 tasks fill that cell, and only that cell."""
+    from analysis.aggregate import split_joint_references
+
+    uri = empty_store(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("t1", artifact_location=(tmp_path / "artifacts").as_uri())
+    references = []
+    for seed in (0, 1):
+        for method in ("jt", "ra"):
+            write_run(client, experiment, make_config(method, seed, 6, tmp_path / method / str(seed), dataset="svhn"),
+                      method_accuracy(method, seed), artifacts=False)
+        config = make_config("jt", seed, 6, tmp_path / "jt5" / str(seed), dataset="svhn", **{"data.num_tasks": 5})
+        references.append(write_run(client, experiment, config, lambda i, j, s=seed: round(0.97 - 0.01 * j + 0.004 * s, 6),
+                                    num_tasks=5, artifacts=False))
+    data = load_experiment("t1", uri)
+    store = Store(tmp_path, uri, client, "", "")
+    table = results_table(data)
+    cells = table.cells.set_index(["row", "header"])
+    assert sorted(set(table.cells["row"])) == ["JT", "MeRGAN-RA"], "the 5-task JT runs are no configuration of their own"
+    mean, std = expected_cell(store, references, "avg_acc", 5)
+    assert cells.at[("JT", "Ours (5 tasks)"), "mean"] == pytest.approx(mean)
+    assert cells.at[("JT", "Ours (5 tasks)"), "std"] == pytest.approx(std)
+    full = list(data.runs.loc[(data.runs["method"] == "jt") & ~data.runs["run_id"].isin(references), "run_id"])
+    mean, std = expected_cell(store, full, "avg_acc", 6)
+    assert cells.at[("JT", "Ours (6 tasks)"), "mean"] == pytest.approx(mean)
+    ra = list(data.runs.loc[data.runs["method"] == "ra", "run_id"])
+    assert cells.at[("MeRGAN-RA", "Ours (5 tasks)"), "mean"] == pytest.approx(expected_cell(store, ra, "avg_acc", 5)[0])
+    assert "JT after 5 tasks: JT runs trained on the first 5 tasks' classes only" in table.caption
+    main, joint = split_joint_references(data)
+    assert sorted(joint.runs["run_id"]) == sorted(references) and not set(references) & set(main.runs["run_id"])
+
+    without = data.subset(full + ra)
+    note = results_table(without).caption
+    assert "JT after 5 tasks: row 5 of its 6-task run" in note
+
+
 def test_table2_for_lsun(store):
     data = load_experiment("lsun", store.uri)
     table = results_table(data)

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -228,3 +234,54 @@ def test_features_work_for_every_evaluator_kind(mnist5k, tmp_path):
         assert logits.shape == (7, 10) and features.shape == (7, evaluator.feature_dim)
         assert evaluator.feature_dim == (128 if kind == "cnn" else size)
         torch.testing.assert_close(evaluator.features(images), features)
+
+
+# -- the same trained run judged by both evaluators: `mergan eval --evaluator`, bench/table1_rescore.py --------
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """Two one-digit tasks of tiny SFT, judged by the small CNN; every evaluator narrow and one epoch."""
+    from mergan.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("judged-run")
+    config = build_config(overrides={
+        "device": "cpu", "tasks": "0|1", "out_dir": str(root / "run"), "iterations_per_task": 2, "batch_size": 16,
+        "critic_steps": 1, "z_dim": 16, "g_width": 16, "d_width": 8, "log_every": 1, "eval_samples_per_class": 16,
+        "grid_per_class": 2, "cache_dir": str(root / "cache"), "evaluator_width": 16, "evaluator_epochs": 1})
+    Trainer(config).fit()
+    return root
+
+
+def test_eval_command_judges_a_checkpoint_with_the_other_evaluator(trained_run, capsys):
+    from mergan_cli.main import main
+
+    stored = json.loads((trained_run / "run" / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(trained_run / "run"), "--device", "cpu"]) == 0
+    as_trained = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(trained_run / "run"), "--device", "cpu", "--evaluator", "paper"]) == 0
+    by_paper = json.loads(capsys.readouterr().out)
+    assert as_trained["row"] == stored["accuracy_matrix"][-1]  # the run's own evaluator repeats its numbers
+    assert as_trained["evaluator"]["architecture"].startswith("a small CNN")
+    assert by_paper["evaluator"]["architecture"] == "the authors' MNIST MLP 16-8-4-2-10 on 0-255 pixels"
+    assert by_paper["evaluator"]["chance_accuracy"] == 0.1 and by_paper["task"] == 2
+
+
+def test_rescore_script_scores_every_trial_of_a_sweep_with_each_evaluator(trained_run, tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    trial = tmp_path / "sweep" / "train_trial_0_method=sft,seed=0"
+    for task in (1, 2):  # Tune keeps each reported task's checkpoint folder; the newest is the final one
+        shutil.copytree(trained_run / "run" / f"task_{task}", trial / f"checkpoint_00000{task - 1}")
+    env = {**os.environ, "MERGAN_CACHE_DIR": str(trained_run / "cache")}
+    done = subprocess.run([sys.executable, str(root / "bench" / "table1_rescore.py"), str(tmp_path / "sweep"),
+                           "--evaluator", "cnn", "--evaluator", "paper", "--out", str(tmp_path / "t.md"),
+                           "--runs-out", str(tmp_path / "runs.csv")], check=False, cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert list(runs["evaluator"]) == ["cnn", "paper"] and set(runs["tasks"]) == {2}
+    stored = json.loads((trained_run / "run" / "results.json").read_text())
+    assert runs.loc[0, "avg_acc"] == pytest.approx(stored["results"][-1]["metrics"]["avg_acc"])
+    table = (tmp_path / "t.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| SFT | 2 | 0 |"))
+    assert f"{runs.loc[0, 'avg_acc'] * 100:.2f}" in row and f"{runs.loc[1, 'avg_acc'] * 100:.2f}" in row
+    assert "- paper: the authors' MNIST MLP 16-8-4-2-10 on 0-255 pixels" in table

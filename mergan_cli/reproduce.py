@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.paper import TABLE1_TASKS
 from search_spaces.presets import PAPER_METHODS
 
 DATASETS = ("mnist5k", "mnist", "svhn")
-FIRST_COLUMN = 5  # Table 1's earlier column: average accuracy after 5 tasks
+FIRST_COLUMN = TABLE1_TASKS[0]  # Table 1's earlier column: average accuracy after 5 tasks
 
 
 @dataclass(frozen=True)

@@ -224,16 +224,24 @@ def test_a_run_records_its_evaluator_in_results_mlflow_and_the_table_caption(tin
             f"{accuracy}, 10 classes, chance 10.0%)") in caption
 
 
-def test_features_work_for_every_evaluator_kind(mnist5k, tmp_path):
+def test_features_work_for_every_evaluator_kind(mnist5k, lsun_ten, tmp_path):
     """The quality matrices (FID, KID ...) read ``Evaluator.features``: the penultimate layer of each net."""
-    for kind, width, size in (("cnn", 4, 128), ("paper", 16, 2)):
-        evaluator = get_evaluator(mnist5k, EvalConfig(evaluator=kind, evaluator_width=width, evaluator_epochs=1,
-                                                      cache_dir=str(tmp_path)), "cpu")
-        images = mnist5k.test.get(torch.arange(7))
+    fx.write_svhn(tmp_path / "svhn", train_per_class=2, test_per_class=1)
+    svhn = load_dataset(DataConfig(dataset="svhn", data_root=str(tmp_path / "svhn")), image_size=32)
+    lsun_data = DataConfig(dataset="lsun", data_root=str(lsun_ten), lsun_resize="squash")
+    lsun = load_dataset(lsun_data, image_size=64)
+    cases = [(mnist5k, "cnn", 4, "cnn", 128), (mnist5k, "paper", 16, "mlp", 2), (svhn, "paper", 2, "convnet", 8),
+             (lsun, "paper", 2, "vgg16", 16)]
+    for ds, kind, width, arch, feature_dim in cases:
+        config = EvalConfig(evaluator=kind, evaluator_width=width, evaluator_epochs=1, cache_dir=str(tmp_path / "c"))
+        evaluator = get_evaluator(ds, config, "cpu", data_config=lsun_data if ds is lsun else None)
+        images = ds.test.get(torch.arange(3))
         logits, features = evaluator.logits_and_features(images)
-        assert logits.shape == (7, 10) and features.shape == (7, evaluator.feature_dim)
-        assert evaluator.feature_dim == (128 if kind == "cnn" else size)
+        assert evaluator.arch == arch and evaluator.feature_dim == feature_dim
+        assert logits.shape == (3, evaluator.num_classes) and features.shape == (3, feature_dim)
         torch.testing.assert_close(evaluator.features(images), features)
+        with torch.inference_mode():
+            torch.testing.assert_close(evaluator.net.head(features), logits)
 
 
 # -- the same trained run judged by both evaluators: `mergan eval --evaluator`, bench/table1_rescore.py --------

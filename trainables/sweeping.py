@@ -44,6 +44,7 @@ from tracking.sweep_run import (
     trial_run_id,
 )
 from trainables import pbt
+from trainables.gpu_sharing import sharing_warning
 from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, is_uri
 from trainables.trainable import TrialSettings, train_trial
 
@@ -133,6 +134,9 @@ def connect_ray(address: str | None, plan: SweepPlan) -> str:
               f"that folder at the same path (an NFS/EFS mount), or give s3://bucket/path", file=sys.stderr)
     if plan.max_concurrent is None:
         plan.max_concurrent = concurrent_trials(plan, nodes)
+    warning = sharing_warning(plan.gpus_per_trial)
+    if warning:
+        print(warning, file=sys.stderr)
     return where
 
 

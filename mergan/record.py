@@ -118,7 +118,7 @@ class RunRecord(Callback):
                  if result.task <= task and result.task not in recorded]  # tasks a record lacks: from the checkpoint
         if existing is None or kept != existing:
             _rewrite(path, kept)
-        own_key = next((line["run_key"] for line in existing or [] if line["kind"] == "start"), None)
+        own_key = next((line["run_key"] for line in reversed(existing or []) if line["kind"] == "start"), None)
         self.run_key = self.run_key or own_key or uuid.uuid4().hex
         config = trainer.config
         self.path, self.ended = path, False
@@ -211,7 +211,9 @@ class Record:
 
     @property
     def run_key(self) -> str:
-        return self.starts[0]["run_key"] if self.starts else f"folder:{self.folder.resolve()}"
+        """The run's key: its last start's (a run continued in another folder begins with the history of the
+        run it came from, under a key of its own)."""
+        return self.starts[-1]["run_key"] if self.starts else f"folder:{self.folder.resolve()}"
 
     @property
     def name(self) -> str | None:

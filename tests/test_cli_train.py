@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from mergan.config import BASE_METHODS, PRESETS, ExperimentConfig
 from mergan_cli.main import build_parser, main
+from tests.support.blocked_imports import attempted, without_packages
 from tests.support.fake_runs import empty_folders
 from tests.support.mlflow_process import free_port
 from tracking.mirror import run_id_of
@@ -72,6 +73,17 @@ def test_a_named_folder_holding_a_run_is_refused_unless_overwrite_clears_it(in_t
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "notes.txt", "record.jsonl", "results.json",
                                                      "samples", "task_1"]
     assert (out / "notes.txt").read_text() == "mine"  # only the old run's own files were deleted
+
+
+def test_train_without_mlflow_imports_neither_mlflow_nor_ray_nor_optuna(tmp_path):
+    """A GPU machine with PyTorch and no tracking stack trains (and keeps its record) all the same."""
+    env = {**without_packages(tmp_path, {"mlflow", "ray", "optuna"}), "MERGAN_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "mergan_cli.main", "train", *TINY_RUN, "--no-mlflow",
+                           "--out-dir", str(tmp_path / "run")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert attempted(tmp_path) == []
+    assert (tmp_path / "run" / "record.jsonl").is_file() and not (tmp_path / "run" / "mirrors").exists()
 
 
 def test_a_tracking_uri_mlflow_cannot_use_is_refused_before_any_training(in_tmp, capsys):

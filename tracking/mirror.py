@@ -85,13 +85,6 @@ class Target:
         temporary.write_text(json.dumps(asdict(self), indent=1))
         os.replace(temporary, path)
 
-    def moved_to(self, tracking_uri: str | None, experiment: str | None) -> Target:
-        """This target, sent to another store or experiment instead (its run there is found anew)."""
-        uri = resolve_tracking_uri(tracking_uri) if tracking_uri else self.tracking_uri
-        same = uri == self.tracking_uri and (experiment or self.experiment) == self.experiment
-        return Target(uri, experiment or self.experiment, self.parent_run_id if same else None, self.log_checkpoint,
-                      self.run_id if same else None, self.mirrored_sha256 if same else None)
-
 
 @dataclass
 class MirrorResult:
@@ -207,7 +200,10 @@ def _send(client: Any, run: Any, record: Record, target: Target) -> MirrorResult
 
     result.status = record.status
     if result.status == "RUNNING":
-        if run.info.status != "RUNNING":
+        # Running again only after a start later than the run's end: a driver that marked it KILLED meanwhile
+        # (a stopped sweep) is not contradicted by a sync of what came before.
+        resumed = record.starts and (run.info.end_time or 0) < record.starts[-1]["time"]
+        if run.info.status != "RUNNING" and resumed:
             client.update_run(run_id, status="RUNNING")
     elif run.info.status != result.status:
         checkpoint = record.path(record.tasks[-1].get("checkpoint_path")) if record.tasks else None
@@ -244,8 +240,10 @@ def sync_folders(paths: list[str | os.PathLike], tracking_uri: str | None = None
     configure_http_client()
     done: list[tuple[Path, MirrorResult | str]] = []
     for folder in run_folders(paths):
-        saved = Target.load(folder) or Target(resolve_tracking_uri(tracking_uri), experiment or DEFAULT_EXPERIMENT)
-        target = saved.moved_to(tracking_uri, experiment)
+        target = Target.load(folder) or Target(resolve_tracking_uri(tracking_uri))
+        if tracking_uri or experiment:  # elsewhere: the run there is found anew (by its key) or made
+            target = Target(resolve_tracking_uri(tracking_uri or target.tracking_uri), experiment or target.experiment,
+                            log_checkpoint=target.log_checkpoint)
         try:
             done.append((folder, mirror_folder(folder, target)))
         except Exception as error:  # noqa: BLE001 - one folder's failure is reported; the others go on

@@ -76,6 +76,8 @@ def check_tracking_server(tracking_uri: str | None = None) -> None:
     there); a single run may go on, its record waiting in its folder for ``mergan sync``.
     """
     uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return  # a file MLflow makes on first use: nothing to ask, and nothing is written before the run starts
     from mlflow.exceptions import MlflowException
 
     configure_http_client()

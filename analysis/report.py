@@ -2,6 +2,7 @@
 
     mergan report --experiment NAME [--tracking-uri URI] --out DIR [--sweep-run RUN_ID]
                   [--optuna-storage URL --study NAME] [--select best|all]
+    mergan report --runs FOLDER [FOLDER ...] --out DIR      (run folders' records; no tracking store)
 
 ``DIR`` receives ``report.html``, ``figures/*.png|pdf``, ``tables/*.md|tex`` and the frames as
 ``data/*.csv``; the results table is printed to the terminal. An experiment that mixes datasets
@@ -22,7 +23,13 @@ import pandas as pd
 from analysis import figures
 from analysis.aggregate import CONFIDENCE, select_best
 from analysis.errors import NothingToPlotError
-from analysis.load import ExperimentData, download_sample_grids, load_experiment, load_optuna_study
+from analysis.load import (
+    ExperimentData,
+    download_sample_grids,
+    load_experiment,
+    load_optuna_study,
+    load_run_folders,
+)
 from analysis.paper import method_label, method_sort_key
 from analysis.tables import ResultTable, results_table
 
@@ -60,11 +67,11 @@ class Report:
 
 def build_report(experiment: str | None, tracking_uri: str | None, out_dir: str | Path, *,
                  sweep_run: str | None = None, optuna_storage: str | None = None, study_name: str | None = None,
-                 select: str = "best") -> Report:
-    """Load, tabulate, plot and write everything into ``out_dir``; returns what was written."""
+                 select: str = "best", runs: list[str | Path] | None = None) -> Report:
+    """Load (from MLflow, or from the run folders ``runs``), tabulate, plot and write everything into ``out_dir``."""
     out = Path(out_dir)
+    data = load_run_folders(runs) if runs else load_experiment(experiment, tracking_uri, sweep_run=sweep_run)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    data = load_experiment(experiment, tracking_uri, sweep_run=sweep_run)
     data.runs.to_csv(out / "data" / "runs.csv", index=False)
     data.accuracy.to_csv(out / "data" / "accuracy.csv", index=False)
     data.task_metrics.to_csv(out / "data" / "task_metrics.csv", index=False)
@@ -221,8 +228,8 @@ def render_html(data: ExperimentData, sections: list[Section], select: str = "be
     head = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>mergan report: {html.escape(data.experiment)}</title><style>{CSS}</style></head><body>")
     meta = (f"<p class='meta'>{len(data.runs)} runs ({html.escape(methods)}) on "
-            f"{html.escape(', '.join(data.datasets))}, up to {data.num_tasks} tasks; tracking store "
-            f"{html.escape(data.tracking_uri)}; generated {html.escape(now)}. Tables and figures show {chosen}; "
+            f"{html.escape(', '.join(data.datasets))}, up to {data.num_tasks} tasks; "
+            f"{'tracking store ' + html.escape(data.tracking_uri) if data.tracking_uri else 'read from run folders'}; generated {html.escape(now)}. Tables and figures show {chosen}; "
             f"spreads are standard deviations over seeds, intervals the {CONFIDENCE:.0%} t-interval of the mean over "
             f"seeds.</p>")
     parts = [head, f"<h1>MeRGAN report: {html.escape(data.experiment)}</h1>", meta, _sweep_block(data.sweep)]

@@ -28,6 +28,7 @@ from mergan.data import ClassDataset, ImageSet, load_dataset, task_stream
 from mergan.losses import critic_loss, generator_loss
 from mergan.methods import build_method
 from mergan.models import build_models
+from mergan.record import RunRecord
 from mergan.results import read_matrix, write_results
 
 
@@ -124,6 +125,13 @@ class Trainer:
         self.device = resolve_device(config.run.device)
         if self.device.type == "cuda" and config.run.deterministic:
             make_cuda_deterministic()
+        # The run folder's durable record comes first unless the caller placed it (after callbacks that add
+        # to a TaskResult, before those that hand the checkpoint on): trackers and reports read it.
+        callbacks = [c for c in callbacks or [] if c is not None]
+        self.record = next((c for c in callbacks if isinstance(c, RunRecord)), None)
+        if self.record is None:
+            self.record = RunRecord()
+            callbacks.insert(0, self.record)
         self.callbacks = CallbackList(callbacks)
         self.out_dir = Path(config.run.out_dir)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, config.model.image_size)
@@ -170,6 +178,7 @@ class Trainer:
             trainer.optimizers = trainer.new_optimizers()
             for optimizer, optimizer_state in zip(trainer.optimizers, state["optimizers"]):
                 optimizer.load_state_dict(optimizer_state)
+        trainer.record.adopt_checkpoint(file.parent)
         trainer.tasks_done = int(state["task"])
         trainer.global_step = int(state["global_step"])
         trainer.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search_spaces.presets import PAPER_METHODS
-
 DATASETS = ("mnist5k", "mnist", "svhn")
 
 
@@ -45,6 +43,8 @@ SCALES = {
 
 def table1_space(seeds: int, first_seed: int = 0) -> str:
     """The grid of every paper method x seeds first_seed.., as a YAML space (kept with the sweep for --resume)."""
+    from search_spaces.presets import PAPER_METHODS  # Optuna: only when the command runs
+
     values = ", ".join(str(s) for s in range(first_seed, first_seed + seeds))
     return ("question: How do the six methods compare on the paper's Table 1 protocol, over seeds?\n"
             f"method: {{type: grid, values: [{', '.join(PAPER_METHODS)}]}}\n"
@@ -85,6 +85,7 @@ def table1_plan(args: argparse.Namespace):
 
 def reproduce_command(args: argparse.Namespace) -> int:
     from analysis.report import build_report
+    from search_spaces.presets import PAPER_METHODS
     from trainables.plan import PlanError
     from trainables.sweeping import connect_ray, run_sweep
 

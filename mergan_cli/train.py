@@ -1,7 +1,7 @@
 """``mergan train``: train one method on one task stream, with progress, Ctrl-C and resume.
 
-The trainer knows nothing of MLflow, but ``mergan train`` records its run there
-(``tracking.callback``), like a sweep trial does, unless ``--no-mlflow``.
+Every run keeps its record in its folder (``mergan.record``); ``mergan train`` also mirrors it into
+MLflow (``tracking.mirror``), like a sweep trial does, unless ``--no-mlflow``, which imports no MLflow.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mergan.config import (
 from tracking.store import DEFAULT_EXPERIMENT
 
 if TYPE_CHECKING:
-    from tracking.callback import MLflowCallback
+    from tracking.mirror import MLflowMirror
 
 
 EXIT_INTERRUPTED = 130  # what shells report for a program ended by Ctrl-C (128 + SIGINT)
@@ -165,21 +165,34 @@ class ProgressPrinter(Callback):
         print(line, file=self.stream, flush=True)
 
 
-def _tracking_callback(args, config, resumed: bool = False) -> MLflowCallback | None:
-    """MLflow logging of this run; a resumed run continues its own MLflow run (from <out_dir>/mlflow_run.json)."""
+def _tracking_mirror(args: argparse.Namespace) -> MLflowMirror | None:
+    """The MLflow mirror of this run, once the store is known to take it: a store that refuses this client
+    (a login, a permission, a URI MLflow cannot use) stops the run before any training; one that does not
+    answer is a warning (the record waits in the run folder for ``mergan sync``)."""
     if args.no_mlflow:
         return None
-    from tracking.callback import MLflowCallback, run_id_from_out_dir
-    from tracking.store import resolve_tracking_uri
+    from tracking.mirror import MLflowMirror, Target
+    from tracking.store import (
+        TrackingServerDown,
+        TrackingServerError,
+        check_tracking_server,
+        resolve_tracking_uri,
+    )
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    run_id = run_id_from_out_dir(config.run.out_dir, uri) if resumed else None
-    return MLflowCallback(tracking_uri=uri, experiment=args.experiment, run_id=run_id, config=config,
-                          log_checkpoint=not args.no_log_checkpoint)
+    try:
+        check_tracking_server(uri)
+    except TrackingServerDown as error:
+        print(f"mergan train: warning: {error}; training goes on, its record waits in the run folder for "
+              f"`mergan sync`", file=sys.stderr)
+    except TrackingServerError as error:
+        raise ConfigError(f"--tracking-uri: {error} (or train with --no-mlflow)") from None
+    return MLflowMirror(Target(uri, args.experiment, log_checkpoint=not args.no_log_checkpoint))
 
 
-def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tuple[Any, MLflowCallback | None]:
-    """A trainer for a new run, in a folder of its own (see ``mergan.run_folder``), and its MLflow logger."""
+def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter,
+                     mirror: MLflowMirror | None) -> Any:
+    """A trainer for a new run, in a folder of its own (see ``mergan.run_folder``)."""
     from mergan.run_folder import link_latest, prepare_out_dir
     from mergan.trainer import Trainer
 
@@ -190,9 +203,8 @@ def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tupl
         _refuse_unsent_records(Path(config.run.out_dir))
     folder = prepare_out_dir(config.run.out_dir, named=named, overwrite=args.overwrite)
     config.run.out_dir = str(folder)
-    tracker = _tracking_callback(args, config)
     try:
-        trainer = Trainer(config, callbacks=[printer, tracker])
+        trainer = Trainer(config, callbacks=[printer, mirror])
     except BaseException:
         if not named:
             with contextlib.suppress(OSError):
@@ -201,12 +213,12 @@ def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tupl
     if not named and link_latest(folder) is None:
         print(f"note: {folder.parent / 'latest'} is not a link to the newest run (a folder of an earlier version, "
               f"or links are not supported here); this run is in {folder}", file=sys.stderr)
-    return trainer, tracker
+    return trainer
 
 
-def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tuple[Any, MLflowCallback | None]:
-    """A trainer continuing ``--resume``'s run (in its own folder unless ``--out-dir`` names another), and
-    its MLflow logger, which continues the run's MLflow run."""
+def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter, mirror: MLflowMirror | None) -> Any:
+    """A trainer continuing ``--resume``'s run (in its own folder unless ``--out-dir`` names another); its
+    MLflow mirror finds the run's MLflow run again by the record's run key."""
     from mergan.checkpoint import find_checkpoint
     from mergan.run_folder import prepare_out_dir, run_folder_of
     from mergan.trainer import Trainer
@@ -224,19 +236,18 @@ def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter) -> tupl
             _refuse_unsent_records(Path(named))
         prepare_out_dir(named, named=True, overwrite=args.overwrite)
     trainer = Trainer.from_checkpoint(checkpoint, overrides=overrides)
-    tracker = _tracking_callback(args, trainer.config, resumed=True)
-    trainer.callbacks.callbacks.extend(c for c in (printer, tracker) if c is not None)
+    trainer.callbacks.callbacks.extend(c for c in (printer, mirror) if c is not None)
     print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {checkpoint}", file=sys.stderr)
-    return trainer, tracker
+    return trainer
 
 
 def _refuse_unsent_records(folder: Path) -> None:
-    """--overwrite removes a run's MLflow outbox: not while it holds records the store has not received."""
-    from tracking.outbox import outbox_files
+    """--overwrite deletes a run's record: not while it holds what its MLflow run has not received."""
+    from tracking.mirror import unsent  # no MLflow import: it reads the run folder only
 
-    if outbox_files([folder / "mlflow_outbox"]):
-        raise ConfigError(f"--overwrite: {folder / 'mlflow_outbox'} holds MLflow records not sent yet; send them "
-                          f"with `mergan sync --outbox {folder / 'mlflow_outbox'}`, then overwrite")
+    if unsent(folder):
+        raise ConfigError(f"--overwrite: {folder} holds a run whose MLflow run lacks part of its record; send it "
+                          f"with `mergan sync {folder}`, then overwrite")
 
 
 def resume_command(args: argparse.Namespace, out_dir: Path) -> str:
@@ -277,13 +288,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if value is not None and not value.strip():
             raise ConfigError(f"--{flag.replace('_', '-')}: empty; give a value, or leave the flag out")
     printer = ProgressPrinter()
-    trainer, tracker = (_resumed_trainer if args.resume is not None else _new_run_trainer)(args, printer)
+    mirror = _tracking_mirror(args)
+    trainer = (_resumed_trainer if args.resume is not None else _new_run_trainer)(args, printer, mirror)
     config = trainer.config
     print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
           f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device {trainer.device}, "
           f"out {trainer.out_dir}", file=sys.stderr)
     try:
-        with tracker or contextlib.nullcontext():  # the MLflow run ends FINISHED, FAILED (divergence) or KILLED
+        # The record (and its MLflow mirror) ends FINISHED, FAILED (divergence) or KILLED.
+        with mirror or contextlib.nullcontext(), trainer.record.ending():
             trainer.fit()
     except KeyboardInterrupt:
         printer.close()

@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from nbclient import NotebookClient
@@ -31,11 +34,12 @@ from analysis.errors import (
     NothingToPlotError,
     TrackingStoreNotFoundError,
 )
-from analysis.load import load_experiment, load_optuna_study, load_sweep
+from analysis.load import load_experiment, load_optuna_study, load_run_folders, load_sweep
 from analysis.paper import TABLE1, TABLE2
 from analysis.report import build_report
 from analysis.tables import results_table
 from mergan.config import value_text
+from tests.support.blocked_imports import attempted, without_packages
 from tests.support.mlflow_process import start_mlflow_server
 from tests.support.mlflow_stores import (
     empty_store,
@@ -527,6 +531,56 @@ def test_mergan_report_writes_one_self_contained_page_and_prints_the_table(store
     assert "\\toprule" in (out / "tables" / "results.tex").read_text()
     assert len((out / "data" / "accuracy.csv").read_text().splitlines()) == len(data.accuracy) + 1
     assert "jtr replay_mode=fresh seed=2" in page, "the runs table lists every run"
+
+
+@pytest.fixture(scope="module")
+def mirrored_folders(tmp_path_factory) -> tuple[Path, str]:
+    """Run folders (each run's record, as the trainer writes it) and their MLflow mirror: SFT and RA at two
+    lambdas, two seeds each."""
+    root = tmp_path_factory.mktemp("folders")
+    uri = empty_store(root / "mlflow.db")
+    for seed in (0, 1):
+        config = make_config("sft", seed, 3, root / "runs" / f"sft-{seed}")
+        log_with_real_logger(uri, "mirrored", config, method_accuracy("sft", seed))
+        for lambda_ra in RA_LAMBDAS:
+            config = make_config("ra", seed, 3, root / "runs" / f"ra-{lambda_ra}-{seed}", lambda_ra=lambda_ra)
+            log_with_real_logger(uri, "mirrored", config, ra_accuracy(seed, lambda_ra))
+    return root / "runs", uri
+
+
+def test_run_folders_give_the_frames_and_tables_their_mlflow_mirror_gives(mirrored_folders):
+    runs, uri = mirrored_folders
+    from_mlflow, from_folders = load_experiment("mirrored", uri), load_run_folders([runs])
+    assert from_folders.tracking_uri == "" and sorted(from_folders.runs["run_id"]) == sorted(map(str, runs.iterdir()))
+    folder_of = dict(zip(from_mlflow.runs["run_id"], from_mlflow.runs["tag.out_dir"]))
+
+    def by_folder(frame):
+        frame = frame.assign(run_id=frame["run_id"].map(lambda r: folder_of.get(r, r)))
+        return frame.sort_values(list(frame.columns[:6])).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(by_folder(from_folders.accuracy), by_folder(from_mlflow.accuracy))
+    pd.testing.assert_frame_equal(by_folder(from_folders.task_metrics), by_folder(from_mlflow.task_metrics))
+    columns = ["run_id", "run_name", "method", "dataset", "seed", "config", "status", "tasks_done", "avg_acc",
+               "forgetting", "loss_d", "method.lambda_ra", "evaluator_cache_key", "tag.evaluator_cache_key"]
+    pd.testing.assert_frame_equal(by_folder(from_folders.runs)[columns], by_folder(from_mlflow.runs)[columns])
+    table = results_table(from_folders)
+    assert table.to_markdown() == results_table(from_mlflow).to_markdown()
+    assert "Paper (5 tasks)" in table.to_markdown() and "MeRGAN-RA (lambda_ra=1e-3)" in table.to_markdown()
+
+
+def test_mergan_report_of_run_folders_needs_neither_mlflow_nor_ray_nor_optuna(mirrored_folders, tmp_path):
+    runs, uri = mirrored_folders
+    env = without_packages(tmp_path, {"mlflow", "ray", "optuna"})
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "mergan_cli.main", "report", "--runs", str(runs), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert attempted(tmp_path) == [] and "from run folders" in done.stdout
+    table = results_table(load_experiment("mirrored", uri))
+    assert table.to_markdown() in done.stdout and (out / "tables" / "results.md").read_text() == table.to_markdown()
+    for name in ("forgetting_curves", "accuracy_matrices", "hyperparameter_response", "sample_grids"):
+        assert_written({kind: out / "figures" / f"{name}.{kind}" for kind in ("png", "pdf")})
+    assert "read from run folders" in (out / "report.html").read_text()
 
 
 def test_report_of_a_sweep_finds_its_optuna_study_and_splits_mixed_datasets(store, tmp_path):

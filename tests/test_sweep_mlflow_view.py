@@ -21,9 +21,9 @@ from mlflow import MlflowClient
 import sweep
 from mergan.config import BASE_METHODS, build_config
 from mergan.methods import METHODS, acting_knobs
+from mergan.naming import name_values, run_name
 from tests.support.mlflow_process import Server, start_mlflow_server
 from tests.support.sweeps import TINY_SETS
-from tracking.callback import _name_values, trial_run_name
 from trainables.plan import SweepPlan
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -69,7 +69,7 @@ def test_a_run_is_named_by_the_knobs_that_act_in_its_method_only():
 
     def name(**values) -> str:
         config = build_config("small", {"seed": 0, **values})
-        return trial_run_name(config.method.method, _name_values(config, searched))
+        return run_name(config.method.method, name_values(config, searched))
 
     assert name(method="sft") == "sft seed=0"
     assert name(method="ra", lambda_ra=3e-3) == "ra lambda_ra=3e-3 seed=0"
@@ -78,11 +78,11 @@ def test_a_run_is_named_by_the_knobs_that_act_in_its_method_only():
         "jtr replay_mode=fixed replay_size_per_class=131 seed=0"
     assert name(method="jtr+ra", lambda_ra=0.01) == "jtr+ra lambda_ra=0.01 replay_mode=fresh seed=0"
     config = build_config("small", {"method": "sft", "lr_g": 1e-4})
-    assert trial_run_name("sft", _name_values(config, ["lr_g", "lambda_ra"])) == "sft lr_g=1e-4 seed=0", \
+    assert run_name("sft", name_values(config, ["lr_g", "lambda_ra"])) == "sft lr_g=1e-4 seed=0", \
         "a searched field outside the method section acts in every method"
     # Outside a sweep: each method's main knob, where it acts.
     fixed = build_config("small", {"method": "jtr", "replay_mode": "fixed", "replay_size_per_class": 200})
-    assert trial_run_name("jtr", _name_values(fixed, None)) == "jtr replay_mode=fixed replay_size_per_class=200 seed=0"
+    assert run_name("jtr", name_values(fixed, None)) == "jtr replay_mode=fixed replay_size_per_class=200 seed=0"
 
 
 @pytest.mark.slow

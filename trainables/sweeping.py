@@ -255,6 +255,7 @@ def new_tuner(plan: SweepPlan, verbose: int = 1) -> tune.Tuner:
         name=plan.name, storage_path=plan.storage_path, verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=pbt.CHECKPOINTS_KEPT if population else CHECKPOINTS_KEPT),
+        sync_config=tune.SyncConfig(sync_artifacts=True),  # each trial's run folder (its record) to the storage
         stop=pbt.stop_after_last_task(plan.num_tasks) if population else None,
         callbacks=[CloseStoppedRuns(plan.tracking_uri, plan.parent_run_id)])
     tune_config = tune.TuneConfig(search_alg=build_searcher(plan, space), scheduler=build_scheduler(plan),

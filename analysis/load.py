@@ -37,8 +37,8 @@ from analysis.errors import (
     NoTaskMetricsError,
     TrackingStoreNotFoundError,
 )
-from mergan.config import value_text
 from mergan.evaluation.metrics import SUMMARIES, TASK_METRICS  # pure Python: no torch
+from mergan.settings import value_text
 from tracking.history import metric_history_rows
 from tracking.store import resolve_tracking_uri
 

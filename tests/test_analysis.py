@@ -35,7 +35,7 @@ from analysis.load import load_experiment, load_optuna_study, load_sweep
 from analysis.paper import TABLE1, TABLE2
 from analysis.report import build_report
 from analysis.tables import results_table
-from mergan.config import value_text
+from mergan.settings import value_text
 from tests.support.mlflow_process import start_mlflow_server
 from tests.support.mlflow_stores import (
     empty_store,

@@ -23,7 +23,8 @@ from PIL import Image
 
 import mergan
 from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import build_config, value_text
+from mergan.config import build_config
+from mergan.settings import value_text
 from mergan_cli.sync import add_subcommands
 from tests.support.mlflow_process import SCRIPT, free_port, start_mlflow_server
 from tracking.callback import MLflowCallback, run_id_from_out_dir, trial_run_name

@@ -35,7 +35,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import FIELDS, ExperimentConfig, save_yaml, value_text
+from mergan.config import FIELDS, ExperimentConfig, save_yaml
+from mergan.methods import acting_knobs, name_knobs
+from mergan.settings import value_text
 from tracking.artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
 from tracking.outbox import (
     PLACEHOLDER,
@@ -78,13 +80,11 @@ def trial_run_name(method: str, values: Mapping[str, Any]) -> str:
 def _name_values(config: ExperimentConfig, keys: Sequence[str] | None) -> dict[str, Any]:
     """The values that name ``config``'s run: ``keys`` (default: its methods' ``name_knobs``), less
     the method fields that do not act in this run (an SFT trial of a sweep over lambda_ra), and the seed."""
-    from mergan.methods import acting_knobs, name_knobs  # the methods import torch: only when a run starts
-
     bare = {name.rsplit(".", 1)[-1]: value for name, value in config.flat().items()}
     if keys is None:
-        keys = name_knobs(config.methods)
+        keys = name_knobs(config.methods, config.method.modules)
     acting = set(acting_knobs(config))
-    method_fields = {name for name, (section, _) in FIELDS.items() if section == "method"}
+    method_fields = {*config.method.knobs(), *(name for name, (section, _) in FIELDS.items() if section == "method")}
     chosen = {}
     for key in keys:
         name = key.rsplit(".", 1)[-1]

@@ -241,7 +241,8 @@ def check_space(space: SearchSpace, preset: str, defaults: dict[str, Any], fixed
             raise SpaceError(f"{where}: the trainer's config refuses the sampled configuration {point}: {error}") \
                 from None
         tasks = _count_tasks(config)
-        if tasks is not None and tasks < 2 and build_method(config.method.method).needs_previous_task:
+        if tasks is not None and tasks < 2 and build_method(config.method.method, config.method,
+                                                            config.method.modules).needs_previous_task:
             raise PlanError(f"--tasks: method {config.method.method!r} (from {where}) protects earlier tasks, but "
                             f"the stream has {tasks} task; give at least two, e.g. --tasks '0|1'")
     return points

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from mergan.methods import REGISTRY
+from mergan.methods.registry import module_spec
 from mergan.settings import ADAM_BETA, NON_NEGATIVE, POSITIVE, Allowed, ConfigError, Knob
 
 DATASETS = ("mnist5k", "mnist", "svhn", "lsun", "folder")
@@ -188,9 +189,12 @@ class ExperimentConfig:
             return
         section = getattr(self, section_name)
         knob = FIELDS[field_name][1] if field_name in FIELDS else self.method.knobs()[field_name]
-        setattr(section, field_name, knob.coerce(value, f"{section_name}.{field_name}"))
+        value = knob.coerce(value, f"{section_name}.{field_name}")
         if field_name == "module":  # its methods' knobs join the section (importing it refuses a bad module)
+            self.method.module = module_spec(value) if value else None
             self.method.add_knob_defaults()
+            return
+        setattr(section, field_name, value)
 
     def copy(self) -> ExperimentConfig:
         return copy.deepcopy(self)

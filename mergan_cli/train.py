@@ -154,7 +154,7 @@ class ProgressPrinter(Callback):
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                                        "[{elapsed}<{remaining}{postfix}]")
         self.bar.update(info.step - self.bar.n)
-        shown = {k: info.losses[k] for k in ("loss_d", "loss_g", "loss_ra", "loss_ewc") if k in info.losses}
+        shown = {k: v for k, v in info.losses.items() if k.startswith("loss_")}  # the method's own terms too
         self.bar.set_postfix({**{k: f"{v:.3g}" for k, v in shown.items()}, "it/s": f"{info.steps_per_second:.1f}"})
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from mergan.methods.base import CompositeMethod, frozen_copy
 from mergan.methods.ewc import ElasticWeightConsolidation, ewc_penalty
 from mergan.methods.replay_alignment import replay_alignment_loss
 from mergan.trainer import Trainer
+from tests.support.methods import term_before_and_after_one_step
 
 
 def trainer_at_task(tiny_config, mnist5k, method, t, **overrides):
@@ -36,18 +37,8 @@ def test_ra_term_is_zero_when_the_generators_are_equal(tiny_config, mnist5k):
 
 def test_ra_gradient_pulls_the_new_generator_toward_the_old(tiny_config, mnist5k):
     trainer, task = trainer_at_task(tiny_config, mnist5k, "ra", 1, lambda_ra=1.0)
-    with torch.no_grad():  # the new generator drifts away from the frozen one
-        for p in trainer.generator.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    optimizer = torch.optim.SGD(trainer.generator.parameters(), lr=1e-4)
-    torch.manual_seed(1)
-    before = trainer.method.generator_terms(trainer, task)["loss_ra"]
-    optimizer.zero_grad()
-    before.backward()
-    optimizer.step()
-    torch.manual_seed(1)  # the same z and classes
-    after = trainer.method.generator_terms(trainer, task)["loss_ra"]
-    assert before.item() > 0 and after.item() < before.item()
+    before, after = term_before_and_after_one_step(trainer, task, "loss_ra", lr=1e-4)
+    assert before > 0 and after < before
 
 
 def test_ra_replays_only_earlier_classes_with_the_authors_batch(tiny_config, mnist5k):
@@ -114,6 +105,78 @@ def test_ewc_fisher_accumulates_across_tasks(tiny_config, mnist5k):
     trainer.run_task(1)
     for k, v in trainer.method.fisher.items():
         assert (v >= first[k] - 1e-12).all()
+
+
+# -- ER: experience replay of real images -----------------------------------------------------------
+def test_er_keeps_replay_size_per_class_random_real_images_of_each_learned_class(tiny_config, mnist5k):
+    trainer, _ = trainer_at_task(tiny_config, mnist5k, "er", 2, replay_size_per_class=5)
+    labels = trainer.train_set.labels
+    assert sorted(trainer.method.buffer) == [0, 1]
+    for cls, block in trainer.method.buffer.items():
+        assert block.numel() == 5 == block.unique().numel() and (labels[block] == cls).all()
+    kept = trainer.method.buffer[0].clone()
+    trainer.run_task(2)  # a later task never goes back to an earlier class's data: its images stay those kept
+    assert torch.equal(trainer.method.buffer[0], kept) and sorted(trainer.method.buffer) == [0, 1, 2]
+    everything, _ = trainer_at_task(tiny_config, mnist5k, "er", 1, replay_size_per_class=10**6)
+    assert everything.method.buffer[0].numel() == int((labels == 0).sum())  # a class with fewer: all of it
+
+
+def test_er_replays_buffer_images_of_each_earlier_class_in_the_authors_counts(tiny_config, mnist5k):
+    trainer, task = trainer_at_task(tiny_config, mnist5k, "er", 2, replay_size_per_class=3, batch_size=12)
+    assert task.replay_labels.tolist() == [0] * 6 + [1] * 6  # 12 // 2 per earlier class
+    torch.manual_seed(4)
+    images = trainer.method.replayed_images(trainer)
+    kept = {c: trainer.train_set.get(block) for c, block in trainer.method.buffer.items()}
+    for image, label in zip(images, task.replay_labels.tolist()):
+        assert any(torch.equal(image, other) for other in kept[label])  # a kept image of its own class
+    torch.manual_seed(5)
+    assert not torch.equal(trainer.method.replayed_images(trainer), images)  # drawn again every step
+
+
+def test_er_terms_are_a_gan_game_per_earlier_class_with_its_real_images(tiny_config, mnist5k):
+    """Per earlier class c: mean D(G(z, c)) - mean D(real c) + CE(aux(real c), c) for the critic, summed over c."""
+    import torch.nn.functional as F
+
+    trainer, task = trainer_at_task(tiny_config, mnist5k, "er", 2, replay_size_per_class=4, batch_size=8)
+    torch.manual_seed(7)
+    critic_term = trainer.method.critic_terms(trainer, task)["loss_er_d"]
+    torch.manual_seed(7)
+    real = trainer.method.replayed_images(trainer)
+    z = torch.randn(8, trainer.config.model.z_dim)
+    expected = 0.0
+    for c in (0, 1):
+        rows = slice(4 * c, 4 * c + 4)
+        labels = torch.full((4,), c)
+        fake_score, _ = trainer.critic(trainer.generator(z, task.replay_labels)[rows])
+        real_score, real_logits = trainer.critic(real[rows])
+        expected += fake_score.mean() - real_score.mean() + F.cross_entropy(real_logits, labels)
+    torch.testing.assert_close(critic_term, expected, rtol=1e-4, atol=1e-5)
+    assert set(trainer.method.generator_terms(trainer, task)) == {"loss_er_g"}
+
+
+def test_er_changes_replay_as_jtr_does_so_they_do_not_combine():
+    with pytest.raises(ConfigError, match="jtr and er both change replay"):
+        parse_method("er+jtr")
+    assert parse_method("ra+er") == ("ra", "er")
+
+
+# -- L2: EWC's penalty with the Fisher replaced by 1 ------------------------------------------------
+def test_l2_is_the_mean_squared_distance_to_the_last_tasks_weights(tiny_config, mnist5k):
+    trainer, task = trainer_at_task(tiny_config, mnist5k, "l2", 2, lambda_l2=4.0)
+    method = trainer.method
+    assert method.generator_terms(trainer, task)["loss_l2"].item() == 0.0  # at the anchor
+    assert all((f == 1).all() for f in method.fisher.values())  # 1, not a count of tasks
+    with torch.no_grad():
+        for p in trainer.generator.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    moved = torch.cat([(p - method.anchor[k]).flatten() for k, p in trainer.generator.named_parameters()])
+    expected = 4.0 * 0.5 * moved.pow(2).mean()
+    torch.testing.assert_close(method.generator_terms(trainer, task)["loss_l2"], expected)
+
+
+def test_l2_and_ewc_both_penalise_the_weights_so_they_do_not_combine():
+    with pytest.raises(ConfigError, match="ewc and l2 both change the generator's weight penalty"):
+        parse_method("l2+ewc")
 
 
 # -- DGR --------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-@pytest.mark.parametrize("method", ["sft", "ra", "jtr", "ewc", "dgr", "jtr+ra", "jt"])
+@pytest.mark.parametrize("method", ["sft", "ra", "jtr", "ewc", "dgr", "jtr+ra", "jt", "er", "l2"])
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_config, mnist5k, tmp_path, method, device):
     """On CUDA this holds because run.deterministic (default on) makes cuDNN and every algorithm deterministic."""
     full = Trainer(tiny_config(method=method, tasks="0|1|2", out_dir=str(tmp_path / "full"), device=device),

@@ -86,6 +86,17 @@ def check_method_class(method: object, where: str) -> type[Method]:
     return method
 
 
+def is_file_spec(spec: str) -> bool:
+    """True when a method module is named by a file path (``my_methods.py``), not a module (``pkg.methods``)."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
+def module_spec(spec: str) -> str:
+    """A method module as a run keeps it: a file as an absolute path (a resume or a trial may start elsewhere),
+    an importable module as given."""
+    return str(Path(spec).expanduser().resolve()) if is_file_spec(spec) else spec
+
+
 class MethodRegistry:
     """Built-in methods, installed plugins (loaded on first use) and method modules (loaded when named)."""
 
@@ -157,7 +168,7 @@ class MethodRegistry:
     @staticmethod
     def _import_module(spec: str, where: str):
         path = Path(spec).expanduser()
-        if spec.endswith(".py") or "/" in spec or "\\" in spec:
+        if is_file_spec(spec):
             if not path.is_file():
                 raise ConfigError(f"{where}: no such file; give a .py file or an importable module such as "
                                   f"my_package.methods")
@@ -278,6 +289,8 @@ class MethodRegistry:
         classes = [self.method_class(part, modules) for part in parts]
         if len(set(parts)) != len(parts):
             raise ConfigError(f"method.method: {text!r} names a method twice")
+        order = list(found)
+        classes.sort(key=lambda method: order.index(method.name))
         if len(parts) > 1:
             for method in classes:
                 if method.changes is None:
@@ -290,8 +303,7 @@ class MethodRegistry:
                     raise ConfigError(f"method.method: {text!r} cannot be combined: {changed[method.changes]} and "
                                       f"{method.name} both change {method.changes}; choose one")
                 changed[method.changes] = method.name
-        order = list(found)
-        return tuple(sorted(parts, key=order.index))
+        return tuple(method.name for method in classes)
 
 
 REGISTRY = MethodRegistry(BUILT_IN)

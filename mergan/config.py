@@ -45,7 +45,12 @@ class DataConfig:
     data_root: str | None = setting(None, "folder holding the dataset's standard files (not needed for mnist5k)")
     tasks: str | None = setting(None, "the task stream: class ids, ',' within a task and '|' between tasks, "
                                       "e.g. 0,1|2,3; empty: one class per task in label order")
-    num_tasks: int | None = setting(None, "keep only the first N tasks of the stream (empty: all)", POSITIVE)
+    task_order: str = setting("label", "the order of the stream's classes: label (as tasks gives them, else 0, 1, "
+                                       "2 ...), random (shuffled by order_seed), or the classes in the order wanted, "
+                                       "e.g. 3,1,4,0,2; each task keeps its number of classes")
+    order_seed: int = setting(0, "seeds the shuffle of task_order random (a sweep may search or average over it)")
+    num_tasks: int | None = setting(None, "keep only the first N tasks of the stream, after ordering (empty: all)",
+                                    POSITIVE)
     test_per_class: int = setting(100, "mnist5k: real images per class held out for evaluation", POSITIVE)
     lsun_max_per_class: int | None = setting(None, "cap on LSUN images read per category (empty: all)", POSITIVE)
 
@@ -420,11 +425,26 @@ def validate_config(config: ExperimentConfig) -> ExperimentConfig:
                           f"allowed: {', '.join(map(str, sizes))}")
     if data.tasks is not None:
         parse_tasks(data.tasks)
+    parse_task_order(data.task_order)
     for name in ("inception_weights", "evaluator_weights", "jt_results"):
         path = getattr(ev, name)
         if path and not os.path.isfile(path):
             raise ConfigError(f"eval.{name}: {path} is not a file")
     return config
+
+
+def parse_task_order(text: str) -> list[int] | None:
+    """``"label"`` / ``"random"`` -> None; ``"3,1,4"`` -> [3, 1, 4] (which classes it must hold is the data's check)."""
+    if text in TASK_ORDERS:
+        return None
+    try:
+        order = [int(c) for c in str(text).split(",") if c.strip()]
+    except ValueError:
+        order = []
+    if not order or len(set(order)) != len(order):
+        raise ConfigError(f"data.task_order: {text!r} is not allowed; allowed: {', '.join(TASK_ORDERS)}, or every "
+                          f"class of the stream once, in the order wanted, e.g. 3,1,4,0,2")
+    return order
 
 
 def parse_tasks(text: str) -> list[list[int]]:

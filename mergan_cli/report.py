@@ -7,6 +7,7 @@ import sys
 
 from analysis import report
 from analysis.report import build_report
+from analysis.tables import markdown_table
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +37,8 @@ def report_command(args: argparse.Namespace) -> int:
     for table in report.tables:
         print(table.to_markdown())
     for section in report.sections:
+        for caption, frame in section.tables:  # the spread over task orders, when runs have several
+            print(f"{caption}\n\n{markdown_table(frame)}")
         for note in section.notes:
             print(f"note: {note}", file=sys.stderr)
     print(f"report: {report.html_path} ({len(report.data.runs)} runs, "

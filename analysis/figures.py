@@ -47,7 +47,7 @@ METHOD_COLORS = {"jt": "#000000", "sft": "#999999", "ewc": "#E69F00", "dgr": "#5
 EXTRA_COLORS = ("#CC79A7", "#0072B2", "#F0E442", "#7F3C8D", "#11A579", "#3969AC")
 LINE_STYLES = ("-", "--", ":", "-.")
 AXIS_LABELS = {"method.lambda_ra": r"$\lambda_{RA}$", "method.lambda_ewc": r"$\lambda_{EWC}$",
-               "method.replay_size_per_class": "replay size per class"}
+               "method.replay_size_per_class": "replay size per class", "method.lambda_l2": r"$\lambda_{L2}$"}
 F = TypeVar("F", bound=Callable[..., Figure])
 CHAR_WIDTH_EM = 0.62  # a generous average glyph width of the default font, in units of its size
 MOST_LOG_TICKS = 5  # labelled ticks on a log axis; more crowd a 3-inch panel

@@ -138,6 +138,8 @@ def order_spread(data: ExperimentData, metric: str = "avg_acc") -> pd.DataFrame:
     complete = complete_runs(data)
     runs = complete.runs.assign(value=complete.runs["run_id"].map(value_at(complete, metric)))
     runs = runs.dropna(subset=["value"])
+    if "order" not in runs:  # frames made elsewhere (a CSV of runs) from runs of one order
+        runs = runs.assign(order="label")
     rows = []
     for (method, config), group in runs.groupby(GROUP, sort=False):
         per_order = group.groupby("order")["value"].agg(["mean", "std", "count"])

@@ -185,7 +185,7 @@ def results_table(data: ExperimentData, select: str = "best") -> ResultTable:
         raise ValueError(f"select: {select!r}; allowed: 'best', 'all'")
     paper = paper_dataset(dataset)
     chosen = "each method's best configuration by final average accuracy" if select == "best" else "every configuration"
-    replicates = "seeds and task orders" if data.runs["order"].nunique() > 1 else "seeds"
+    replicates = "seeds and task orders" if data.runs.get("order", pd.Series(dtype=object)).nunique() > 1 else "seeds"
     ours = f"Ours: mean ± std over {replicates} [{CONFIDENCE:.0%} t-interval of the mean] ({chosen})"
     if paper == "LSUN":
         cells = _table2_cells(data)

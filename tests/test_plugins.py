@@ -71,7 +71,8 @@ def test_an_installed_plugin_works_in_help_train_mlflow_eval_and_resume(installe
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     trained = mergan("train", *TINY, "--method", "kd", "--set", "method.lambda_kd=0.25", "--out-dir", "kd",
-                     "--evaluator-epochs", "1", "--fid", "false", "--tracking-uri", uri, env=env, cwd=tmp_path)
+                     "--eval-when", "every", "--eval-samples-per-class", "8", "--evaluator-epochs", "1", "--fid",
+                     "false", "--tracking-uri", uri, env=env, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     run = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("mergan").experiment_id])[0]
     assert run.info.run_name == "kd lambda_kd=0.25 seed=0" and run.data.params["method.lambda_kd"] == "0.25"
@@ -82,6 +83,9 @@ def test_an_installed_plugin_works_in_help_train_mlflow_eval_and_resume(installe
     assert '"method": "kd"' in evaluated.stdout
     resumed = mergan("train", "--resume", "kd", "--no-mlflow", env=env, cwd=tmp_path)
     assert resumed.returncode == 0 and "resuming after task 2/2" in resumed.stderr
+    reported = mergan("report", "--experiment", "mergan", "--tracking-uri", uri, "--out", "report", env=env,
+                      cwd=tmp_path)
+    assert reported.returncode == 0 and "| kd* |" in reported.stdout  # a row of its own, marked: not in the paper
 
     # Without the package, the checkpoint says which plugin its run needs, in one line.
     missing = mergan("eval", "kd", env=with_plugin(None), cwd=tmp_path)
@@ -136,6 +140,16 @@ def test_a_method_file_works_from_the_command_line_with_its_own_flag(tmp_path, m
                  "--out-dir", "run", "--no-mlflow"]) == 0
     config = build_config(yaml_path=tmp_path / "run" / "config.yaml")
     assert config.methods == ("ra", "kd") and config.method.lambda_kd == 2.0
+
+
+def test_a_method_module_that_fails_stops_the_command_line_in_one_line(tmp_path, capsys):
+    from mergan_cli.main import main
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("import nonexistent_module_xyz\n")
+    assert main(["train", "--method-module", str(broken), "--method", "sft", "--no-mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No module named 'nonexistent_module_xyz'" in err
 
 
 def test_a_method_module_in_yaml_brings_its_knobs(tmp_path):

@@ -16,13 +16,14 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mergan.methods import REGISTRY
-from mergan.methods.registry import module_spec
 from mergan.settings import ADAM_BETA, NON_NEGATIVE, POSITIVE, Allowed, ConfigError, Knob
+
+if TYPE_CHECKING:
+    from mergan.methods.registry import MethodRegistry
 
 DATASETS = ("mnist5k", "mnist", "svhn", "lsun", "folder")
 ARCHITECTURES = ("small", "dcgan", "resnet")
@@ -80,6 +81,14 @@ class OptimConfig:
                              Allowed(PRECISIONS))
 
 
+def method_registry() -> MethodRegistry:
+    """The methods' registry (``mergan.methods``), imported when a config first needs its knobs: it imports
+    torch and every method, which code that only names fields (a report, a sync) does without."""
+    from mergan.methods import REGISTRY
+
+    return REGISTRY
+
+
 METHOD = Knob("method", "sft", "the continual-learning method (see 'methods' below), or a '+'-combination of "
                               "methods that combine, such as jtr+ra")
 MODULE = Knob("module", None, "a method plugin of your own: a .py file or an importable module (pkg.mod) whose "
@@ -107,11 +116,12 @@ class MethodConfig:
 
     def knobs(self) -> dict[str, Knob]:
         """Every knob this section holds, by name (built-in, installed plugins', ``module``'s)."""
-        knobs = REGISTRY.knobs(self.modules)
+        registry = method_registry()
+        knobs = registry.knobs(self.modules)
         clash = [name for name in knobs if name in FIELDS]
         if clash:
-            users = REGISTRY.knob_users(self.modules)[clash[0]]
-            raise ConfigError(f"method {users[0]!r} ({REGISTRY.origin(users[0], self.modules)}): its knob "
+            users = registry.knob_users(self.modules)[clash[0]]
+            raise ConfigError(f"method {users[0]!r} ({registry.origin(users[0], self.modules)}): its knob "
                               f"{clash[0]!r} has the name of the config field {FIELDS[clash[0]][0]}.{clash[0]}; "
                               f"rename the knob")
         return knobs
@@ -196,6 +206,8 @@ class ExperimentConfig:
         knob = FIELDS[field_name][1] if field_name in FIELDS else self.method.knobs()[field_name]
         value = knob.coerce(value, f"{section_name}.{field_name}")
         if field_name == "module":  # its methods' knobs join the section (importing it refuses a bad module)
+            from mergan.methods.registry import module_spec
+
             self.method.module = module_spec(value) if value else None
             self.method.add_knob_defaults()
             return
@@ -261,14 +273,15 @@ def resolve_key(key: str, modules: tuple[str, ...] | None = None) -> tuple[str |
     name = key.replace("-", "_")
     if name == "preset":
         return None, "preset"
-    knobs = REGISTRY.knobs(REGISTRY.loaded_modules() if modules is None else modules)
     section, dot, bare = name.rpartition(".")
     if bare in FIELDS and (not dot or section == FIELDS[bare][0]):
         return FIELDS[bare][0], bare
+    registry = method_registry()
+    knobs = registry.knobs(registry.loaded_modules() if modules is None else modules)
     if section in ("", "method") and bare in knobs:
         return "method", bare
     known = sorted([*FIELDS, *knobs])
-    broken = [p.error for p in REGISTRY.installed().values() if p.error]
+    broken = [p.error for p in registry.installed().values() if p.error]
     raise ConfigError(f"unknown config field {key!r}; known fields: {', '.join(known)}"
                       + (f" (not loaded: {'; '.join(broken)})" if broken else ""))
 
@@ -393,13 +406,14 @@ def _foreign_knob(config: ExperimentConfig, key: str) -> bool:
     if section != "method" or name in FIELDS or name in config.method.knobs():
         return False
     own = config.methods  # raises for a method that is not available here: that is the error to show
-    return all(name not in {k.name for k in REGISTRY.method_class(m, config.method.modules).knobs} for m in own)
+    registry = method_registry()
+    return all(name not in {k.name for k in registry.method_class(m, config.method.modules).knobs} for m in own)
 
 
 # -- methods ---------------------------------------------------------------------------
 def parse_method(text: str, modules: tuple[str, ...] = ()) -> tuple[str, ...]:
     """``"jtr+ra"`` -> ("jtr", "ra"), refusing unknown or contradictory combinations (``mergan.methods.registry``)."""
-    return REGISTRY.parse(text, modules)
+    return method_registry().parse(text, modules)
 
 
 # -- validation --------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from mergan.config import (
     resolve_key,
     section_knobs,
 )
-from mergan.methods import REGISTRY
 from mergan.settings import Knob, value_text
 from tracking.store import DEFAULT_EXPERIMENT
 
@@ -59,6 +58,8 @@ def field_help(knob: Knob, users: list[str] | None = None) -> str:
 def _add_config_flags(parser: argparse.ArgumentParser, modules: tuple[str, ...] = ()) -> None:
     """One flag per config field (``--lr-g``, ``--lambda-ra`` ...), all defaulting to 'not given'; the method
     knobs are those of the built-in methods, the installed plugins and ``modules``."""
+    from mergan.methods import REGISTRY
+
     users = REGISTRY.knob_users(modules)
     for section_name, section in ExperimentConfig(method=MethodConfig(module=modules[0] if modules else None)
                                                   ).sections().items():
@@ -71,6 +72,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, modules: tuple[str, ...] 
 
 def methods_help(modules: tuple[str, ...] = ()) -> list[str]:
     """One line per method --method may name (built in, installed plugins, ``modules``), and the broken plugins."""
+    from mergan.methods import REGISTRY
+
     methods = REGISTRY.methods(modules)
     combinable = [name for name, method in methods.items() if method.changes is not None]
     width = max(len(name) for name in methods)
@@ -323,13 +326,17 @@ def method_modules(argv: list[str]) -> tuple[str, ...]:
 
 
 def add_subcommands(commands: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
-    """Register ``mergan train`` (the handler is ``args.handler``); ``argv`` may name a method module."""
+    """Register ``mergan train`` (the handler is ``args.handler``); ``argv`` may name a method module.
+
+    Its flags and methods come from the methods' registry, which imports torch and every plugin: only
+    when the command line is ``mergan train ...`` (``argv`` None: always)."""
     modules = method_modules(argv or [])
+    full = argv is None or argv[:1] == ["train"]
     train = commands.add_parser("train", help="train one method on one task stream",
                                 description="Train one method on one task stream; each new run gets its own "
                                             "folder runs/<method>-<YYYYmmdd-HHMMSS> (runs/latest links to the "
                                             "newest) unless --out-dir names one.",
-                                epilog=train_epilog(modules=modules),
+                                epilog=train_epilog(modules=modules) if full else None,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--preset", choices=list(PRESETS), default=None,
                        help="model and hyperparameter preset (default: small, or the YAML file's)")
@@ -347,5 +354,6 @@ def add_subcommands(commands: argparse._SubParsersAction, argv: list[str] | None
                        help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})")
     train.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
     train.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
-    _add_config_flags(train, modules)
+    if full:
+        _add_config_flags(train, modules)
     train.set_defaults(handler=cmd_train)

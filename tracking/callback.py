@@ -36,7 +36,6 @@ from typing import Any, Self
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import FIELDS, ExperimentConfig, save_yaml
-from mergan.methods import acting_knobs, name_knobs
 from mergan.settings import value_text
 from tracking.artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
 from tracking.outbox import (
@@ -80,6 +79,8 @@ def trial_run_name(method: str, values: Mapping[str, Any]) -> str:
 def _name_values(config: ExperimentConfig, keys: Sequence[str] | None) -> dict[str, Any]:
     """The values that name ``config``'s run: ``keys`` (default: its methods' ``name_knobs``), less
     the method fields that do not act in this run (an SFT trial of a sweep over lambda_ra), and the seed."""
+    from mergan.methods import acting_knobs, name_knobs  # the methods import torch: only when a run is named
+
     bare = {name.rsplit(".", 1)[-1]: value for name, value in config.flat().items()}
     if keys is None:
         keys = name_knobs(config.methods, config.method.modules)

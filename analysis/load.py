@@ -40,20 +40,22 @@ from analysis.errors import (
     NoTaskMetricsError,
     TrackingStoreNotFoundError,
 )
-from mergan.config import value_text
 from mergan.evaluation.metrics import SUMMARIES, TASK_METRICS  # pure Python: no torch
 from mergan.record import Record, read_record, run_folders
+from mergan.settings import value_text
 from tracking.history import metric_history_rows
 from tracking.store import resolve_tracking_uri
 
 # Metrics logged once per task (step = task number); names as in mergan/callbacks.py.
 TASK_ACCURACY = re.compile(r"^acc_task_(\d+)$")
 SUMMARY_METRICS = TASK_METRICS  # the per-task metrics besides acc_task_{j}, as mergan's evaluation names them
-# Params that differ between runs of one configuration (seed, paths, machine): never part of its label.
+# Params that differ between runs of one configuration (seed, task order, paths, machine): never part of its
+# label. Runs of one configuration over several task orders are its replicates, as its seeds are (the
+# ``order`` column tells them apart; ``analysis.aggregate.order_spread`` compares the two spreads).
 RUN_SPECIFIC_PARAMS = frozenset({
-    "run.seed", "run.out_dir", "run.device", "run.log_every", "run.save_checkpoints", "data.data_root",
-    "eval.cache_dir", "eval.inception_weights", "eval.evaluator_weights", "evaluator_cache_key",
-    "evaluator_test_accuracy",
+    "run.seed", "data.task_order", "data.order_seed", "run.out_dir", "run.device", "run.log_every",
+    "run.save_checkpoints", "data.data_root", "eval.cache_dir", "eval.inception_weights",
+    "eval.evaluator_weights", "evaluator_cache_key", "evaluator_test_accuracy",
 })
 ID_COLUMNS = ("run_id", "method", "dataset", "seed", "config")
 SWEEP_ROLE_TAG = "mergan.role"
@@ -300,10 +302,18 @@ def runs_frame(mlflow_runs: Sequence[Any]) -> pd.DataFrame:
     for name in param_names:
         frame[name] = parse_values(frame[name])
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+    frame.insert(frame.columns.get_loc("seed") + 1, "order", task_orders(frame))
     for name in ("start_time", "end_time"):
         frame[name] = pd.to_datetime(frame[name], unit="ms", errors="coerce")
     frame.insert(frame.columns.get_loc("seed") + 1, "config", config_labels(frame, param_names))
     return frame
+
+
+def task_orders(runs: pd.DataFrame) -> pd.Series:
+    """Per run, the order its classes came in: "label", "random 3" (``data.order_seed`` 3) or "3,1,4,0,2"."""
+    given = (runs["data.task_order"] if "data.task_order" in runs else pd.Series(None, index=runs.index)).fillna("label")
+    seeds = runs["data.order_seed"] if "data.order_seed" in runs else pd.Series("0", index=runs.index)
+    return given.where(given != "random", "random " + seeds.map(value_text))
 
 
 def parse_values(values: pd.Series) -> pd.Series:

@@ -31,19 +31,20 @@ from analysis.load import (
     load_run_folders,
 )
 from analysis.paper import method_label, method_sort_key
-from analysis.tables import ResultTable, results_table
+from analysis.tables import ORDERS_CAPTION, ResultTable, markdown_table, orders_table, results_table
 
 # Sweep settings (params of the sweep's parent run) that may name its Optuna storage and study.
 STORAGE_PARAMS = ("optuna_storage", "storage", "study_storage")
 STUDY_PARAMS = ("study_name", "study")
-RUN_COLUMNS = ["run_name", "method", "config", "seed", "status", "tasks_done", "avg_acc", "bwt", "forgetting",
-               "fid_classifier", "run_id"]
+RUN_COLUMNS = ["run_name", "method", "config", "seed", "order", "status", "tasks_done", "avg_acc", "bwt",
+               "forgetting", "fid_classifier", "run_id"]
 
 
 @dataclass
 class Section:
     title: str
     table: ResultTable | None = None
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, text cells) beside it
     figures: dict[str, dict[str, Path]] = field(default_factory=dict)  # name -> {"png": ..., "pdf": ...}
     captions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -105,6 +106,11 @@ def _dataset_section(data: ExperimentData, out: Path, dataset_suffix: str, selec
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "tables" / f"results{suffix}.md").write_text(section.table.to_markdown(), encoding="utf-8")
     (out / "tables" / f"results{suffix}.tex").write_text(section.table.to_latex(), encoding="utf-8")
+    orders = orders_table(data)
+    if orders is not None:
+        section.tables.append((ORDERS_CAPTION, orders))
+        (out / "tables" / f"orders{suffix}.md").write_text(f"{ORDERS_CAPTION}\n\n{markdown_table(orders)}",
+                                                          encoding="utf-8")
     _figure(section, out, f"forgetting_curves{suffix}", "Forgetting curves: accuracy on task 1 and average "
             "accuracy vs. tasks trained", figures.forgetting_curves, data, select)
     _figure(section, out, f"accuracy_matrices{suffix}", "Accuracy matrices R[i][j] (%), averaged over seeds",
@@ -237,6 +243,8 @@ def render_html(data: ExperimentData, sections: list[Section], select: str = "be
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         if section.table is not None:
             parts.append(section.table.to_html())
+        parts += [f"<figure class='table'><figcaption>{html.escape(caption)}</figcaption>"
+                  f"{frame.to_html(classes='orders', border=0, escape=True)}</figure>" for caption, frame in section.tables]
         for name, paths in section.figures.items():
             parts.append(f"<figure><figcaption>{html.escape(section.captions[name])}</figcaption>"
                          f"{_image(paths['png'])}</figure>")

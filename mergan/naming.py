@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mergan.config import FIELDS, ExperimentConfig, value_text
+from mergan.config import FIELDS, ExperimentConfig
+from mergan.settings import value_text
 
 
 def run_name(method: str, values: Mapping[str, Any]) -> str:
@@ -21,9 +22,9 @@ def name_values(config: ExperimentConfig, keys: Sequence[str] | None = None) -> 
 
     bare = {name.rsplit(".", 1)[-1]: value for name, value in config.flat().items()}
     if keys is None:
-        keys = name_knobs(config.methods)
+        keys = name_knobs(config.methods, config.method.modules)
     acting = set(acting_knobs(config))
-    method_fields = {name for name, (section, _) in FIELDS.items() if section == "method"}
+    method_fields = {*config.method.knobs(), *(name for name, (section, _) in FIELDS.items() if section == "method")}
     chosen = {}
     for key in keys:
         name = key.rsplit(".", 1)[-1]

@@ -30,6 +30,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 def report_command(args: argparse.Namespace) -> int:
     """``mergan report``: print the results table(s) and where the report went."""
     from analysis.report import build_report  # pandas and matplotlib: only when a report is made
+    from analysis.tables import markdown_table
 
     if args.runs and (args.experiment or args.sweep_run or args.tracking_uri):
         raise ValueError("--runs reads run folders: leave out --experiment, --sweep-run and --tracking-uri")
@@ -41,6 +42,8 @@ def report_command(args: argparse.Namespace) -> int:
     for table in report.tables:
         print(table.to_markdown())
     for section in report.sections:
+        for caption, frame in section.tables:  # the spread over task orders, when runs have several
+            print(f"{caption}\n\n{markdown_table(frame)}")
         for note in section.notes:
             print(f"note: {note}", file=sys.stderr)
     source = "run folders" if args.runs else "MLflow"

@@ -11,23 +11,23 @@ import contextlib
 import shlex
 import sys
 import textwrap
-from dataclasses import Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import (
-    METHOD_SUMMARIES,
     PAPER_ITERATIONS,
     PRESETS,
     ConfigError,
     ExperimentConfig,
+    MethodConfig,
     build_config,
     load_yaml,
     parse_assignment,
     resolve_key,
-    value_text,
+    section_knobs,
 )
+from mergan.settings import Knob, value_text
 from tracking.store import DEFAULT_EXPERIMENT
 
 if TYPE_CHECKING:
@@ -37,40 +37,60 @@ if TYPE_CHECKING:
 EXIT_INTERRUPTED = 130  # what shells report for a program ended by Ctrl-C (128 + SIGINT)
 
 
-def field_help(f: Field) -> str:
-    """A config flag's help from the field's own definition: meaning, allowed values, default, presets."""
-    allowed = f.metadata.get("allowed")
-    parts = [f.metadata.get("meaning", "")]
-    if allowed is not None:
-        parts.append(f"allowed: {allowed.describe()}")
-    elif "bool" in str(f.type):
-        parts.append("allowed: true, false")
-    default = PRESETS["small"].get(f.name, f.default)
+# Flags whose name is not the field's own: --iterations is short, --method-module says whose module it is.
+FLAG_NAMES = {"iterations_per_task": ["--iterations-per-task", "--iterations"], "module": ["--method-module"]}
+
+
+def field_help(knob: Knob, users: list[str] | None = None) -> str:
+    """A config flag's help from the field's own definition: meaning, allowed values, default, presets;
+    for a method knob, the methods that read it."""
+    default = PRESETS["small"].get(knob.name, knob.default)
     by_value: dict[str, list[str]] = {}
     for preset, values in PRESETS.items():
-        if f.name in values and value_text(values[f.name]) != value_text(default):
-            by_value.setdefault(value_text(values[f.name]), []).append(preset)
+        if knob.name in values and value_text(values[knob.name]) != value_text(default):
+            by_value.setdefault(value_text(values[knob.name]), []).append(preset)
     presets = "".join(f"; {value} in {', '.join(names)}" for value, names in by_value.items())
-    text = "; ".join(p for p in parts if p) + f" (default: {value_text(default)}{presets})"
+    prefix = f"{', '.join(users)}: " if users else ""
+    text = prefix + knob.help_text() + f" (default: {value_text(default)}{presets})"
     return text.replace("%", "%%")  # argparse %-formats help strings
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field (``--lr-g``, ``--lambda-ra`` ...), all defaulting to 'not given'."""
-    for section_name, section in ExperimentConfig().sections().items():
+def _add_config_flags(parser: argparse.ArgumentParser, modules: tuple[str, ...] = ()) -> None:
+    """One flag per config field (``--lr-g``, ``--lambda-ra`` ...), all defaulting to 'not given'; the method
+    knobs are those of the built-in methods, the installed plugins and ``modules``."""
+    from mergan.methods import REGISTRY
+
+    users = REGISTRY.knob_users(modules)
+    for section_name, section in ExperimentConfig(method=MethodConfig(module=modules[0] if modules else None)
+                                                  ).sections().items():
         group = parser.add_argument_group(f"{section_name} settings")
-        for f in fields(section):
-            flags = [f"--{f.name.replace('_', '-')}"]
-            if f.name == "iterations_per_task":
-                flags.append("--iterations")
-            group.add_argument(*flags, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                               help=field_help(f))
+        for name, knob in section_knobs(section).items():
+            flags = FLAG_NAMES.get(name, [f"--{name.replace('_', '-')}"])
+            group.add_argument(*flags, dest=f"cfg__{name}", default=argparse.SUPPRESS, metavar=name.upper(),
+                               help=field_help(knob, users.get(name)))
 
 
-def train_epilog(width: int = 100) -> str:
+def methods_help(modules: tuple[str, ...] = ()) -> list[str]:
+    """One line per method --method may name (built in, installed plugins, ``modules``), and the broken plugins."""
+    from mergan.methods import REGISTRY
+
+    methods = REGISTRY.methods(modules)
+    combinable = [name for name, method in methods.items() if method.changes is not None]
+    width = max(len(name) for name in methods)
+    lines = [(f"methods (--method; {', '.join(combinable)} combine with '+' when they change different parts of "
+              f"training, e.g. jtr+ra):")]
+    for name, method in methods.items():
+        origin = REGISTRY.origin(name, modules)
+        where = "" if origin == "built in" else f" [{origin}]"
+        lines.append(f"  {name:<{width}} {method.summary}{where}")
+    lines += [f"  broken plugin {name}: {plugin.error}" for name, plugin in REGISTRY.installed().items()
+              if plugin.error]
+    return lines
+
+
+def train_epilog(width: int = 100, modules: tuple[str, ...] = ()) -> str:
     """The methods and the presets' contents, for ``mergan train --help``."""
-    lines = ["methods (--method; ewc, jtr and ra combine with '+', e.g. jtr+ra):"]
-    lines += [f"  {name:<5} {summary}" for name, summary in METHOD_SUMMARIES.items()]
+    lines = methods_help(modules)
     lines.append("")
     lines.append("presets (--preset; applied over the defaults, then --config, then the flags):")
     indent = " " * 14
@@ -137,7 +157,7 @@ class ProgressPrinter(Callback):
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                                        "[{elapsed}<{remaining}{postfix}]")
         self.bar.update(info.step - self.bar.n)
-        shown = {k: info.losses[k] for k in ("loss_d", "loss_g", "loss_ra", "loss_ewc") if k in info.losses}
+        shown = {k: v for k, v in info.losses.items() if k.startswith("loss_")}  # the method's own terms too
         self.bar.set_postfix({**{k: f"{v:.3g}" for k, v in shown.items()}, "it/s": f"{info.steps_per_second:.1f}"})
 
     def close(self) -> None:
@@ -306,13 +326,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommands(commands: argparse._SubParsersAction) -> None:
-    """Register ``mergan train`` (the handler is ``args.handler``)."""
+def method_modules(argv: list[str]) -> tuple[str, ...]:
+    """The ``--method-module`` a command line gives (read before the parser is built, so that the module's
+    methods and knobs appear in ``--help`` and get flags of their own)."""
+    found = []
+    for index, word in enumerate(argv):
+        if word == "--method-module" and index + 1 < len(argv):
+            found.append(argv[index + 1])
+        elif word.startswith("--method-module="):
+            found.append(word.partition("=")[2])
+    return tuple(found[-1:])
+
+
+def add_subcommands(commands: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
+    """Register ``mergan train`` (the handler is ``args.handler``); ``argv`` may name a method module.
+
+    Its flags and methods come from the methods' registry, which imports torch and every plugin: only
+    when the command line is ``mergan train ...`` (``argv`` None: always)."""
+    modules = method_modules(argv or [])
+    full = argv is None or argv[:1] == ["train"]
     train = commands.add_parser("train", help="train one method on one task stream",
                                 description="Train one method on one task stream; each new run gets its own "
                                             "folder runs/<method>-<YYYYmmdd-HHMMSS> (runs/latest links to the "
                                             "newest) unless --out-dir names one.",
-                                epilog=train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=train_epilog(modules=modules) if full else None,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--preset", choices=list(PRESETS), default=None,
                        help="model and hyperparameter preset (default: small, or the YAML file's)")
     train.add_argument("--config", help="YAML file of config fields (flat, dotted or by section)")
@@ -329,5 +367,6 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
                        help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})")
     train.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
     train.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
-    _add_config_flags(train)
+    if full:
+        _add_config_flags(train, modules)
     train.set_defaults(handler=cmd_train)

@@ -8,6 +8,7 @@ the real ``MLflowCallback``), with artifacts under the tmp folder.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import statistics
@@ -38,7 +39,7 @@ from analysis.load import load_experiment, load_optuna_study, load_run_folders, 
 from analysis.paper import TABLE1, TABLE2
 from analysis.report import build_report
 from analysis.tables import results_table
-from mergan.config import value_text
+from mergan.settings import value_text
 from tests.support.blocked_imports import attempted, without_packages
 from tests.support.mlflow_process import start_mlflow_server
 from tests.support.mlflow_stores import (
@@ -53,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "analysis" / "notebooks"
 PAPER_MD = ROOT.parent / "shared" / "PAPER.md"  # the project's shared notes sit beside the checkout
 RA_LAMBDAS = (1e-3, 1e-2)
+ORDER_SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(autouse=True)
@@ -142,6 +144,17 @@ def store(tmp_path_factory) -> Store:
             write_run(client, lsun, make_config(method, seed, 4, out("lsun", method, seed), dataset="lsun"),
                       method_accuracy(method, seed), artifacts=False, extra_metrics=extra)
 
+    # Two methods over random class orders 0..2 x seeds 0, 1 (the orders space); ER is not in the paper.
+    orders = experiment("orders")
+    for method in ("ra", "er"):
+        for order in ORDER_SEEDS:
+            for seed in (0, 1):
+                base = method_accuracy(method, seed)
+                config = make_config(method, seed, 3, out("orders", method, order, seed), task_order="random",
+                                     order_seed=order)
+                write_run(client, orders, config, lambda i, j, b=base, o=order: round(b(i, j) - 0.03 * o, 6),
+                          artifacts=False)
+
     mixed = experiment("mixed")
     for dataset in ("mnist5k", "svhn"):
         write_run(client, mixed, make_config("sft", 0, 2, out("mixed", dataset), dataset=dataset),
@@ -169,6 +182,45 @@ def store(tmp_path_factory) -> Store:
     finish_sweep_run(uri, parent, best={"metrics": {"avg_acc": 0.9}, "config": {"lambda_ra": 1e-3},
                                         "trial_id": "trial_0"})
     return Store(root=root, uri=uri, client=client, sweep_run=parent, optuna_storage=optuna_storage)
+
+
+# -- task orders and methods not in the paper ---------------------------------------------------------
+def test_the_spread_over_task_orders_is_shown_beside_the_spread_over_seeds(store, tmp_path):
+    from analysis.aggregate import order_spread
+    from analysis.tables import ORDERS_CAPTION, orders_table
+
+    data = load_experiment("orders", store.uri)
+    assert set(data.runs["order"]) == {"random 0", "random 1", "random 2"} and set(data.runs["config"]) == {""}
+    final = {}  # (method, order, seed) -> final avg_acc, read back from MLflow
+    for run in store.runs("orders"):
+        params = run.data.params
+        key = (params["method.method"], int(params["data.order_seed"]), int(params["run.seed"]))
+        final[key] = store.history(run.info.run_id, "avg_acc")[3]
+    spread = order_spread(data).set_index("method")
+    for method in ("ra", "er"):
+        by_order = [[final[(method, o, s)] for s in (0, 1)] for o in ORDER_SEEDS]
+        pooled = math.sqrt(statistics.mean(statistics.variance(values) for values in by_order))
+        row = spread.loc[method]
+        assert (row["orders"], row["seeds"], row["runs"]) == (3, 2, 6)
+        assert row["std_seeds"] == pytest.approx(pooled)
+        assert row["std_orders"] == pytest.approx(statistics.stdev(statistics.mean(v) for v in by_order))
+        assert row["mean"] == pytest.approx(statistics.mean(v for values in by_order for v in values))
+    table = orders_table(data)
+    assert list(table.columns) == ["Orders", "Seeds per order", "Mean", "Std over seeds", "Std over orders"]
+    assert table.loc["MeRGAN-RA", "Std over orders"] == f"{spread.loc['ra', 'std_orders'] * 100:.2f}"
+    report = build_report("orders", store.uri, tmp_path / "report")
+    assert "Std over orders" in (tmp_path / "report" / "tables" / "orders.md").read_text()
+    assert html.escape(ORDERS_CAPTION) in report.html_path.read_text() and "Std over orders" in report.html_path.read_text()
+    assert orders_table(load_experiment("cl", store.uri)) is None  # one order: nothing to show
+
+
+def test_table1_marks_the_methods_the_paper_does_not_have(store):
+    table = results_table(load_experiment("orders", store.uri))
+    rows = list(table.display().index)
+    assert rows == ["MeRGAN-RA", "ER*"]
+    assert "* not in the paper" in table.caption and "seeds and task orders" in table.caption
+    assert table.display().loc["ER*", "Paper (5 tasks)"] == "–"
+    assert "not in the paper" not in results_table(load_experiment("cl", store.uri)).caption
 
 
 # -- loading --------------------------------------------------------------------------------

@@ -180,3 +180,25 @@ def test_tests_share_helpers_through_tests_support_only():
             if isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.path":
                 found.append(f"{path.name} touches sys.path")
     assert not found, "\n".join(found)
+
+
+def test_methods_never_import_the_trainer_not_even_for_type_hints():
+    """A method depends on what a hook may use (mergan.methods.context), not on the Trainer class."""
+    found = []
+    for path in sorted((ROOT / "mergan" / "methods").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):  # every import, TYPE_CHECKING ones too
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name} imports {n}" for n in names if n == "mergan.trainer" or n.startswith("mergan.trainer.")]
+    assert not found, "\n".join(found)
+
+
+def test_reading_configs_and_the_commands_besides_train_do_not_import_torch():
+    """The methods' registry (torch, every plugin) loads when a config needs its knobs, not before: naming
+    fields, reports and syncs stay quick."""
+    code = ("import sys, mergan.config, mergan_cli.main as m; m.build_parser(['report', '--help']); "
+            "assert 'torch' not in sys.modules, 'torch imported'; mergan.config.resolve_key('lr_g'); "
+            "assert 'torch' not in sys.modules; mergan.config.resolve_key('lambda_ra'); "
+            "assert 'torch' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]

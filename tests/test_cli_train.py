@@ -8,13 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from mergan.config import BASE_METHODS, PRESETS, ExperimentConfig
+from mergan.config import PRESETS, ExperimentConfig, section_knobs
+from mergan.methods import REGISTRY
 from mergan_cli.main import build_parser, main
 from tests.support.blocked_imports import attempted, without_packages
 from tests.support.fake_runs import empty_folders
@@ -163,7 +163,7 @@ def test_help_lists_methods_presets_and_each_flags_meaning_and_allowed_values(ca
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    for method in BASE_METHODS:
+    for method in REGISTRY.built_in:
         assert f" {method} " in text.split("methods (--method")[1]
     for preset in PRESETS:
         assert f" {preset} " in text.split("presets (--preset")[1]
@@ -173,10 +173,11 @@ def test_help_lists_methods_presets_and_each_flags_meaning_and_allowed_values(ca
     assert "--lr-g LR_G Adam learning rate of the generator; allowed: > 0 (default: 2e-4;" in text
     assert "--beta1 BETA1 Adam beta1 of both optimizers; allowed: in [0, 1) (default: 0)" in text
     assert "--lambda-ra LAMBDA_RA ra: weight of the replay-alignment loss; allowed: >= 0 (default: 0.01;" in text
+    assert "--replay-share REPLAY_SHARE dgr, jtr, ra, er: share of each step replayed" in text  # a shared knob
 
 
 def test_every_config_field_says_what_it_means():
     """The help is generated from the fields: a field added without a meaning would show none."""
     for section in ExperimentConfig().sections().values():
-        for f in fields(section):
-            assert f.metadata.get("meaning"), f"{type(section).__name__}.{f.name} has no meaning for --help"
+        for name, knob in section_knobs(section).items():
+            assert knob.meaning, f"{type(section).__name__}.{name} has no meaning for --help"

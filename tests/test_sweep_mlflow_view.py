@@ -19,8 +19,8 @@ import pytest
 from mlflow import MlflowClient
 
 import sweep
-from mergan.config import BASE_METHODS, build_config
-from mergan.methods import METHODS, acting_knobs
+from mergan.config import build_config
+from mergan.methods import REGISTRY, acting_knobs
 from mergan.naming import name_values, run_name
 from tests.support.mlflow_process import Server, start_mlflow_server
 from tests.support.sweeps import TINY_SETS
@@ -86,7 +86,7 @@ def test_a_run_is_named_by_the_knobs_that_act_in_its_method_only():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", BASE_METHODS)
+@pytest.mark.parametrize("method", list(REGISTRY.built_in))
 def test_the_method_fields_a_method_does_not_list_as_its_knobs_change_nothing_in_training(method, tiny_config, mnist5k):
     """acting_knobs is what names runs: a method field it leaves out must not change the run's training
     (for JTR with fresh replay, replay_size_per_class too)."""
@@ -94,8 +94,9 @@ def test_the_method_fields_a_method_does_not_list_as_its_knobs_change_nothing_in
 
     others = {"lambda_ra": 0.5, "ra_batch_size": 5, "replay_mode": "fixed", "replay_size_per_class": 7,
               "replay_share": 0.3, "lambda_ewc": 77.0, "ewc_fisher_samples": 8, "dgr_solver_iterations": 2,
-              "dgr_solver_lr": 0.05, "ewc_reduction": "sum", "reduce_batch": False, "jtr_loss": "concatenated"}
-    assert set(others) == {k for method in METHODS.values() for k in method.knobs}
+              "dgr_solver_lr": 0.05, "ewc_reduction": "sum", "reduce_batch": False, "jtr_loss": "concatenated",
+              "lambda_l2": 3.0}
+    assert set(others) == set(REGISTRY.built_in_knobs)
     config = tiny_config(method=method, tasks="0|1", save_checkpoints=False)
     changed = {k: v for k, v in others.items() if k not in acting_knobs(config)}
     weights = []

@@ -22,9 +22,10 @@ from PIL import Image
 
 import mergan
 from mergan.callbacks import Callback
-from mergan.config import build_config, value_text
+from mergan.config import build_config
 from mergan.naming import run_name
 from mergan.record import RunRecord, read_record
+from mergan.settings import value_text
 from mergan_cli.sync import add_subcommands
 from tests.support.fake_runs import STEPS, accuracy, empty_folders, fake_run
 from tests.support.mlflow_process import SCRIPT, free_port, start_mlflow_server

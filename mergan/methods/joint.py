@@ -14,24 +14,31 @@ that intransigence (Chaudhry et al. 2018) compares against.
 from __future__ import annotations
 
 from mergan.methods.base import Method
+from mergan.methods.context import TaskContext, Training
 
 
 class JointTraining(Method):
     name = "jt"
+    summary = "joint training, the upper bound: one model on every class of the stream from the first step"
+    alone = "jt trains on all real data jointly, so there is nothing to protect or replay"
     resets_optimizers = False
 
-    def real_classes(self, trainer, t: int) -> list[int]:
-        return [c for task in trainer.tasks for c in task]
+    def real_classes(self, training: Training, task: TaskContext) -> list[int]:
+        return [c for stream_task in training.tasks for c in stream_task]
 
 
 class StreamedJointTraining(Method):
     name = "jt-stream"
+    summary = "streamed joint training: task t trains on the real images of tasks 1..t (intransigence's reference)"
+    alone = "jt-stream trains on the real data of every task so far, so there is nothing to protect or replay"
 
-    def real_classes(self, trainer, t: int) -> list[int]:
-        return [c for task in trainer.tasks[: t + 1] for c in task]
+    def real_classes(self, training: Training, task: TaskContext) -> list[int]:
+        return list(task.seen_classes)
 
 
 class SequentialFineTuning(Method):
     """SFT, the lower bound: each task starts from the previous weights and sees only its own classes."""
 
     name = "sft"
+    summary = "sequential fine-tuning, the lower bound: each task starts from the last weights, no protection"
+    alone = "sft is the plain baseline that the others extend; write the other method alone"

@@ -23,6 +23,8 @@ from analysis.aggregate import (
     CONFIDENCE,
     GROUP,
     POWER,
+    order_spread,
+    pooled_std,
     seed_stats,
     seeds_to_separate,
     select_best,
@@ -33,11 +35,13 @@ from analysis.aggregate import (
 from analysis.errors import NoTaskMetricsError
 from analysis.load import ExperimentData
 from analysis.paper import (
+    NOT_IN_PAPER_MARK,
     TABLE1,
     TABLE1_TASKS,
     TABLE2,
     TABLE2_LABELS,
     TABLE2_TASKS,
+    in_paper,
     method_label,
     method_sort_key,
     paper_dataset,
@@ -160,14 +164,6 @@ def format_cell(mean: float, std: float, ci_low: float = math.nan, ci_high: floa
     return f"{mean:.2f} ± {std:.2f}{interval}"
 
 
-def pooled_std(groups: list[tuple[float, float]]) -> float:
-    """The pooled sample std of groups given as (std, n); groups of one seed add nothing (NaN: none has two)."""
-    measured = [(std, n) for std, n in groups if n >= 2 and math.isfinite(std)]
-    if not measured:
-        return math.nan
-    return math.sqrt(sum((n - 1) * std**2 for std, n in measured) / sum(n - 1 for _, n in measured))
-
-
 def latex_escape(text: str) -> str:
     for plain, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                            ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
@@ -191,7 +187,8 @@ def results_table(data: ExperimentData, select: str = "best") -> ResultTable:
         raise ValueError(f"select: {select!r}; allowed: 'best', 'all'")
     paper = paper_dataset(dataset)
     chosen = "each method's best configuration by final average accuracy" if select == "best" else "every configuration"
-    ours = f"Ours: mean ± std over seeds [{CONFIDENCE:.0%} t-interval of the mean] ({chosen})"
+    replicates = "seeds and task orders" if data.runs.get("order", pd.Series(dtype=object)).nunique() > 1 else "seeds"
+    ours = f"Ours: mean ± std over {replicates} [{CONFIDENCE:.0%} t-interval of the mean] ({chosen})"
     judged = evaluator_caption(data)
     if paper == "LSUN":
         cells = _table2_cells(data)
@@ -203,6 +200,9 @@ def results_table(data: ExperimentData, select: str = "best") -> ResultTable:
         source = f"paper: Wu et al. 2018, Table 1, {paper} rows." if paper else "the paper reports no such dataset."
         caption = f"Average accuracy (%) over the classes seen on {dataset}. {ours}; {source}{jt_note} {judged}"
         kind = "table1"
+    if not all(in_paper(m) for m in data.runs["method"]):
+        caption += (f" {NOT_IN_PAPER_MARK} not in the paper: this platform's reference baselines (ER, L2), "
+                    f"combinations and plugins; the paper has no numbers for them.")
     return ResultTable(dataset=dataset, paper_dataset=paper, num_tasks=data.num_tasks, kind=kind, cells=cells,
                        caption=caption)
 
@@ -231,11 +231,36 @@ def _percent_range(values: pd.Series) -> str:
     return f"{low:.1f}%" if round(low, 1) == round(high, 1) else f"{low:.1f}-{high:.1f}%"
 
 
+def orders_table(data: ExperimentData, metric: str = "avg_acc") -> pd.DataFrame | None:
+    """The spread over task orders beside the spread over seeds (final ``metric``, %, complete runs), one row
+    per configuration, as text cells; None when no configuration ran more than one order."""
+    spread = order_spread(data, metric)
+    if spread.empty or spread["orders"].max() < 2:
+        return None
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+
+    def number(value: float) -> str:
+        return MISSING if pd.isna(value) else f"{value * scale:.2f}"
+
+    shown = pd.DataFrame({"Orders": spread["orders"].astype(str), "Seeds per order": spread["seeds"].astype(str),
+                          "Mean": spread["mean"].map(number), "Std over seeds": spread["std_seeds"].map(number),
+                          "Std over orders": spread["std_orders"].map(number)})
+    shown.index = pd.Index([method_label(m) + (f" ({c})" if c else "") for m, c in zip(spread["method"],
+                                                                                          spread["config"])],
+                           name="Method")
+    return shown
+
+
+ORDERS_CAPTION = ("Final average accuracy (%) over task orders and seeds: the std over seeds within an order "
+                  "(pooled over orders) beside the std over orders of each order's mean over its seeds.")
+
+
 def _groups(data: ExperimentData) -> pd.DataFrame:
     """One row per configuration in the table's order: paper methods first, then by config label."""
     pairs = sorted(set(zip(data.runs["method"], data.runs["config"])),
                    key=lambda pair: (method_sort_key(pair[0]), pair[1]))
-    rows = [method_label(method) + (f" ({config})" if config else "") for method, config in pairs]
+    rows = [method_label(method) + ("" if in_paper(method) else NOT_IN_PAPER_MARK) + (f" ({config})" if config else "")
+            for method, config in pairs]
     return pd.DataFrame({"method": [p[0] for p in pairs], "config": [p[1] for p in pairs], "row": rows})
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mergan.config import ConfigError, DataConfig
+from mergan.config import ConfigError, DataConfig, build_config
 from mergan.data import ClassDataset, DatasetError, ImageSet, load_dataset, task_stream
 from tests.support import data_fixtures as fx
 
@@ -113,6 +113,31 @@ def test_task_stream(mnist5k):
     with pytest.raises(ConfigError) as error:
         task_stream(mnist5k, DataConfig(tasks="0|1", num_tasks=3))
     assert_names(error, "data.num_tasks", "1..2")
+
+
+def test_task_order_puts_the_streams_classes_in_a_seeded_or_given_order_keeping_task_sizes(mnist5k):
+    shuffled = task_stream(mnist5k, DataConfig(task_order="random", order_seed=3))
+    assert sorted(c for task in shuffled for c in task) == list(range(10)) and shuffled != [[c] for c in range(10)]
+    assert shuffled == task_stream(mnist5k, DataConfig(task_order="random", order_seed=3))  # the seed decides
+    assert shuffled != task_stream(mnist5k, DataConfig(task_order="random", order_seed=4))
+    grouped = task_stream(mnist5k, DataConfig(tasks="0,1|2,3|4", task_order="random", order_seed=3))
+    assert [len(t) for t in grouped] == [2, 2, 1] and sorted(c for task in grouped for c in task) == [0, 1, 2, 3, 4]
+    assert task_stream(mnist5k, DataConfig(tasks="0,1|2,3|4", task_order="4,3,2,1,0")) == [[4, 3], [2, 1], [0]]
+    # num_tasks keeps the first tasks of the ordered stream
+    assert task_stream(mnist5k, DataConfig(task_order="9,8,7,6,5,4,3,2,1,0", num_tasks=2)) == [[9], [8]]
+    assert task_stream(mnist5k, DataConfig(task_order="label", order_seed=7)) == [[c] for c in range(10)]
+
+
+@pytest.mark.parametrize("order", ["shuffled", "1,1,2", ","])
+def test_a_task_order_that_is_no_order_is_refused_with_the_config(order):
+    with pytest.raises(ConfigError, match=f"data.task_order: '{order}' is not allowed; allowed: label, random, or"):
+        build_config(overrides={"task_order": order})
+
+
+@pytest.mark.parametrize("order", ["2,1", "2,1,5", "0,1,2,3"])
+def test_a_task_order_that_is_not_the_streams_classes_is_refused_by_the_data(mnist5k, order):
+    with pytest.raises(ConfigError, match="must hold every class of the stream once; the stream's classes are 0,1,2"):
+        task_stream(mnist5k, DataConfig(tasks="0|1|2", task_order=order))
 
 
 # -- mnist (IDX files) ----------------------------------------------------------------------------------

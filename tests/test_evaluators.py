@@ -192,16 +192,16 @@ def test_lsun_with_only_the_four_categories_says_so_and_judges_4_way(tmp_path, c
 # -- what a run records: results.json, MLflow params, the report's caption -----------------------------
 def test_a_run_records_its_evaluator_in_results_mlflow_and_the_table_caption(tiny_config, mnist5k, tmp_path,
                                                                            monkeypatch):
-    from analysis.load import load_experiment
+    from analysis.load import load_experiment, load_run_folders
     from analysis.tables import results_table
     from mergan.trainer import Trainer
-    from tracking.callback import MLflowCallback
+    from tracking.mirror import MLflowMirror, Target
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tiny_config(method="sft", tasks="0|1", eval_when="every", evaluator="paper", evaluator_width=32,
                          evaluator_epochs=2)
-    callback = MLflowCallback(uri, "judged", flush_interval_s=0, probe_interval_s=0)
+    callback = MLflowMirror(Target(uri, "judged"), interval_s=0)
     results = Trainer(config, callbacks=[callback], dataset=mnist5k).fit()
 
     recorded = json.loads((tmp_path / "run" / "results.json").read_text())["results"][-1]["extra"]
@@ -218,10 +218,10 @@ def test_a_run_records_its_evaluator_in_results_mlflow_and_the_table_caption(tin
     assert float(params["evaluator_chance_accuracy"]) == 0.1
     assert float(params["evaluator_test_accuracy"]) == recorded["evaluator_test_accuracy"]
 
-    caption = results_table(load_experiment("judged", uri)).caption
     accuracy = f"{recorded['evaluator_test_accuracy'] * 100:.1f}%"
-    assert (f"Accuracy judged by the authors' MNIST MLP 32-16-8-4-10 on 0-255 pixels (real test accuracy "
-            f"{accuracy}, 10 classes, chance 10.0%)") in caption
+    for data in (load_experiment("judged", uri), load_run_folders([tmp_path / "run"])):  # MLflow, or the folder
+        assert (f"Accuracy judged by the authors' MNIST MLP 32-16-8-4-10 on 0-255 pixels (real test accuracy "
+                f"{accuracy}, 10 classes, chance 10.0%)") in results_table(data).caption
 
 
 def test_features_work_for_every_evaluator_kind(mnist5k, lsun_ten, tmp_path):

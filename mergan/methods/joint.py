@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from mergan.methods.base import Method, MixedClassSampler
+from mergan.methods.context import TaskContext, Training
 from mergan.models.norm import NormGroups, consecutive_groups
 
 
@@ -27,29 +28,35 @@ class MixedBatchMethod(Method):
     """Trains on batches that mix classes and normalises each batch as one, as ``joint.py`` does (its
     generator calls hold 64 samples of random classes); evaluated the same way (``MixedClassSampler``)."""
 
-    def norm_groups(self, trainer, labels: torch.Tensor) -> NormGroups:
+    def norm_groups(self, training: Training, labels: torch.Tensor) -> NormGroups:
         return consecutive_groups(labels.shape[0], labels.shape[0], labels.device)
 
-    def sampler(self, trainer) -> MixedClassSampler:
-        return MixedClassSampler(trainer.generator, trainer.config.model.z_dim, trainer.config.optim.batch_size)
+    def sampler(self, training: Training) -> MixedClassSampler:
+        return MixedClassSampler(training.generator, training.config.model.z_dim, training.config.optim.batch_size)
 
 
 class JointTraining(MixedBatchMethod):
     name = "jt"
+    summary = "joint training, the upper bound: one model on every class of the stream from the first step"
+    alone = "jt trains on all real data jointly, so there is nothing to protect or replay"
     resets_optimizers = False
 
-    def real_classes(self, trainer, t: int) -> list[int]:
-        return [c for task in trainer.tasks for c in task]
+    def real_classes(self, training: Training, task: TaskContext) -> list[int]:
+        return [c for stream_task in training.tasks for c in stream_task]
 
 
 class StreamedJointTraining(MixedBatchMethod):
     name = "jt-stream"
+    summary = "streamed joint training: task t trains on the real images of tasks 1..t (intransigence's reference)"
+    alone = "jt-stream trains on the real data of every task so far, so there is nothing to protect or replay"
 
-    def real_classes(self, trainer, t: int) -> list[int]:
-        return [c for task in trainer.tasks[: t + 1] for c in task]
+    def real_classes(self, training: Training, task: TaskContext) -> list[int]:
+        return list(task.seen_classes)
 
 
 class SequentialFineTuning(Method):
     """SFT, the lower bound: each task starts from the previous weights and sees only its own classes."""
 
     name = "sft"
+    summary = "sequential fine-tuning, the lower bound: each task starts from the last weights, no protection"
+    alone = "sft is the plain baseline that the others extend; write the other method alone"

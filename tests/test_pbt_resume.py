@@ -28,7 +28,7 @@ def test_a_killed_pbt_sweep_resumes_to_the_end(tmp_path, sweep_env):
                "--tracking-uri", uri, "--name", "killed", "--verbose", "0"]
     kill_after_first_checkpoint(command, storage / "killed", sweep_env, tmp_path / "first.log")
 
-    resumed = resume_sweep(storage, sweep_env, tmp_path, timeout=240)
+    resumed = resume_sweep(storage, sweep_env, tmp_path, timeout=600)
     assert "Its schedule" in resumed.stdout
 
     plan = SweepPlan.load(str(storage), "killed")

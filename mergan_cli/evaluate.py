@@ -47,14 +47,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.device:
         overrides["device"] = args.device
-    if args.samples_per_class:
+    if args.samples_per_class is not None:
+        if args.samples_per_class < 1:
+            raise ValueError(f"--samples-per-class {args.samples_per_class}: allowed: >= 1 (or leave it out for "
+                             f"the run's eval_samples_per_class)")
         overrides["eval_samples_per_class"] = args.samples_per_class
+    jt_matrix = read_matrix(args.jt_results) if args.jt_results else None  # before any compute
     trainer = Trainer.from_checkpoint(args.checkpoint, overrides=overrides)
     task = int(trainer.tasks_done)
     if task < 1:
         raise ValueError(f"{args.checkpoint}: the checkpoint has no finished task to evaluate")
     evaluator = trainer.evaluator()
-    jt_matrix = read_matrix(args.jt_results) if args.jt_results else None
     result = evaluate_after_task(trainer.sampler(), trainer.dataset, trainer.tasks, task - 1, trainer.config.eval,
                                  evaluator, trainer.device, trainer.accuracy_matrix[: task - 1], jt_matrix,
                                  seed=trainer.config.run.seed, samples_dir=args.samples_dir)

@@ -159,7 +159,7 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
                 # and under PBT the knobs Tune handed in (perhaps perturbed after copying another trial).
                 overrides = {"out_dir": str(out_dir), "device": config.run.device,
                              **pbt.knob_overrides(config, knobs)}
-                trainer = Trainer.from_checkpoint(folder, callbacks=callbacks, overrides=overrides)
+                trainer = Trainer.from_checkpoint(folder, callbacks=callbacks, overrides=overrides, may_change=knobs)
                 if recorder:
                     pbt.check_same_run(trainer.config, config, knobs)
                     tracker.set_tags(recorder.on_restore(trainer, folder))

@@ -127,12 +127,21 @@ def test_resource_requests_no_node_can_hold_are_refused():
     (["--space", "ra-lambda", "--set", "lambda_foo=1"], "unknown config field 'lambda_foo'"),
     (["--cpus-per-trial", "999"], "--cpus-per-trial 999: this machine has no node with that many CPUs"),
     (["--gpus-per-trial", str(torch.cuda.device_count() + 1)], "this machine has no node with that many GPUs"),
+    # The dataset's classes are known without reading an image (an image folder's: its sub-folders).
+    (["--tasks", "0|11", "--dry-run"], "--tasks/--set: data.tasks: class 11 is not in dataset 'mnist5k'; allowed: 0..9 "),
+    (["--dataset", "lsun", "--set", "data_root=.", "--tasks", "0|4", "--dry-run"],
+     "data.tasks: class 4 is not in dataset 'lsun'; allowed: 0..3 (0=bedroom, 1=kitchen, 2=church_outdoor, 3=tower)"),
+    (["--dataset", "folder", "--set", "data_root=classes", "--tasks", "0|2"],
+     "data.tasks: class 2 is not in dataset 'folder'; allowed: 0..1 (0=cats, 1=dogs)"),
 ])
 def test_sweep_refuses_bad_input_before_ray_starts(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for name in ("cats", "dogs"):  # an image folder's classes (its images are never read by the plan)
+        (tmp_path / "classes" / name).mkdir(parents=True)
     assert sweep.main([*args, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
-    assert message in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message in line
     assert not ray.is_initialized()
     assert not (tmp_path / "m.db").exists()  # nothing was written either
 

@@ -45,7 +45,7 @@ from tracking.sweep_run import (
 )
 from trainables import pbt
 from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, is_uri
-from trainables.trainable import TrialSettings, train_trial
+from trainables.trainable import CONFIGURATION_ERROR, TrialSettings, train_trial
 
 logger = logging.getLogger("trainables.sweeping")
 
@@ -62,7 +62,7 @@ LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves an SQLite sto
 class SweepOptunaSearch(OptunaSearch):
     """OptunaSearch for sweeps that diverge and resume.
 
-    A diverged trial is recorded as FAILED in the study instead of scored: it reports what it had
+    A diverged trial, or one whose configuration cannot run, is recorded as FAILED in the study instead of scored: it reports what it had
     learned (so that Tune's table shows it), but that is not the value of its hyperparameters, and
     telling Optuna a score would pull the sampler toward them.
 
@@ -72,6 +72,8 @@ class SweepOptunaSearch(OptunaSearch):
     """
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get(CONFIGURATION_ERROR):
+            return  # no score to report: the trial could not run
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -79,7 +81,7 @@ class SweepOptunaSearch(OptunaSearch):
                         trial_id, result.get("tasks_done"))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if result and result.get("diverged"):
+        if result and (result.get("diverged") or result.get(CONFIGURATION_ERROR)):
             super().on_trial_complete(trial_id, result=None, error=True)
         else:
             super().on_trial_complete(trial_id, result=result, error=error)
@@ -213,7 +215,7 @@ def trial_settings(plan: SweepPlan) -> TrialSettings:
                          experiment=plan.experiment, parent_run_id=plan.parent_run_id, sweep_id=plan.sweep_id,
                          name_keys=tuple(plan.name_keys) or None, crash_after_task=int(crash) if crash else None,
                          pbt_knobs=tuple(k.name for k in pbt.space_knobs(plan.load_space(), plan.seed)[0])
-                         if plan.scheduler == pbt.SCHEDULER else ())
+                         if plan.scheduler == pbt.SCHEDULER else (), objective=tuple(plan.metrics))
 
 
 def trainable(plan: SweepPlan):
@@ -234,7 +236,8 @@ class CloseStoppedRuns(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
-        if not self.parent_run_id or result.get("diverged") or "tasks_done" not in result:
+        if (not self.parent_run_id or result.get("diverged") or result.get(CONFIGURATION_ERROR)
+                or "tasks_done" not in result):
             return
         if result["tasks_done"] >= result.get("num_tasks", math.inf):
             return
@@ -283,9 +286,10 @@ class TrialRow:
 
     @property
     def complete(self) -> bool:
-        """Nothing left to run: every task reported, or the trial diverged."""
-        return bool(self.metrics.get("diverged")) or 0 < self.metrics.get("num_tasks", 0) <= self.metrics.get(
-            "tasks_done", 0)
+        """Nothing left to run: every task reported, or the trial diverged or could not run."""
+        if self.metrics.get("diverged") or self.metrics.get(CONFIGURATION_ERROR):
+            return True
+        return 0 < self.metrics.get("num_tasks", 0) <= self.metrics.get("tasks_done", 0)
 
     def value(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
@@ -297,7 +301,7 @@ def summarize(results: tune.ResultGrid) -> list[TrialRow]:
     for result in results:
         metrics = dict(result.metrics or {})
         trial_id = str(metrics.get("trial_id") or Path(result.path).name)
-        if result.error is not None:
+        if result.error is not None or metrics.get(CONFIGURATION_ERROR):
             status = "error"
         elif metrics.get("diverged"):
             status = "diverged"
@@ -305,7 +309,8 @@ def summarize(results: tune.ResultGrid) -> list[TrialRow]:
             status = "stopped early"
         else:
             status = "finished"
-        error = str(result.error).strip().splitlines()[-1] if result.error is not None else metrics.get("divergence")
+        error = (str(result.error).strip().splitlines()[-1] if result.error is not None
+                 else metrics.get(CONFIGURATION_ERROR) or metrics.get("divergence"))
         rows.append(TrialRow(trial_id, status, dict(result.config or {}), metrics, error))
     return sorted(rows, key=lambda r: r.trial_id)
 

@@ -4,7 +4,8 @@ After every task the trial calls ``tune.report`` with the evaluation metrics (na
 ``mergan/callbacks.py``, plus the sweep's own below) and the task's checkpoint. A trial that Ray
 restarts resumes from its last task's checkpoint (``tune.get_checkpoint`` ->
 ``Trainer.from_checkpoint``); its MLflow child run, keyed by the Tune trial id, is continued.
-A trial that diverges reports ``diverged=1`` with the message and ends as finished, not retried.
+A trial that diverges reports ``diverged=1`` with the message and ends as finished, not retried; one whose
+configuration cannot run (``CONFIGURATION_ERRORS``) reports ``configuration_error`` and ends the same way.
 
 Metrics the sweep adds to each report:
 - ``stream_avg_acc``: accuracy averaged over every task of the stream, tasks not learned yet
@@ -29,13 +30,19 @@ import torch
 from ray import tune
 
 from mergan.callbacks import Callback, DivergenceError, TaskResult
-from mergan.config import ExperimentConfig, build_config
+from mergan.checkpoint import CheckpointError
+from mergan.config import ConfigError, ExperimentConfig, build_config
+from mergan.data import DatasetError
 from mergan.trainer import Trainer
 from tracking.callback import MLflowCallback
 from tracking.store import DEFAULT_EXPERIMENT
 from trainables import pbt
 
 logger = logging.getLogger("trainables.trainable")
+# A trial's configuration that cannot run (a class or file its node lacks, a refused value, a checkpoint
+# that does not fit): retrying it would fail the same way.
+CONFIGURATION_ERRORS = (ConfigError, DatasetError, CheckpointError)
+CONFIGURATION_ERROR = "configuration_error"  # the report key that says why
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class TrialSettings:
     name_keys: tuple[str, ...] | None = None
     crash_after_task: int | None = None
     pbt_knobs: tuple[str, ...] = ()  # --scheduler pbt: the knobs a restored trial takes from Tune, not its checkpoint
+    objective: tuple[str, ...] = ("stream_avg_acc",)  # the metrics the searcher and scheduler read
 
 
 class SimulatedCrash(RuntimeError):
@@ -126,6 +134,16 @@ def divergence_report(trainer: Trainer, error: DivergenceError, last_report: dic
             "diverged": 1, "divergence": str(error)}
 
 
+def refusal_report(error: Exception, objective: tuple[str, ...], trainer: Trainer | None,
+                   last_report: dict[str, Any]) -> dict[str, Any]:
+    """The final report of a trial whose configuration cannot run: ``configuration_error`` says why, and the
+    objective's metrics are NaN (Tune wants them in every report; the searcher records the trial FAILED)."""
+    done = trainer.tasks_done if trainer is not None else 0
+    return {**last_report, **{metric: float("nan") for metric in objective},
+            "tasks_done": done, "num_tasks": len(trainer.tasks) if trainer is not None else max(done, 1),
+            "diverged": 0, CONFIGURATION_ERROR: str(error)}
+
+
 def scratch_dir(trial_id: str) -> Path:
     """The trial's node-local run folder: Tune's per-trial working directory (the current one), else a
     temporary folder. Only checkpoints handed to ``tune.report`` reach the sweep's storage."""
@@ -139,7 +157,6 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     context = tune.get_context()
     out_dir = scratch_dir(context.get_trial_id())
-    config = trial_config(settings, params, out_dir)
     checkpoint = tune.get_checkpoint()
     knobs = settings.pbt_knobs
     tracker = MLflowCallback(settings.tracking_uri, settings.experiment, parent_run_id=settings.parent_run_id,
@@ -151,22 +168,30 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
     recorder = pbt.ScheduleRecorder(context.get_trial_id(), knobs, tracker.set_tags) if knobs else None
     callbacks = [*([recorder] if recorder else []), tracker, reporter]
     with tracker:
-        if checkpoint is None:
-            trainer = Trainer(config, callbacks=callbacks)
-        else:
-            with checkpoint.as_directory() as folder:
-                # The checkpoint's own config wins; only where and on what the run goes on may change,
-                # and under PBT the knobs Tune handed in (perhaps perturbed after copying another trial).
-                overrides = {"out_dir": str(out_dir), "device": config.run.device,
-                             **pbt.knob_overrides(config, knobs)}
-                trainer = Trainer.from_checkpoint(folder, callbacks=callbacks, overrides=overrides, may_change=knobs)
-                if recorder:
-                    pbt.check_same_run(trainer.config, config, knobs)
-                    tracker.set_tags(recorder.on_restore(trainer, folder))
-            reporter.resumed_from_task = trainer.tasks_done
-            logger.info("trial %s resumes after task %d", context.get_trial_id(), trainer.tasks_done)
+        trainer = None
         try:
+            config = trial_config(settings, params, out_dir)
+            if checkpoint is None:
+                trainer = Trainer(config, callbacks=callbacks)
+            else:
+                with checkpoint.as_directory() as folder:
+                    # The checkpoint's own config wins; only where and on what the run goes on may change,
+                    # and under PBT the knobs Tune handed in (perhaps perturbed after copying another trial).
+                    overrides = {"out_dir": str(out_dir), "device": config.run.device,
+                                 **pbt.knob_overrides(config, knobs)}
+                    trainer = Trainer.from_checkpoint(folder, callbacks=callbacks, overrides=overrides,
+                                                      may_change=knobs)
+                    if recorder:
+                        pbt.check_same_run(trainer.config, config, knobs)
+                        tracker.set_tags(recorder.on_restore(trainer, folder))
+                reporter.resumed_from_task = trainer.tasks_done
+                logger.info("trial %s resumes after task %d", context.get_trial_id(), trainer.tasks_done)
             trainer.fit()
+        except CONFIGURATION_ERRORS as error:
+            # The same configuration fails the same way on every attempt: reported once, never retried.
+            tune.report(refusal_report(error, settings.objective, trainer, reporter.last_report))
+            tracker.set_tags({CONFIGURATION_ERROR: str(error)})
+            tracker.close("FAILED")
         except DivergenceError as error:
             tune.report(divergence_report(trainer, error, reporter.last_report))
             tracker.set_tags({"diverged": "1", "divergence": str(error)})

@@ -13,14 +13,7 @@ from mergan.checkpoint import load_checkpoint
 from mergan.config import load_yaml
 from mergan.trainer import Trainer
 from mergan_cli.main import main
-from tests.test_cli_train import TINY_RUN
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MERGAN_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path
+from tests.support.runs import TINY_RUN
 
 
 def one_line_error(err: str) -> str:

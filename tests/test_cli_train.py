@@ -16,20 +16,8 @@ from mlflow import MlflowClient
 
 from mergan.config import BASE_METHODS, PRESETS, ExperimentConfig
 from mergan_cli.main import build_parser, main
+from tests.support.runs import TINY_RUN
 from tracking.callback import run_id_from_out_dir
-
-# A run of two 2-step tasks on tiny nets: seconds on a CPU.
-TINY_RUN = ["--dataset", "mnist5k", "--method", "sft", "--tasks", "0|1", "--iterations", "2", "--batch-size", "8",
-            "--critic-steps", "1", "--g-width", "8", "--d-width", "8", "--z-dim", "8", "--device", "cpu",
-            "--eval-when", "none"]
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    """Run from an empty folder (``runs/`` lands there), with a private evaluator cache."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MERGAN_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path
 
 
 def test_each_new_run_gets_its_own_folder_and_runs_latest_links_the_newest(in_tmp, capsys):

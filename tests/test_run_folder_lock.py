@@ -10,21 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from mergan.checkpoint import load_checkpoint
 from mergan_cli.main import main
-from tests.test_cli_train import TINY_RUN
+from tests.support.runs import TINY_RUN
 
 HOLD = ("import sys; from mergan.run_folder import RunFolderLock; lock = RunFolderLock(sys.argv[1]).acquire(); "
         "print('held', flush=True); sys.stdin.read(); lock.release()")
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MERGAN_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path
 
 
 def hold_in_another_process(folder: Path) -> subprocess.Popen:

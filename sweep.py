@@ -31,6 +31,7 @@ from typing import Any
 from mergan.config import ConfigError
 from search_spaces import SpaceError, preset_names
 from tracking.provenance import mergan_import_problem
+from trainables.local_ray import keep_local_ray_on_loopback
 from trainables.plan import PlanError, SweepPlan, list_sweeps, make_plan
 
 # The main job's values where they differ from make_plan's (see the module docstring).
@@ -218,6 +219,7 @@ def stop(args: argparse.Namespace, plan: SweepPlan) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_local_ray_on_loopback(args.address)  # before anything imports Ray
     problem = mergan_import_problem()
     if problem:
         print(f"sweep.py: error: {problem}", file=sys.stderr)

@@ -84,6 +84,9 @@ def table1_plan(args: argparse.Namespace):
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
+    from trainables.local_ray import keep_local_ray_on_loopback
+
+    keep_local_ray_on_loopback(args.address)  # before anything imports Ray
     from analysis.report import build_report
     from trainables.plan import PlanError
     from trainables.sweeping import connect_ray, run_sweep

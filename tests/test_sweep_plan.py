@@ -221,7 +221,7 @@ def test_the_table_and_the_best_trial_by_one_objective_or_a_pareto_front(tmp_pat
     multi = plan(tmp_path, objective="multi")
     assert [r.trial_id for r in best_rows(rows, multi)] == ["a", "b"]  # a is faster, b more accurate
     table = format_table(rows, single).splitlines()
-    assert table[0].split() == ["trial", "status", "tasks", "lambda_ra", "method", "avg_acc", "forgetting",
-                                "stream_avg_acc", "train_s", "total_s"]
-    assert table[3].split()[:5] == ["b", "finished", "3/3", "0.01", "ra"]
+    assert table[0].split() == ["trial", "status", "tasks", "method", "lambda_ra", "avg_acc", "forgetting",
+                                "stream_avg_acc", "train_s", "total_s", "name"]
+    assert table[3].split()[:5] == ["b", "finished", "3/3", "ra", "0.01"]
     assert table[-1] == "c: diverged: training diverged: loss_g became nan"

@@ -351,8 +351,11 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--paper-iterations", action="store_true",
                        help="the paper's iterations per task for the dataset (MNIST 4,000, SVHN 8,000, "
                             "LSUN 20,000); --iterations N on top raises it")
-    train.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint (file, task or run "
-                                                        "folder, e.g. runs/latest), in that run's folder")
+    train.add_argument("--resume", metavar="PATH",
+                       help="continue a run from its checkpoint (file, task or run folder, e.g. runs/latest), in "
+                            "that run's folder. It trains what the run trained: only --device, --out-dir, "
+                            "--log-every, --save-checkpoints, --deterministic, --data-root, the evaluation settings "
+                            "and --iterations (of the tasks still to train) may change; any other change is refused")
     train.add_argument("--overwrite", action="store_true",
                        help="let a new run use an --out-dir that holds another run, deleting that run's files first")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")

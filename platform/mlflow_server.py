@@ -230,6 +230,11 @@ def start(args: argparse.Namespace) -> int:
     if args.allowed_hosts:
         command += ["--allowed-hosts", args.allowed_hosts]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false" if not args.jobs else "true"}
+    if not backend.startswith("sqlite:"):
+        # A database server takes many writers at once; SQLAlchemy's default pool (5, overflow 10) is fewer
+        # than a sweep's concurrent trials, and a request that waits 30 s for a connection is refused.
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(args.db_connections))
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(args.db_connections))
     if args.auth:
         auth = _auth_environment(root)
         if isinstance(auth, str):
@@ -347,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                  "0.0.0.0 for a cluster)")
             sub.add_argument("--port", type=int, default=5000)
             sub.add_argument("--workers", type=int, default=1, help="request worker processes (default 1)")
+            sub.add_argument("--db-connections", type=int, default=32,
+                             help="database connections per worker kept open, as many again on demand, for a "
+                                  "backend other than SQLite (default 32: a sweep's concurrent trials; "
+                                  "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE/_MAX_OVERFLOW win when set)")
             sub.add_argument("--allowed-hosts",
                              help="the Host headers MLflow accepts, replacing its default (localhost and private IP "
                                   "addresses), e.g. 'head-node:5000,10.0.0.5:5000,localhost:5000'")

@@ -64,9 +64,9 @@ LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves an SQLite sto
 class SweepOptunaSearch(OptunaSearch):
     """OptunaSearch for sweeps that diverge and resume.
 
-    A diverged trial, or one whose configuration cannot run, is recorded as FAILED in the study instead of scored: it reports what it had
-    learned (so that Tune's table shows it), but that is not the value of its hyperparameters, and
-    telling Optuna a score would pull the sampler toward them.
+    A diverged trial, or one whose configuration cannot run, is recorded as FAILED in the study instead of
+    scored: it reports what it had learned (so that Tune's table shows it), but that is not the value of
+    its hyperparameters, and telling Optuna a score would pull the sampler toward them.
 
     A resumed sweep may re-run the last tasks of a trial that the study already holds as finished
     (the driver died after the trial ended but before Tune saved its state): its reports are then

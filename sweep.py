@@ -51,6 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--preset", default="small", help="the config preset every trial starts from (default: small)")
     what.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                       help="a config value every trial gets (repeatable), e.g. --set iterations_per_task=400")
+    what.add_argument("--method-module", metavar="FILE|MODULE",
+                      help="a method plugin of your own (a .py file or an importable module) whose methods the "
+                           "space may name; every trial loads it, so on a cluster it must be on every node (an "
+                           "installed plugin package needs no flag)")
     what.add_argument("--objective", default="acc",
                       help="acc: maximise stream_avg_acc (the final average accuracy) with TPE; multi: also "
                            "minimise forgetting and training time, with NSGA-II; or metric:mode pairs")
@@ -119,7 +123,8 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
     main_job = args.space is None
     plan = make_plan(
         space=given_or(args.space, MAIN_JOB["space"]), preset=args.preset, dataset=args.dataset, tasks=args.tasks,
-        sets=args.sets, num_samples=given_or(args.num_samples, MAIN_JOB["num_samples"] if main_job else None),
+        sets=[*args.sets, *([f"method.module={args.method_module}"] if args.method_module else [])],
+        num_samples=given_or(args.num_samples, MAIN_JOB["num_samples"] if main_job else None),
         max_concurrent=given_or(args.max_concurrent, MAIN_JOB["max_concurrent"] if main_job else None),
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, objective=args.objective,
         scheduler=args.scheduler, grace_period=args.grace_period, seed=args.seed, max_failures=args.max_failures,

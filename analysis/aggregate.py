@@ -38,6 +38,18 @@ def value_at(data: ExperimentData, metric: str, after_task: int | None = None) -
     return frame.set_index("run_id")[metric].dropna().rename(metric)
 
 
+def split_joint_references(data: ExperimentData) -> tuple[ExperimentData, ExperimentData]:
+    """(the runs to compare, the JT runs trained on a shorter stream than the others).
+
+    The paper's JT after k tasks is a joint model of the first k tasks' classes (``joint.py`` scores its
+    final model), so a JT run on the first k tasks is the reference for column k, not a configuration
+    of its own; ``mergan reproduce table1`` runs one per seed.
+    """
+    lengths = data.runs["stream_tasks"] if "stream_tasks" in data.runs else pd.Series(np.nan, index=data.runs.index)
+    shorter = (data.runs["method"] == "jt") & lengths.notna() & (lengths < lengths.max())
+    return (data.subset(data.runs.loc[~shorter, "run_id"]), data.subset(data.runs.loc[shorter, "run_id"]))
+
+
 def complete_runs(data: ExperimentData) -> ExperimentData:
     """Only the runs that finished as many tasks as the longest run (early-stopped trials aside)."""
     return data.subset(data.runs.loc[data.runs["tasks_done"] == data.num_tasks, "run_id"])
@@ -114,6 +126,42 @@ def seeds_to_separate(difference: float, std: float, alpha: float = 1 - CONFIDEN
         if stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift) >= power:
             return n
     return None
+
+
+def pooled_std(groups: list[tuple[float, float]]) -> float:
+    """The pooled sample std of groups given as (std, n); groups of one seed add nothing (NaN: none has two)."""
+    measured = [(std, n) for std, n in groups if n >= 2 and np.isfinite(std)]
+    if not measured:
+        return np.nan
+    return float(np.sqrt(sum((n - 1) * std**2 for std, n in measured) / sum(n - 1 for _, n in measured)))
+
+
+ORDER_SPREAD_COLUMNS = [*GROUP, "orders", "seeds", "runs", "mean", "std_seeds", "std_orders"]
+
+
+def order_spread(data: ExperimentData, metric: str = "avg_acc") -> pd.DataFrame:
+    """Per configuration, its final ``metric`` (complete runs) spread over task orders beside its spread over
+    seeds: forgetting is known to depend on the order the classes come in.
+
+    Columns: method, config, orders (how many), seeds (the most of one order), runs, mean (over every run),
+    std_seeds (the std over seeds within an order, pooled over orders; NaN without two seeds of one order),
+    std_orders (the std over orders of each order's mean over its seeds; NaN with one order).
+    """
+    complete = complete_runs(data)
+    runs = complete.runs.assign(value=complete.runs["run_id"].map(value_at(complete, metric)))
+    runs = runs.dropna(subset=["value"])
+    if "order" not in runs:  # frames made elsewhere (a CSV of runs) from runs of one order
+        runs = runs.assign(order="label")
+    rows = []
+    for (method, config), group in runs.groupby(GROUP, sort=False):
+        per_order = group.groupby("order")["value"].agg(["mean", "std", "count"])
+        rows.append({"method": method, "config": config, "orders": len(per_order),
+                     "seeds": int(per_order["count"].max()), "runs": len(group), "mean": group["value"].mean(),
+                     "std_seeds": pooled_std(list(zip(per_order["std"], per_order["count"]))),
+                     "std_orders": per_order["mean"].std(ddof=1) if len(per_order) >= 2 else np.nan})
+    frame = pd.DataFrame(rows, columns=ORDER_SPREAD_COLUMNS)
+    return frame.sort_values(GROUP, key=lambda s: s.map(method_sort_key) if s.name == "method" else s,
+                             ignore_index=True)
 
 
 def curves(data: ExperimentData) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from analysis.aggregate import (
 from analysis.errors import NothingToPlotError
 from analysis.load import ExperimentData
 from analysis.paper import method_label, method_sort_key
-from mergan.config import value_text
+from mergan.settings import value_text
 
 STYLE = {
     "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
@@ -47,7 +47,7 @@ METHOD_COLORS = {"jt": "#000000", "sft": "#999999", "ewc": "#E69F00", "dgr": "#5
 EXTRA_COLORS = ("#CC79A7", "#0072B2", "#F0E442", "#7F3C8D", "#11A579", "#3969AC")
 LINE_STYLES = ("-", "--", ":", "-.")
 AXIS_LABELS = {"method.lambda_ra": r"$\lambda_{RA}$", "method.lambda_ewc": r"$\lambda_{EWC}$",
-               "method.replay_size_per_class": "replay size per class"}
+               "method.replay_size_per_class": "replay size per class", "method.lambda_l2": r"$\lambda_{L2}$"}
 F = TypeVar("F", bound=Callable[..., Figure])
 CHAR_WIDTH_EM = 0.62  # a generous average glyph width of the default font, in units of its size
 MOST_LOG_TICKS = 5  # labelled ticks on a log axis; more crowd a 3-inch panel
@@ -227,37 +227,38 @@ def accuracy_heatmaps(data: ExperimentData, select: str = "best") -> Figure:
 
 
 @functools.cache
-def response_params() -> dict[str, tuple[tuple[str, ...], dict[str, Any]]]:
-    """Hyperparameter -> (methods it acts in, a condition on other params) for the response figure: the
-    numeric knobs each method names its runs by (``Method.name_knobs``, ``knob_conditions``)."""
-    from mergan.config import MethodConfig
-    from mergan.methods import METHODS, knob_condition  # imports torch: only when the figure is drawn
+def response_params() -> dict[str, tuple[tuple[str, dict[str, Any]], ...]]:
+    """Hyperparameter -> the (method, condition on other params) pairs it acts in, for the response figure:
+    the numeric knobs each method names its runs by (``Method.name_knobs``, ``knob_conditions``), of the
+    built-in methods and the installed plugins."""
+    from mergan.methods import REGISTRY, knob_condition  # imports torch: only when the figure is drawn
 
-    defaults, params = MethodConfig(), {}
-    for name, method in METHODS.items():
+    knobs, params = REGISTRY.knobs(), {}
+    for name, method in REGISTRY.methods().items():
         for knob in method.name_knobs:
-            value = getattr(defaults, knob)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                acting = params.get(f"method.{knob}", ((),))[0]
-                params[f"method.{knob}"] = ((*acting, name), knob_condition(knob))
-    return params
+            if knobs[knob].type in ("int", "float"):
+                params.setdefault(f"method.{knob}", []).append((name, knob_condition(name, knob)))
+    return {param: tuple(uses) for param, uses in params.items()}
 
 
-def response_frame(data: ExperimentData, params: Mapping[str, tuple[tuple[str, ...], dict[str, Any]]] | None = None,
+def response_frame(data: ExperimentData, params: Mapping[str, tuple[tuple[str, dict[str, Any]], ...]] | None = None,
                    metric: str = "avg_acc") -> pd.DataFrame:
     """Complete runs where a hyperparameter acts: columns param, value, method, config, run_id, metric (final)."""
     params = response_params() if params is None else params
     complete = complete_runs(data)
     final = value_at(complete, metric)
     parts = []
-    for param, (methods, condition) in params.items():
+    for param, uses in params.items():
         if param not in complete.runs:
             continue
-        acts = complete.runs["method"].map(lambda m, wanted=frozenset(methods): bool(set(m.split("+")) & wanted))
+        acts = pd.Series(False, index=complete.runs.index)
+        for method, condition in uses:
+            here = complete.runs["method"].map(lambda m, wanted=method: wanted in m.split("+"))
+            for other, wanted in condition.items():
+                if other in complete.runs:
+                    here &= complete.runs[other] == wanted
+            acts |= here
         runs = complete.runs[acts]
-        for other, wanted in condition.items():
-            if other in runs:
-                runs = runs[runs[other] == wanted]
         values = pd.to_numeric(runs[param], errors="coerce")
         parts.append(pd.DataFrame({"param": param, "value": values, "method": runs["method"], "config": runs["config"],
                                    "run_id": runs["run_id"], metric: runs["run_id"].map(final)}))
@@ -267,7 +268,7 @@ def response_frame(data: ExperimentData, params: Mapping[str, tuple[tuple[str, .
 
 
 @styled
-def hyperparameter_response(data: ExperimentData, params: Mapping[str, tuple[tuple[str, ...], dict[str, Any]]]
+def hyperparameter_response(data: ExperimentData, params: Mapping[str, tuple[tuple[str, dict[str, Any]], ...]]
                             | None = None, metric: str = "avg_acc") -> Figure:
     """Final ``metric`` vs. each hyperparameter that was varied (lambda_RA, lambda_EWC, replay size),
     log x; one dot per run, a line through the means over seeds per method."""

@@ -1,7 +1,8 @@
-"""Reading an MLflow experiment (or one sweep's trials) into tidy pandas frames.
+"""Reading an MLflow experiment (or one sweep's trials), or run folders, into tidy pandas frames.
 
 ```python
 data = load_experiment("mergan", "sqlite:///mlflow.db")          # or sweep_run="<parent run id>"
+data = load_run_folders(["runs/"])                               # the same frames from the runs' records
 data.runs          # one row per run: ids, method, dataset, seed, config, params (dotted names), final metrics
 data.accuracy      # one row per (run, after_task i, task j): accuracy = R[i][j], a fraction in [0, 1]
 data.task_metrics  # one row per (run, after_task): avg_acc, bwt, forgetting ... as logged at step = task
@@ -12,12 +13,14 @@ Cost: one ``search_runs`` call per page of 1,000 runs (params, tags and latest m
 then the per-step history of only the per-task metrics (``acc_task_{j}`` and the summaries, never
 the training losses) in bulk (``tracking.history``): one SQL query per metric for an SQLite/SQL
 store, one request per metric and 100 runs against an ``mlflow server``, or per (run, metric)
-calls on a thread pool for any other store. ``bench/analysis_load.py`` measures it.
+calls on a thread pool for any other store. ``bench/analysis_load.py`` measures it. Run folders
+need no store and no MLflow: their records (``mergan.record``) are read as the runs MLflow mirrors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import time
@@ -25,6 +28,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -36,19 +40,26 @@ from analysis.errors import (
     NoTaskMetricsError,
     TrackingStoreNotFoundError,
 )
-from mergan.config import value_text
 from mergan.evaluation.metrics import SUMMARIES, TASK_METRICS  # pure Python: no torch
+from mergan.record import Record, read_record, run_folders
+from mergan.settings import value_text
 from tracking.history import metric_history_rows
 from tracking.store import resolve_tracking_uri
 
 # Metrics logged once per task (step = task number); names as in mergan/callbacks.py.
 TASK_ACCURACY = re.compile(r"^acc_task_(\d+)$")
 SUMMARY_METRICS = TASK_METRICS  # the per-task metrics besides acc_task_{j}, as mergan's evaluation names them
-# Params that differ between runs of one configuration (seed, paths, machine): never part of its label.
+# Params that differ between runs of one configuration (seed, task order, paths, machine): never part of its
+# label. Runs of one configuration over several task orders are its replicates, as its seeds are (the
+# ``order`` column tells them apart; ``analysis.aggregate.order_spread`` compares the two spreads).
 RUN_SPECIFIC_PARAMS = frozenset({
-    "run.seed", "run.out_dir", "run.device", "run.log_every", "run.save_checkpoints", "data.data_root",
-    "eval.cache_dir", "eval.inception_weights", "eval.evaluator_weights", "evaluator_cache_key",
-    "evaluator_test_accuracy",
+    "run.seed", "data.task_order", "data.order_seed", "run.out_dir", "run.device", "run.log_every",
+    "run.save_checkpoints", "data.data_root", "eval.cache_dir", "eval.inception_weights",
+    "eval.evaluator_weights", "evaluator_cache_key", "evaluator_test_accuracy", "evaluator_architecture",
+    "evaluator_classes", "evaluator_chance_accuracy",
+    # How many tasks of the stream a run trains: runs are compared at equal task counts, and a JT run on the
+    # first k tasks is the paper's k-task JT (analysis.aggregate.split_joint_references), not another config.
+    "data.num_tasks",
 })
 ID_COLUMNS = ("run_id", "method", "dataset", "seed", "config")
 SWEEP_ROLE_TAG = "mergan.role"
@@ -80,6 +91,7 @@ class ExperimentData:
     accuracy: pd.DataFrame
     task_metrics: pd.DataFrame
     sweep: dict[str, Any] | None = None  # the sweep parent run: run_id, name, params, tags, metrics
+    folders: dict[str, Path] = field(default_factory=dict)  # run id -> run folder, for runs read from folders
     load_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -124,42 +136,97 @@ def accuracy_matrix(accuracy: pd.DataFrame, run_id: str) -> np.ndarray:
 
 
 # -- loading ------------------------------------------------------------------------------
-def load_experiment(experiment: str | None, tracking_uri: str | None = None, *, sweep_run: str | None = None,
-                    workers: int = 8, client: Any = None) -> ExperimentData:
-    """Every run of ``experiment`` (or only the trials of the sweep parent run ``sweep_run``).
+def load_experiment(experiment: str | None, tracking_uri: str | None = None, *,
+                    sweep_run: str | Sequence[str] | None = None, workers: int = 8, client: Any = None
+                    ) -> ExperimentData:
+    """Every run of ``experiment`` (or only the trials of the sweep parent run(s) ``sweep_run``).
 
-    Sweep parent runs themselves are left out of the frames; with ``sweep_run`` the parent is
+    Sweep parent runs themselves are left out of the frames; with ``sweep_run`` the (first) parent is
     described in ``ExperimentData.sweep``. ``experiment`` may be None when ``sweep_run`` is given.
     """
     started = time.perf_counter()
     client = client or tracking_client(tracking_uri)
     uri = client.tracking_uri if hasattr(client, "tracking_uri") else resolve_tracking_uri(tracking_uri)
-    sweep = _sweep_info(client, sweep_run) if sweep_run else None
+    parents = [sweep_run] if isinstance(sweep_run, str) else list(sweep_run or [])
+    sweeps = [_sweep_info(client, parent) for parent in parents]
+    sweep = sweeps[0] if sweeps else None
     if experiment is None and sweep is None:
         raise ExperimentNotFoundError("give an experiment name or a sweep run id")
     exp = _experiment(client, experiment, uri) if experiment else client.get_experiment(sweep["experiment_id"])
-    if sweep and sweep["experiment_id"] != exp.experiment_id:
-        raise ExperimentNotFoundError(f"sweep run {sweep_run} belongs to experiment "
-                                      f"{client.get_experiment(sweep['experiment_id']).name!r}, not {exp.name!r}")
-    what = f"sweep run {sweep_run} of experiment {exp.name!r}" if sweep else f"experiment {exp.name!r}"
-    query = f"tags.`mlflow.parentRunId` = '{sweep_run}'" if sweep_run else ""
+    for info in sweeps:
+        if info["experiment_id"] != exp.experiment_id:
+            raise ExperimentNotFoundError(f"sweep run {info['run_id']} belongs to experiment "
+                                          f"{client.get_experiment(info['experiment_id']).name!r}, not {exp.name!r}")
+    what = (f"sweep run {', '.join(parents)} of experiment {exp.name!r}" if parents
+            else f"experiment {exp.name!r}")
+    queries = [f"tags.`mlflow.parentRunId` = '{parent}'" for parent in parents] or [""]
 
     tic = time.perf_counter()
-    mlflow_runs = [r for r in search_all_runs(client, [exp.experiment_id], query)
+    mlflow_runs = [r for query in queries for r in search_all_runs(client, [exp.experiment_id], query)
                    if r.data.tags.get(SWEEP_ROLE_TAG) != "sweep"]
     search_seconds = time.perf_counter() - tic
     if not mlflow_runs:
         raise NoRunsError(f"{what} at {uri} holds no runs")
-    runs = runs_frame(mlflow_runs)
     wanted = {r.info.run_id: [k for k in r.data.metrics if TASK_ACCURACY.match(k) or k in SUMMARY_METRICS]
               for r in mlflow_runs}
-    if not any(any(TASK_ACCURACY.match(k) for k in keys) for keys in wanted.values()):
-        names = ", ".join(runs["run_name"].astype(str).head(10))
-        raise NoTaskMetricsError(f"none of the {len(runs)} runs of {what} logged per-task metrics "
-                                 f"(acc_task_<j> at step = task); runs: {names}")
+    _require_task_metrics(mlflow_runs, what)
     tic = time.perf_counter()
     history = fetch_metric_histories(client, wanted, workers=workers)
-    history_seconds = time.perf_counter() - tic
+    timings = {"search_runs": search_seconds, "metric_history": time.perf_counter() - tic}
+    return _experiment_data(exp.name, uri, mlflow_runs, history, what, sweep=sweep, started=started, timings=timings)
+
+
+def load_run_folders(paths: Sequence[str | os.PathLike]) -> ExperimentData:
+    """Every run folder at or below ``paths``, read from its record (or results.json): no tracking store.
+
+    The frames are those :func:`load_experiment` builds from MLflow, with each folder's path as its run
+    id. A run found twice (a trial's folder on its node and in the sweep's storage) counts once: the copy
+    that finished most tasks.
+    """
+    started = time.perf_counter()
+    what = f"run folders {', '.join(map(str, paths))}"
+    by_key: dict[str, Record] = {}
+    for record in map(read_record, run_folders(paths)):
+        if record.run_key not in by_key or len(record.tasks) > len(by_key[record.run_key].tasks):
+            by_key[record.run_key] = record
+    if not by_key:
+        raise NoRunsError(f"no run folders at or below {', '.join(map(str, paths))} (a run folder holds "
+                          f"config.yaml and record.jsonl or results.json)")
+    records = list(by_key.values())
+    runs = [record_as_run(record) for record in records]
+    _require_task_metrics(runs, what)
+    rows = [(str(record.folder), *row) for record in records for row in record.metric_rows()
+            if TASK_ACCURACY.match(row[0]) or row[0] in SUMMARY_METRICS]
+    data = _experiment_data(", ".join(map(str, paths)), "", runs, _history_frame(rows), what, started=started)
+    data.folders = {str(record.folder): record.folder for record in records}
+    return data
+
+
+def record_as_run(record: Record) -> Any:
+    """A run folder's record in the shape of an MLflow run (``info``, ``data``): what its mirror holds."""
+    latest: dict[str, tuple[int, int, float]] = {}
+    for key, step, value, stamp in record.metric_rows():
+        if key not in latest or (step, stamp) >= latest[key][:2]:
+            latest[key] = (step, stamp, value)
+    info = SimpleNamespace(run_id=str(record.folder), run_name=record.name, status=record.status,
+                           start_time=record.start_time, end_time=record.end_time)
+    data = SimpleNamespace(params={k: str(v) for k, v in record.params().items()}, tags=record.tags(),
+                           metrics={key: value for key, (_, _, value) in latest.items()})
+    return SimpleNamespace(info=info, data=data)
+
+
+def _require_task_metrics(mlflow_runs: Sequence[Any], what: str) -> None:
+    if not any(TASK_ACCURACY.match(k) for run in mlflow_runs for k in run.data.metrics):
+        names = ", ".join(str(run.info.run_name) for run in mlflow_runs[:10])
+        raise NoTaskMetricsError(f"none of the {len(mlflow_runs)} runs of {what} logged per-task metrics "
+                                 f"(acc_task_<j> at step = task); runs: {names}")
+
+
+def _experiment_data(name: str, uri: str, mlflow_runs: Sequence[Any], history: pd.DataFrame, what: str, *,
+                     sweep: dict[str, Any] | None = None, started: float, timings: dict[str, float] | None = None
+                     ) -> ExperimentData:
+    """The frames of runs (MLflow's, or records read as such) and their per-task metric history."""
+    runs = runs_frame(mlflow_runs)
     ids = runs[list(ID_COLUMNS)]
     accuracy = accuracy_frame(history).merge(ids, on="run_id", how="left")
     task_metrics = task_metrics_frame(history, accuracy).merge(ids, on="run_id", how="left")
@@ -168,12 +235,11 @@ def load_experiment(experiment: str | None, tracking_uri: str | None = None, *, 
     missing = runs.loc[runs["tasks_done"] == 0, "run_name"].astype(str).tolist()
     if missing:
         warnings.warn(f"{len(missing)} runs of {what} have no per-task metrics yet: {', '.join(missing[:10])}",
-                      stacklevel=2)
+                      stacklevel=3)
     return ExperimentData(
-        experiment=exp.name, tracking_uri=uri, runs=runs,
+        experiment=name, tracking_uri=uri, runs=runs,
         accuracy=_ordered(accuracy, ["after_task", "task"]), task_metrics=_ordered(task_metrics, ["after_task"]),
-        sweep=sweep, load_seconds=time.perf_counter() - started,
-        timings={"search_runs": search_seconds, "metric_history": history_seconds})
+        sweep=sweep, load_seconds=time.perf_counter() - started, timings=timings or {})
 
 
 def load_sweep(sweep_run: str, tracking_uri: str | None = None, **kwargs: Any) -> ExperimentData:
@@ -245,10 +311,29 @@ def runs_frame(mlflow_runs: Sequence[Any]) -> pd.DataFrame:
     for name in param_names:
         frame[name] = parse_values(frame[name])
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+    frame.insert(frame.columns.get_loc("seed") + 1, "order", task_orders(frame))
     for name in ("start_time", "end_time"):
         frame[name] = pd.to_datetime(frame[name], unit="ms", errors="coerce")
     frame.insert(frame.columns.get_loc("seed") + 1, "config", config_labels(frame, param_names))
+    frame["stream_tasks"] = stream_lengths(frame)
     return frame
+
+
+def stream_lengths(runs: pd.DataFrame) -> pd.Series:
+    """Tasks in each run's stream: its ``data.tasks`` ("0|1|2"), cut to ``data.num_tasks``; NaN when not logged."""
+    tasks = runs["data.tasks"] if "data.tasks" in runs else pd.Series(None, index=runs.index, dtype=object)
+    cap = (pd.to_numeric(runs["data.num_tasks"], errors="coerce") if "data.num_tasks" in runs
+           else pd.Series(np.nan, index=runs.index))
+    counted = tasks.map(lambda text: np.nan if text is None or (isinstance(text, float) and math.isnan(text))
+                        else float(len(str(text).split("|"))))
+    return counted.where(cap.isna() | (counted <= cap), cap)
+
+
+def task_orders(runs: pd.DataFrame) -> pd.Series:
+    """Per run, the order its classes came in: "label", "random 3" (``data.order_seed`` 3) or "3,1,4,0,2"."""
+    given = (runs["data.task_order"] if "data.task_order" in runs else pd.Series(None, index=runs.index)).fillna("label")
+    seeds = runs["data.order_seed"] if "data.order_seed" in runs else pd.Series("0", index=runs.index)
+    return given.where(given != "random", "random " + seeds.map(value_text))
 
 
 def parse_values(values: pd.Series) -> pd.Series:
@@ -302,7 +387,10 @@ def fetch_metric_histories(client: Any, wanted: Mapping[str, Iterable[str]], wor
     asks per (run, metric) through MLflow's public API only. Repeated (run, key, step) values keep the
     latest one logged.
     """
-    rows = metric_history_rows(client, wanted, workers, bulk=bulk)
+    return _history_frame(metric_history_rows(client, wanted, workers, bulk=bulk))
+
+
+def _history_frame(rows: Sequence[tuple[str, str, int, float, int]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
     frame = frame.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
     return frame.drop_duplicates(["run_id", "key", "step"], keep="last").reset_index(drop=True)
@@ -351,9 +439,17 @@ def _fill_from_matrices(frame: pd.DataFrame, gaps: pd.Series, accuracy: pd.DataF
 # -- artifacts and studies ----------------------------------------------------------------
 def download_sample_grids(data: ExperimentData, run_ids: Iterable[str], dest: str | os.PathLike,
                           client: Any = None) -> dict[str, Path]:
-    """The last ``samples/task_{t}.png`` of each run into ``dest/<run_id>/``; runs without one are left out."""
-    client = client or tracking_client(data.tracking_uri)
+    """The last ``samples/task_{t}.png`` of each run into ``dest/<run_id>/``; runs without one are left out.
+    Runs read from folders give their own file."""
     found: dict[str, Path] = {}
+    if data.folders:
+        for run_id in run_ids:
+            record = read_record(data.folders[run_id])
+            grids = [grid for grid in (record.path(line.get("samples_path")) for line in record.tasks) if grid]
+            if grids:
+                found[run_id] = grids[-1]
+        return found
+    client = client or tracking_client(data.tracking_uri)
     with _quiet_downloads():
         for run_id in run_ids:
             _download_last_grid(client, run_id, Path(dest), found)

@@ -8,7 +8,8 @@ from __future__ import annotations
 # Paper column order and display names (the paper's own spelling).
 METHOD_ORDER = ("jt", "sft", "ewc", "dgr", "jtr", "ra")
 METHOD_LABELS = {"jt": "JT", "sft": "SFT", "ewc": "EWC", "dgr": "DGR", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA",
-                 "jt-stream": "JT (streamed)"}
+                 "jt-stream": "JT (streamed)", "er": "ER", "l2": "L2"}
+NOT_IN_PAPER_MARK = "*"  # after the label of a row whose method the paper does not have
 
 # Table 1: average accuracy (%) over the classes seen, by paper dataset, number of tasks, method.
 TABLE1: dict[str, dict[int, dict[str, float]]] = {
@@ -49,6 +50,12 @@ def method_label(method: str) -> str:
     short = [METHOD_LABELS.get(p, p).removeprefix("MeRGAN-") for p in parts]
     prefix = "MeRGAN-" if any(p in ("jtr", "ra") for p in parts) else ""
     return prefix + "+".join(short)
+
+
+def in_paper(method: str) -> bool:
+    """True for the paper's six methods; False for this platform's additions (ER, L2, JT streamed),
+    combinations (jtr+ra) and plugins."""
+    return method in METHOD_ORDER
 
 
 def method_sort_key(method: str) -> tuple[int, str]:

@@ -2,6 +2,7 @@
 
     mergan report --experiment NAME [--tracking-uri URI] --out DIR [--sweep-run RUN_ID]
                   [--optuna-storage URL --study NAME] [--select best|all]
+    mergan report --runs FOLDER [FOLDER ...] --out DIR      (run folders' records; no tracking store)
 
 ``DIR`` receives ``report.html``, ``figures/*.png|pdf``, ``tables/*.md|tex`` and the frames as
 ``data/*.csv``; the results table is printed to the terminal. An experiment that mixes datasets
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,23 +22,30 @@ from typing import Any
 import pandas as pd
 
 from analysis import figures
-from analysis.aggregate import CONFIDENCE, select_best
+from analysis.aggregate import CONFIDENCE, select_best, split_joint_references
 from analysis.errors import NothingToPlotError
-from analysis.load import ExperimentData, download_sample_grids, load_experiment, load_optuna_study
+from analysis.load import (
+    ExperimentData,
+    download_sample_grids,
+    load_experiment,
+    load_optuna_study,
+    load_run_folders,
+)
 from analysis.paper import method_label, method_sort_key
-from analysis.tables import ResultTable, results_table
+from analysis.tables import ORDERS_CAPTION, ResultTable, markdown_table, orders_table, results_table
 
 # Sweep settings (params of the sweep's parent run) that may name its Optuna storage and study.
 STORAGE_PARAMS = ("optuna_storage", "storage", "study_storage")
 STUDY_PARAMS = ("study_name", "study")
-RUN_COLUMNS = ["run_name", "method", "config", "seed", "status", "tasks_done", "avg_acc", "bwt", "forgetting",
-               "fid_classifier", "run_id"]
+RUN_COLUMNS = ["run_name", "method", "config", "seed", "order", "status", "tasks_done", "avg_acc", "bwt",
+               "forgetting", "fid_classifier", "run_id"]
 
 
 @dataclass
 class Section:
     title: str
     table: ResultTable | None = None
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, text cells) beside it
     figures: dict[str, dict[str, Path]] = field(default_factory=dict)  # name -> {"png": ..., "pdf": ...}
     captions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -59,12 +68,12 @@ class Report:
 
 
 def build_report(experiment: str | None, tracking_uri: str | None, out_dir: str | Path, *,
-                 sweep_run: str | None = None, optuna_storage: str | None = None, study_name: str | None = None,
-                 select: str = "best") -> Report:
-    """Load, tabulate, plot and write everything into ``out_dir``; returns what was written."""
+                 sweep_run: str | Sequence[str] | None = None, optuna_storage: str | None = None, study_name: str | None = None,
+                 select: str = "best", runs: list[str | Path] | None = None) -> Report:
+    """Load (from MLflow, or from the run folders ``runs``), tabulate, plot and write everything into ``out_dir``."""
     out = Path(out_dir)
+    data = load_run_folders(runs) if runs else load_experiment(experiment, tracking_uri, sweep_run=sweep_run)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    data = load_experiment(experiment, tracking_uri, sweep_run=sweep_run)
     data.runs.to_csv(out / "data" / "runs.csv", index=False)
     data.accuracy.to_csv(out / "data" / "accuracy.csv", index=False)
     data.task_metrics.to_csv(out / "data" / "task_metrics.csv", index=False)
@@ -95,9 +104,15 @@ def _dataset_section(data: ExperimentData, out: Path, dataset_suffix: str, selec
     suffix = f"_{dataset_suffix}" if dataset_suffix else ""
     section = Section(title=f"Dataset {dataset}")
     section.table = results_table(data, select)
+    data, _ = split_joint_references(data)  # JT runs on a shorter stream are the table's references only
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "tables" / f"results{suffix}.md").write_text(section.table.to_markdown(), encoding="utf-8")
     (out / "tables" / f"results{suffix}.tex").write_text(section.table.to_latex(), encoding="utf-8")
+    orders = orders_table(data)
+    if orders is not None:
+        section.tables.append((ORDERS_CAPTION, orders))
+        (out / "tables" / f"orders{suffix}.md").write_text(f"{ORDERS_CAPTION}\n\n{markdown_table(orders)}",
+                                                          encoding="utf-8")
     _figure(section, out, f"forgetting_curves{suffix}", "Forgetting curves: accuracy on task 1 and average "
             "accuracy vs. tasks trained", figures.forgetting_curves, data, select)
     _figure(section, out, f"accuracy_matrices{suffix}", "Accuracy matrices R[i][j] (%), averaged over seeds",
@@ -221,8 +236,8 @@ def render_html(data: ExperimentData, sections: list[Section], select: str = "be
     head = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>mergan report: {html.escape(data.experiment)}</title><style>{CSS}</style></head><body>")
     meta = (f"<p class='meta'>{len(data.runs)} runs ({html.escape(methods)}) on "
-            f"{html.escape(', '.join(data.datasets))}, up to {data.num_tasks} tasks; tracking store "
-            f"{html.escape(data.tracking_uri)}; generated {html.escape(now)}. Tables and figures show {chosen}; "
+            f"{html.escape(', '.join(data.datasets))}, up to {data.num_tasks} tasks; "
+            f"{'tracking store ' + html.escape(data.tracking_uri) if data.tracking_uri else 'read from run folders'}; generated {html.escape(now)}. Tables and figures show {chosen}; "
             f"spreads are standard deviations over seeds, intervals the {CONFIDENCE:.0%} t-interval of the mean over "
             f"seeds.</p>")
     parts = [head, f"<h1>MeRGAN report: {html.escape(data.experiment)}</h1>", meta, _sweep_block(data.sweep)]
@@ -230,6 +245,8 @@ def render_html(data: ExperimentData, sections: list[Section], select: str = "be
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         if section.table is not None:
             parts.append(section.table.to_html())
+        parts += [f"<figure class='table'><figcaption>{html.escape(caption)}</figcaption>"
+                  f"{frame.to_html(classes='orders', border=0, escape=True)}</figure>" for caption, frame in section.tables]
         for name, paths in section.figures.items():
             parts.append(f"<figure><figcaption>{html.escape(section.captions[name])}</figcaption>"
                          f"{_image(paths['png'])}</figure>")

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from analysis.errors import NothingToPlotError
 from analysis.figures import styled
 from analysis.load import ExperimentData
-from mergan.config import value_text
+from mergan.settings import value_text
 
 SCHEDULE_TAG = "tag.pbt.schedule"
 COPY_TAG = "tag.pbt.copied_after_task_"

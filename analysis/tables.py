@@ -23,20 +23,25 @@ from analysis.aggregate import (
     CONFIDENCE,
     GROUP,
     POWER,
+    order_spread,
+    pooled_std,
     seed_stats,
     seeds_to_separate,
     select_best,
     single_dataset,
+    split_joint_references,
     value_at,
 )
 from analysis.errors import NoTaskMetricsError
 from analysis.load import ExperimentData
 from analysis.paper import (
+    NOT_IN_PAPER_MARK,
     TABLE1,
     TABLE1_TASKS,
     TABLE2,
     TABLE2_LABELS,
     TABLE2_TASKS,
+    in_paper,
     method_label,
     method_sort_key,
     paper_dataset,
@@ -159,14 +164,6 @@ def format_cell(mean: float, std: float, ci_low: float = math.nan, ci_high: floa
     return f"{mean:.2f} ± {std:.2f}{interval}"
 
 
-def pooled_std(groups: list[tuple[float, float]]) -> float:
-    """The pooled sample std of groups given as (std, n); groups of one seed add nothing (NaN: none has two)."""
-    measured = [(std, n) for std, n in groups if n >= 2 and math.isfinite(std)]
-    if not measured:
-        return math.nan
-    return math.sqrt(sum((n - 1) * std**2 for std, n in measured) / sum(n - 1 for _, n in measured))
-
-
 def latex_escape(text: str) -> str:
     for plain, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                            ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
@@ -183,32 +180,87 @@ def results_table(data: ExperimentData, select: str = "best") -> ResultTable:
     dataset = single_dataset(data)
     if data.accuracy.empty:
         raise NoTaskMetricsError(f"experiment {data.experiment!r}: no per-task accuracies to tabulate")
+    data, joint_references = split_joint_references(data)
     if select == "best":
         data = select_best(data)
     elif select != "all":
         raise ValueError(f"select: {select!r}; allowed: 'best', 'all'")
     paper = paper_dataset(dataset)
     chosen = "each method's best configuration by final average accuracy" if select == "best" else "every configuration"
-    ours = f"Ours: mean ± std over seeds [{CONFIDENCE:.0%} t-interval of the mean] ({chosen})"
+    replicates = "seeds and task orders" if data.runs.get("order", pd.Series(dtype=object)).nunique() > 1 else "seeds"
+    ours = f"Ours: mean ± std over {replicates} [{CONFIDENCE:.0%} t-interval of the mean] ({chosen})"
+    judged = evaluator_caption(data)
     if paper == "LSUN":
         cells = _table2_cells(data)
         caption = (f"{dataset} after {data.num_tasks} tasks: accuracy (%), reverse accuracy (%), FID. {ours}; "
-                   f"paper: Wu et al. 2018, Table 2 (after the 4th task).")
+                   f"paper: Wu et al. 2018, Table 2 (after the 4th task). {judged}")
         kind = "table2"
     else:
-        cells = _table1_cells(data, dataset)
+        cells, jt_note = _table1_cells(data, dataset, joint_references)
         source = f"paper: Wu et al. 2018, Table 1, {paper} rows." if paper else "the paper reports no such dataset."
-        caption = f"Average accuracy (%) over the classes seen on {dataset}. {ours}; {source}"
+        caption = f"Average accuracy (%) over the classes seen on {dataset}. {ours}; {source}{jt_note} {judged}"
         kind = "table1"
+    if not all(in_paper(m) for m in data.runs["method"]):
+        caption += (f" {NOT_IN_PAPER_MARK} not in the paper: this platform's reference baselines (ER, L2), "
+                    f"combinations and plugins; the paper has no numbers for them.")
     return ResultTable(dataset=dataset, paper_dataset=paper, num_tasks=data.num_tasks, kind=kind, cells=cells,
                        caption=caption)
+
+
+def evaluator_caption(data: ExperimentData) -> str:
+    """"Accuracy judged by <architecture> (real test accuracy 97.1%, 10 classes, chance 10.0%)." from the
+    runs' evaluator params; runs that predate those params were judged by the small CNN."""
+    runs = data.runs
+    parts = []
+    for architecture, group in runs.groupby(_column(runs, "evaluator_architecture", "a small CNN"), sort=True):
+        accuracy = pd.to_numeric(_column(group, "evaluator_test_accuracy", math.nan), errors="coerce").dropna()
+        chance = pd.to_numeric(_column(group, "evaluator_chance_accuracy", math.nan), errors="coerce").dropna()
+        facts = [f"real test accuracy {_percent_range(accuracy)}" if len(accuracy) else "real test accuracy not recorded"]
+        if len(chance):
+            facts.append(f"{round(1 / chance.iloc[0])} classes, chance {_percent_range(chance)}")
+        parts.append(f"{architecture} ({', '.join(facts)})")
+    return f"Accuracy judged by {'; '.join(parts)}." if parts else ""
+
+
+def _column(frame: pd.DataFrame, name: str, default: object) -> pd.Series:
+    return frame[name].fillna(default) if name in frame else pd.Series(default, index=frame.index)
+
+
+def _percent_range(values: pd.Series) -> str:
+    low, high = values.min() * 100, values.max() * 100
+    return f"{low:.1f}%" if round(low, 1) == round(high, 1) else f"{low:.1f}-{high:.1f}%"
+
+
+def orders_table(data: ExperimentData, metric: str = "avg_acc") -> pd.DataFrame | None:
+    """The spread over task orders beside the spread over seeds (final ``metric``, %, complete runs), one row
+    per configuration, as text cells; None when no configuration ran more than one order."""
+    spread = order_spread(data, metric)
+    if spread.empty or spread["orders"].max() < 2:
+        return None
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+
+    def number(value: float) -> str:
+        return MISSING if pd.isna(value) else f"{value * scale:.2f}"
+
+    shown = pd.DataFrame({"Orders": spread["orders"].astype(str), "Seeds per order": spread["seeds"].astype(str),
+                          "Mean": spread["mean"].map(number), "Std over seeds": spread["std_seeds"].map(number),
+                          "Std over orders": spread["std_orders"].map(number)})
+    shown.index = pd.Index([method_label(m) + (f" ({c})" if c else "") for m, c in zip(spread["method"],
+                                                                                          spread["config"])],
+                           name="Method")
+    return shown
+
+
+ORDERS_CAPTION = ("Final average accuracy (%) over task orders and seeds: the std over seeds within an order "
+                  "(pooled over orders) beside the std over orders of each order's mean over its seeds.")
 
 
 def _groups(data: ExperimentData) -> pd.DataFrame:
     """One row per configuration in the table's order: paper methods first, then by config label."""
     pairs = sorted(set(zip(data.runs["method"], data.runs["config"])),
                    key=lambda pair: (method_sort_key(pair[0]), pair[1]))
-    rows = [method_label(method) + (f" ({config})" if config else "") for method, config in pairs]
+    rows = [method_label(method) + ("" if in_paper(method) else NOT_IN_PAPER_MARK) + (f" ({config})" if config else "")
+            for method, config in pairs]
     return pd.DataFrame({"method": [p[0] for p in pairs], "config": [p[1] for p in pairs], "row": rows})
 
 
@@ -226,18 +278,43 @@ def _paper(groups: pd.DataFrame, numbers: dict[str, float], metric: str, tasks: 
                          ci_low=math.nan, ci_high=math.nan, header=header, source="paper", tasks=tasks, metric=metric)
 
 
-def _table1_cells(data: ExperimentData, dataset: str) -> pd.DataFrame:
+def _table1_cells(data: ExperimentData, dataset: str, joint_references: ExperimentData | None = None
+                  ) -> tuple[pd.DataFrame, str]:
+    """The cells, and a sentence on where JT's earlier column comes from (empty when there is no such column)."""
     groups, total = _groups(data), data.num_tasks
     paper = paper_dataset(dataset)
     ours = {k for k in (TABLE1_TASKS[0], total) if k <= total}
     paper_tasks = set(TABLE1[paper]) if paper in TABLE1 else set()
-    parts = []
+    parts, notes = [], []
     for k in sorted(ours | paper_tasks):
         if k in ours:
-            parts.append(_ours(data, groups, "avg_acc", k, f"Ours ({k} tasks)"))
+            part = _ours(data, groups, "avg_acc", k, f"Ours ({k} tasks)")
+            if k < total and (groups["method"] == "jt").any():
+                part, note = _joint_reference(part, joint_references, k, total)
+                notes.append(note)
+            parts.append(part)
         if k in paper_tasks:
             parts.append(_paper(groups, TABLE1[paper][k], "avg_acc", k, f"Paper ({k} tasks)"))
-    return _tidy(parts)
+    return _tidy(parts), "".join(f" {note}" for note in notes)
+
+
+def _joint_reference(part: pd.DataFrame, references: ExperimentData | None, k: int, total: int
+                     ) -> tuple[pd.DataFrame, str]:
+    """JT's cell after k < total tasks: the final average accuracy of JT runs trained on the first k tasks
+    only, as the paper's (``joint.py`` scores its final model), when the experiment holds them."""
+    runs = references.runs if references is not None else pd.DataFrame(columns=["run_id", "stream_tasks"])
+    runs = runs[runs["stream_tasks"] == k]
+    if runs.empty:
+        return part, (f"JT after {k} tasks: row {k} of its {total}-task run, a model of all {total} tasks' classes "
+                      f"(the paper's is a JT model of the first {k} tasks' classes; `mergan reproduce table1` "
+                      f"runs one).")
+    values = runs.assign(value=runs["run_id"].map(value_at(references, "avg_acc")) * 100.0)
+    stats = seed_stats(values.assign(method="jt"), ["method"], "value").iloc[0]
+    rows = part["method"] == "jt"
+    part = part.copy()
+    for column in ("mean", "std", "n", "ci_low", "ci_high"):
+        part.loc[rows, column] = stats[column]
+    return part, f"JT after {k} tasks: JT runs trained on the first {k} tasks' classes only, as the paper's JT."
 
 
 def _table2_cells(data: ExperimentData) -> pd.DataFrame:

@@ -77,9 +77,9 @@ def main() -> None:
         }
 
         trainer.config.optim.iterations_per_task = args.train_iterations
-        trainer.train_task(0)  # warm-up (first-call allocations), not timed
+        trainer.run_task(0)  # warm-up (first-call allocations), not timed
         started = time.perf_counter()
-        trainer.train_task(0)
+        trainer.run_task(0)
         seconds_per_iteration = (time.perf_counter() - started) / args.train_iterations
     train_seconds = seconds_per_iteration * iterations_per_task
 

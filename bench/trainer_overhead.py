@@ -92,12 +92,12 @@ def main() -> None:
     device = trainer.device
     bare_loop(trainer, 5)  # warm-up of both: allocator, kernels, cuDNN autotuning
     config.optim.iterations_per_task = 5
-    trainer.train_task(0)
+    trainer.run_task(0)
     config.optim.iterations_per_task = args.iterations
     bare_seconds, trainer_seconds = [], []
     for _ in range(args.rounds):
         bare_seconds.append(timed(lambda: bare_loop(trainer, args.iterations), device))
-        trainer_seconds.append(timed(lambda: trainer.train_task(0), device))
+        trainer_seconds.append(timed(lambda: trainer.run_task(0), device))
     bare_rate = args.iterations / min(bare_seconds)
     trainer_rate = args.iterations / min(trainer_seconds)
     result = {

@@ -3,100 +3,38 @@
 Every field name is unique across sections, so a field can be addressed either by its
 dotted name (``optim.lr_g``) or by its bare name (``lr_g``); flattened dotted names are what
 MLflow records as params and what a Tune trial config may carry.
+
+The ``method`` section holds the method's name and ``module`` (a plugin file or module), then the knobs
+that the methods declare in their own classes (``Method.knobs``, ``mergan/methods/``): every built-in
+method's, every installed plugin's and those of the run's ``module``, each a field like any other.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import numbers
 import os
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mergan.settings import ADAM_BETA, NON_NEGATIVE, POSITIVE, Allowed, ConfigError, Knob
 
-def value_text(value: Any) -> str:
-    """A value as short text, the same in ``--help``, run names and report labels: None (or NaN, a param a
-    run lacks) -> 'empty', True -> 'true', 0.003 -> '3e-3', 0.01 -> '0.01', 10.0 -> '10', 1e9 -> '1e9'."""
-    if value is None:
-        return "empty"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if not isinstance(value, numbers.Real) or isinstance(value, numbers.Integral):
-        return str(value)
-    value = float(value)
-    if math.isnan(value):
-        return "empty"
-    if value.is_integer() and abs(value) < 1e4:
-        return str(int(value))
-    plain = f"{value:.3g}"
-    mantissa, _, exponent = f"{value:.2e}".partition("e")
-    short = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    return short if len(short) < len(plain) else plain
+if TYPE_CHECKING:
+    from mergan.methods.registry import MethodRegistry
 
 DATASETS = ("mnist5k", "mnist", "svhn", "lsun", "folder")
 ARCHITECTURES = ("small", "dcgan", "resnet")
-# The methods, in the paper's order of presentation, with what each does (``mergan train --help``).
-METHOD_SUMMARIES = {
-    "jt": "joint training, the upper bound: one model on every class of the stream from the first step",
-    "sft": "sequential fine-tuning, the lower bound: each task starts from the last weights, no protection",
-    "ewc": "elastic weight consolidation: a Fisher-weighted penalty keeps G near its weights after each task",
-    "dgr": "deep generative replay: an unconditional G replays earlier tasks, a solver labels the replay",
-    "jtr": "MeRGAN joint retraining: G_{t-1}'s images of each earlier class are 'real' in a per-class term",
-    "ra": "MeRGAN replay alignment: G(z, c) is pulled toward G_{t-1}(z, c) for earlier classes c",
-    "jt-stream": "streamed joint training: task t trains on the real images of tasks 1..t (intransigence's reference)",
-}
-BASE_METHODS = tuple(METHOD_SUMMARIES)
-COMBINABLE_METHODS = ("ewc", "jtr", "ra")  # they change different parts of training (see parse_method)
-REPLAY_MODES = ("fresh", "fixed")
-JTR_LOSSES = ("per-class", "concatenated")
-EWC_REDUCTIONS = ("mean", "sum")
 EVAL_WHEN = ("every", "final", "none")
+EVALUATORS = ("cnn", "paper")
+LSUN_RESIZES = ("center-crop", "squash")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+PAPER_EVALUATOR_DATASETS = ("mnist5k", "mnist", "svhn", "lsun")  # datasets the authors trained an evaluator for
 RUNS_FOLDER = "runs"  # where a run without run.out_dir gets its own folder
-
-
-class ConfigError(ValueError):
-    """A config value that is not allowed; the message names the field and what is allowed."""
-
-
-@dataclass(frozen=True)
-class Allowed:
-    """The values a config field accepts: ``validate_config`` refuses others, ``mergan train --help`` shows it.
-
-    An empty field (None) is accepted here; whether a field may be empty is its type's business.
-    """
-
-    choices: tuple[str, ...] = ()
-    above: float | None = None  # the value must be > above
-    at_least: float | None = None  # the value must be >= at_least
-    below: float | None = None  # the value must be < below
-
-    def describe(self) -> str:
-        if self.choices:
-            return ", ".join(self.choices)
-        if self.below is None:
-            return f"> {self.above:g}" if self.above is not None else f">= {self.at_least:g}"
-        opening, low = ("(", self.above) if self.above is not None else ("[", self.at_least)
-        return f"in {opening}{low:g}, {self.below:g})"
-
-    def accepts(self, value: Any) -> bool:
-        if value is None:
-            return True
-        if self.choices:
-            return value in self.choices
-        return ((self.above is None or value > self.above) and (self.at_least is None or value >= self.at_least)
-                and (self.below is None or value < self.below))
-
-
-POSITIVE = Allowed(above=0)
-NON_NEGATIVE = Allowed(at_least=0)
-ADAM_BETA = Allowed(at_least=0, below=1)
+TASK_ORDERS = ("label", "random")  # or an explicit order of the stream's classes
 
 
 def setting(default: Any, meaning: str, allowed: Allowed | None = None) -> Any:
@@ -111,9 +49,19 @@ class DataConfig:
     data_root: str | None = setting(None, "folder holding the dataset's standard files (not needed for mnist5k)")
     tasks: str | None = setting(None, "the task stream: class ids, ',' within a task and '|' between tasks, "
                                       "e.g. 0,1|2,3; empty: one class per task in label order")
-    num_tasks: int | None = setting(None, "keep only the first N tasks of the stream (empty: all)", POSITIVE)
+    task_order: str = setting("label", "the order of the stream's classes: label (as tasks gives them, else 0, 1, "
+                                       "2 ...), random (shuffled by order_seed), or the classes in the order wanted, "
+                                       "e.g. 3,1,4,0,2; each task keeps its number of classes")
+    order_seed: int = setting(0, "seeds the shuffle of task_order random (a sweep may search or average over it)")
+    num_tasks: int | None = setting(None, "keep only the first N tasks of the stream, after ordering (empty: all)",
+                                    POSITIVE)
     test_per_class: int = setting(100, "mnist5k: real images per class held out for evaluation", POSITIVE)
     lsun_max_per_class: int | None = setting(None, "cap on LSUN images read per category (empty: all)", POSITIVE)
+    lsun_balance: bool = setting(False, "lsun: every category keeps as many images as the smallest one (after the "
+                                        "cap), as the authors' LSUN_10_100000 set")
+    lsun_resize: str = setting("center-crop", "lsun: center-crop (shorter side to the image size, then the middle "
+                                              "square) or squash (the whole image resized to a square, as the "
+                                              "authors' loader does)", Allowed(LSUN_RESIZES))
 
 
 @dataclass
@@ -141,32 +89,66 @@ class OptimConfig:
                              Allowed(PRECISIONS))
 
 
-@dataclass
+def method_registry() -> MethodRegistry:
+    """The methods' registry (``mergan.methods``), imported when a config first needs its knobs: it imports
+    torch and every method, which code that only names fields (a report, a sync) does without."""
+    from mergan.methods import REGISTRY
+
+    return REGISTRY
+
+
+METHOD = Knob("method", "sft", "the continual-learning method (see 'methods' below), or a '+'-combination of "
+                              "methods that combine, such as jtr+ra")
+MODULE = Knob("module", None, "a method plugin of your own: a .py file or an importable module (pkg.mod) whose "
+                              "method classes join the built-in ones", type="str")
+
+
 class MethodConfig:
-    method: str = setting("sft", f"the continual-learning method: {', '.join(BASE_METHODS)}, or a '+'-combination "
-                                 f"of {', '.join(COMBINABLE_METHODS)} such as jtr+ra (see 'methods' below)")
-    lambda_ra: float = setting(1e-3, "ra: weight of the replay-alignment loss", NON_NEGATIVE)
-    ra_batch_size: int | None = setting(None, "ra: replayed samples per step (empty: the authors' batch // "
-                                              "number of earlier classes, per earlier class)", POSITIVE)
-    replay_mode: str = setting("fresh", "jtr: fresh replay every step (the authors' code), or a fixed set drawn "
-                                        "once per task (the paper's)", Allowed(REPLAY_MODES))
-    replay_size_per_class: int = setting(1000, "jtr with replay_mode fixed: images drawn per earlier class, > 0")
-    replay_share: float | None = setting(None, "jtr, dgr, ra: share of each step replayed (empty: the authors' "
-                                               "batch // number of earlier classes, per earlier class)",
-                                         Allowed(above=0, below=1))
-    reduce_batch: bool | None = setting(None, "jtr, ra, dgr: the authors' REDUCE_BATCH: split one batch over the "
-                                              "earlier classes and sum their terms (empty: yes, except for lsun, "
-                                              "which replays a batch per earlier class and divides)")
-    jtr_loss: str = setting("per-class", "jtr: per-class (the authors' code: a WGAN + class term per earlier class, "
-                                         "G_{t-1}'s images as real) or concatenated (replay joins the real batch)",
-                            Allowed(JTR_LOSSES))
-    lambda_ewc: float = setting(1e9, "ewc: weight of the Fisher penalty", NON_NEGATIVE)
-    ewc_reduction: str = setting("mean", "ewc: the penalty F (theta - theta*)^2 averaged over the generator's "
-                                         "weights (mean, so the paper's 1e9 learns) or summed (sum)",
-                                 Allowed(EWC_REDUCTIONS))
-    ewc_fisher_samples: int = setting(1024, "ewc: generated samples the Fisher is estimated from", POSITIVE)
-    dgr_solver_iterations: int = setting(500, "dgr: training steps of the solver per task", POSITIVE)
-    dgr_solver_lr: float = setting(1e-3, "dgr: learning rate of the solver", POSITIVE)
+    """The method section: ``method``, ``module`` and the knobs of every method the run can name.
+
+    The knobs are those of the built-in methods, of the installed plugins and of ``module``'s methods
+    (``knobs()``), each at its default until set; read and set them as attributes (``config.method.lambda_ra``).
+    """
+
+    def __init__(self, method: str = METHOD.default, module: str | None = MODULE.default, **values: Any):
+        self.method = method
+        self.module = module
+        self.add_knob_defaults()
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The run's method modules (``module``), as the registry takes them."""
+        return (self.module,) if self.module else ()
+
+    def knobs(self) -> dict[str, Knob]:
+        """Every knob this section holds, by name (built-in, installed plugins', ``module``'s)."""
+        registry = method_registry()
+        knobs = registry.knobs(self.modules)
+        clash = [name for name in knobs if name in FIELDS]
+        if clash:
+            users = registry.knob_users(self.modules)[clash[0]]
+            raise ConfigError(f"method {users[0]!r} ({registry.origin(users[0], self.modules)}): its knob "
+                              f"{clash[0]!r} has the name of the config field {FIELDS[clash[0]][0]}.{clash[0]}; "
+                              f"rename the knob")
+        return knobs
+
+    def add_knob_defaults(self) -> None:
+        """Give every knob this section does not hold yet its default (after ``module`` changed)."""
+        for name, knob in self.knobs().items():
+            if name not in vars(self):
+                setattr(self, name, knob.default)
+
+    def values(self) -> dict[str, Any]:
+        """``{"method": ..., "module": ..., knob: value, ...}``."""
+        return {"method": self.method, "module": self.module, **{name: getattr(self, name) for name in self.knobs()}}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MethodConfig) and self.values() == other.values()
+
+    def __repr__(self) -> str:
+        return "MethodConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.values().items()) + ")"
 
 
 @dataclass
@@ -179,7 +161,14 @@ class EvalConfig:
     fid: bool = setting(True, "Frechet distances of generated to real images")
     inception_weights: str | None = setting(None, "pt_inception weights for the standard FID "
                                                   "($MERGAN_INCEPTION_WEIGHTS is also read)")
-    evaluator_epochs: int = setting(6, "epochs of the evaluator classifier trained on real images", POSITIVE)
+    evaluator: str = setting("cnn", "the classifier that judges generated images: cnn (a small CNN for every dataset) "
+                                    "or paper (the authors' evaluator of the dataset: an MLP on 0-255 pixels for "
+                                    "MNIST, their conv net for SVHN, a 10-way VGG16 for LSUN)", Allowed(EVALUATORS))
+    evaluator_epochs: int | None = setting(None, "epochs of the evaluator classifier trained on real images (empty: "
+                                                 "its own recipe's: cnn 6; paper MNIST 47, SVHN 90, LSUN 6)", POSITIVE)
+    evaluator_width: int | None = setting(None, "first-layer width of the evaluator (empty: as published: cnn 16, "
+                                                "MLP 1024, SVHN conv net 32, VGG16 64; the other layers keep their "
+                                                "ratio to it)", POSITIVE)
     evaluator_weights: str | None = setting(None, "your own evaluator state_dict (skips training and the cache)")
     jt_results: str | None = setting(None, "a JT run's results.json: its matrix gives intransigence")
     cache_dir: str | None = setting(None, "evaluator cache (empty: $MERGAN_CACHE_DIR, else ~/.cache/mergan)")
@@ -211,41 +200,71 @@ class ExperimentConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """``{"preset": ..., section: {field: value}}``, the form YAML files and checkpoints keep."""
+        return {"preset": self.preset, **{name: dict(section_values(section)) for name, section in
+                                           self.sections().items()}}
 
     def flat(self) -> dict[str, Any]:
-        """Dotted name -> value for every field (``optim.lr_g`` ...), plus ``preset``."""
+        """Dotted name -> value for every field (``optim.lr_g``, ``method.lambda_ra`` ...), plus ``preset``."""
         out: dict[str, Any] = {"preset": self.preset}
         for name, section in self.sections().items():
-            for f in fields(section):
-                out[f"{name}.{f.name}"] = getattr(section, f.name)
+            out.update({f"{name}.{key}": value for key, value in section_values(section).items()})
         return out
 
     def set(self, key: str, value: Any) -> None:
         """Set one field by dotted or bare name, converting strings to the field's type."""
-        section_name, field_name = resolve_key(key)
+        section_name, field_name = resolve_key(key, self.method.modules)
         if section_name is None:
             self.preset = str(value)
             return
         section = getattr(self, section_name)
-        setattr(section, field_name, _coerce(section_name, field_name, value))
+        knob = FIELDS[field_name][1] if field_name in FIELDS else self.method.knobs()[field_name]
+        value = knob.coerce(value, f"{section_name}.{field_name}")
+        if field_name == "module":  # its methods' knobs join the section (importing it refuses a bad module)
+            from mergan.methods.registry import module_spec
+
+            self.method.module = module_spec(value) if value else None
+            self.method.add_knob_defaults()
+            return
+        setattr(section, field_name, value)
 
     def copy(self) -> ExperimentConfig:
         return copy.deepcopy(self)
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return parse_method(self.method.method)
+        return parse_method(self.method.method, self.method.modules)
 
 
-def _field_index() -> dict[str, tuple[str, type]]:
-    index: dict[str, tuple[str, type]] = {}
+def field_knob(f: dataclasses.Field) -> Knob:
+    """A dataclass field of a config section as a :class:`Knob` (its type read from the annotation)."""
+    type_text = str(f.type)
+    kind = next(t for t in ("bool", "int", "float", "str") if type_text.startswith(t))
+    return Knob(f.name, f.default, f.metadata.get("meaning", ""), f.metadata.get("allowed"), type=kind,
+                optional="None" in type_text)
+
+
+def section_knobs(section: Any) -> dict[str, Knob]:
+    """Every field of one config section, by name, as knobs (the method section: method, module, its knobs)."""
+    if isinstance(section, MethodConfig):
+        return {"method": METHOD, "module": MODULE, **section.knobs()}
+    return {f.name: field_knob(f) for f in fields(section)}
+
+
+def section_values(section: Any) -> dict[str, Any]:
+    """Field name -> value of one config section, in the order of :func:`section_knobs`."""
+    return {name: getattr(section, name) for name in section_knobs(section)}
+
+
+def _field_index() -> dict[str, tuple[str, Knob]]:
+    """Bare name -> (section, knob) of every field that does not depend on the methods (the knobs do)."""
+    index: dict[str, tuple[str, Knob]] = {"method": ("method", METHOD), "module": ("method", MODULE)}
     for section in fields(ExperimentConfig):
-        if section.name == "preset":
+        if section.name in ("preset", "method"):
             continue
         for f in fields(section.default_factory()):  # type: ignore[misc]
             assert f.name not in index, f"field name {f.name} is not unique"
-            index[f.name] = (section.name, f.type)
+            index[f.name] = (section.name, field_knob(f))
     return index
 
 
@@ -260,46 +279,26 @@ def parse_assignment(item: str, example: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def resolve_key(key: str) -> tuple[str | None, str]:
-    """``optim.lr_g`` / ``lr_g`` / ``lr-g`` -> ("optim", "lr_g"); ``preset`` -> (None, "preset")."""
+def resolve_key(key: str, modules: tuple[str, ...] | None = None) -> tuple[str | None, str]:
+    """``optim.lr_g`` / ``lr_g`` / ``lr-g`` -> ("optim", "lr_g"); ``lambda_ra`` -> ("method", "lambda_ra");
+    ``preset`` -> (None, "preset").
+
+    Method knobs are those of the built-in methods, the installed plugins and ``modules`` (default: every
+    method module this process has loaded)."""
     name = key.replace("-", "_")
     if name == "preset":
         return None, "preset"
-    if "." in name:
-        section, _, bare = name.partition(".")
-        if FIELDS.get(bare, (None,))[0] == section:
-            return section, bare
-    elif name in FIELDS:
-        return FIELDS[name][0], name
-    raise ConfigError(f"unknown config field {key!r}; known fields: {', '.join(sorted(FIELDS))}")
-
-
-def _coerce(section: str, name: str, value: Any) -> Any:
-    type_text = str(FIELDS[name][1])
-    empty_text = isinstance(value, str) and value.lower() in ("none", "null", "")
-    if value is None or (empty_text and "None" in type_text):
-        if "None" in type_text:
-            return None
-        raise ConfigError(f"{section}.{name} may not be empty")
-    try:
-        if type_text.startswith("bool"):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if type_text.startswith("int"):
-            number = float(value) if isinstance(value, str) else value  # "1e3" is 1000
-            if isinstance(number, float) and not number.is_integer():  # 1.5, inf and nan are not counts
-                raise ValueError(value)
-            return int(number)
-        if type_text.startswith("float"):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{section}.{name}: {value!r} is not a valid {type_text}") from None
+    section, dot, bare = name.rpartition(".")
+    if bare in FIELDS and (not dot or section == FIELDS[bare][0]):
+        return FIELDS[bare][0], bare
+    registry = method_registry()
+    knobs = registry.knobs(registry.loaded_modules() if modules is None else modules)
+    if section in ("", "method") and bare in knobs:
+        return "method", bare
+    known = sorted([*FIELDS, *knobs])
+    broken = [p.error for p in registry.installed().values() if p.error]
+    raise ConfigError(f"unknown config field {key!r}; known fields: {', '.join(known)}"
+                      + (f" (not loaded: {'; '.join(broken)})" if broken else ""))
 
 
 # -- presets -----------------------------------------------------------------------------
@@ -322,13 +321,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "resnet64": dict(arch="resnet", image_size=64, z_dim=128, g_width=64, d_width=64,
                      iterations_per_task=20000, **PAPER_OPTIM),
 }
+# The paper presets judge with the authors' evaluators (eval.evaluator: paper); LSUN is read as their
+# loader reads it: at most 100,000 images per category, balanced, each whole image squashed to 64x64.
 PRESETS["paper-mnist"] = dict(PRESETS["dcgan32"], dataset="mnist", iterations_per_task=4000,
-                              lambda_ra=1e-3, lambda_ewc=1e9, eval_samples_per_class=6400)
+                              lambda_ra=1e-3, lambda_ewc=1e9, eval_samples_per_class=6400, evaluator="paper")
 PRESETS["paper-svhn"] = dict(PRESETS["dcgan32"], dataset="svhn", iterations_per_task=8000,
-                             lambda_ra=1e-2, lambda_ewc=1e9, eval_samples_per_class=6400)
+                             lambda_ra=1e-2, lambda_ewc=1e9, eval_samples_per_class=6400, evaluator="paper")
 PRESETS["paper-lsun"] = dict(PRESETS["resnet64"], dataset="lsun", iterations_per_task=20000,
                              lambda_ra=1e-3, lambda_ewc=1e9, eval_samples_per_class=6400,
-                             tasks="0|1|2|3")
+                             tasks="0|1|2|3", evaluator="paper", lsun_max_per_class=100000, lsun_balance=True,
+                             lsun_resize="squash")
 # The paper's stated iterations per task, by dataset (``--paper-iterations``).
 PAPER_ITERATIONS = {"mnist": 4000, "mnist5k": 4000, "svhn": 8000, "lsun": 20000, "folder": 4000}
 
@@ -348,13 +350,19 @@ def build_config(preset: str = "small", overrides: dict[str, Any] | None = None,
     config = ExperimentConfig(preset=preset)
     for key, value in PRESETS[preset].items():
         config.set(key, value)
-    for key, value in {**file_values, **overrides}.items():
-        config.set(key, value)
+    given = {**file_values, **overrides}
+    for key in sorted(given, key=lambda k: not is_module_key(k)):  # the module first: its knobs may follow
+        config.set(key, given[key])
     if config.run.out_dir is None:
         config.run.out_dir = default_out_dir(config.method.method)
     if validate:
         validate_config(config)
     return config
+
+
+def is_module_key(key: str) -> bool:
+    """True for the keys that name the method module (``module``, ``method.module``, ``method-module``)."""
+    return key.replace("-", "_") in ("module", "method.module", "method_module")
 
 
 def default_out_dir(method: str) -> str:
@@ -395,85 +403,55 @@ def save_yaml(config: ExperimentConfig, path: str | os.PathLike) -> None:
 
 
 def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
-    """Inverse of ``ExperimentConfig.to_dict`` (nested) or ``flat`` (dotted), e.g. from a checkpoint."""
+    """Inverse of ``ExperimentConfig.to_dict`` (nested) or ``flat`` (dotted), e.g. from a checkpoint.
+
+    The method module is loaded first. A knob that no method here declares is left out when none of the
+    run's own methods declares it (a knob of an installed plugin the run did not use, uninstalled since)."""
     config = ExperimentConfig(preset=values.get("preset", "small"))
+    flat: dict[str, Any] = {}
     for key, value in values.items():
-        if key == "preset":
-            continue
         if isinstance(value, dict):
-            for sub_key, sub_value in value.items():
-                config.set(f"{key}.{sub_key}", sub_value)
-        else:
-            config.set(key, value)
+            flat.update({f"{key}.{sub_key}": sub_value for sub_key, sub_value in value.items()})
+        elif key != "preset":
+            flat[key] = value
+    for key in sorted(flat, key=lambda k: not is_module_key(k)):
+        try:
+            config.set(key, flat[key])
+        except ConfigError:
+            if not _foreign_knob(config, key):
+                raise
     return config
 
 
-# -- methods -----------------------------------------------------------------------------
-# Which parts of training each method changes; methods that change the same part, or that
-# contradict each other, cannot be combined.
-_METHOD_ROLES = {
-    "jt": "data",  # real data of every class of the stream, from the start
-    "jt-stream": "data",  # real data of every task so far
-    "sft": "base",
-    "ewc": "generator-penalty",
-    "ra": "generator-alignment",
-    "jtr": "replay",
-    "dgr": "unconditional",
-}
+def _foreign_knob(config: ExperimentConfig, key: str) -> bool:
+    """True for ``method.<knob>`` that neither this process's methods nor the config's own methods know."""
+    section, _, name = key.replace("-", "_").rpartition(".")
+    if section != "method" or name in FIELDS or name in config.method.knobs():
+        return False
+    own = config.methods  # raises for a method that is not available here: that is the error to show
+    registry = method_registry()
+    return all(name not in {k.name for k in registry.method_class(m, config.method.modules).knobs} for m in own)
 
 
-def parse_method(text: str) -> tuple[str, ...]:
-    """``"jtr+ra"`` -> ("jtr", "ra"), refusing unknown or contradictory combinations."""
-    parts = tuple(p.strip().lower() for p in str(text).split("+") if p.strip())
-    if not parts:
-        raise ConfigError(f"method.method: empty; allowed: {', '.join(BASE_METHODS)} or combinations of "
-                          f"{'+'.join(COMBINABLE_METHODS)}")
-    for part in parts:
-        if part not in BASE_METHODS:
-            raise ConfigError(f"method.method: unknown method {part!r}; allowed: {', '.join(BASE_METHODS)} "
-                              f"or a '+'-combination of {', '.join(COMBINABLE_METHODS)}")
-    if len(set(parts)) != len(parts):
-        raise ConfigError(f"method.method: {text!r} names a method twice")
-    if len(parts) > 1:
-        odd = [p for p in parts if p not in COMBINABLE_METHODS]
-        if odd:
-            reasons = {
-                "sft": "sft is the plain baseline that the others extend; write the other method alone",
-                "jt": "jt trains on all real data jointly, so there is nothing to protect or replay",
-                "jt-stream": "jt-stream trains on the real data of every task so far, so there is nothing to "
-                             "protect or replay",
-                "dgr": "dgr trains an unconditional generator with its own solver; the conditional "
-                       "methods (ra, jtr, ewc) act on a class-conditional generator",
-            }
-            raise ConfigError(f"method.method: {text!r} cannot be combined: {reasons[odd[0]]}. "
-                              f"Combinable: {', '.join(COMBINABLE_METHODS)}")
-    return tuple(sorted(parts, key=BASE_METHODS.index))
+# -- methods ---------------------------------------------------------------------------
+def parse_method(text: str, modules: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``"jtr+ra"`` -> ("jtr", "ra"), refusing unknown or contradictory combinations (``mergan.methods.registry``)."""
+    return method_registry().parse(text, modules)
 
 
 # -- validation --------------------------------------------------------------------------
 def check_fields(config: ExperimentConfig) -> None:
     """Each field against its own definition: a finite number where a number is meant, and its ``Allowed``."""
     for section_name, section in config.sections().items():
-        for f in fields(section):
-            value, allowed = getattr(section, f.name), f.metadata.get("allowed")
-            finite = not isinstance(value, float) or math.isfinite(value)
-            if finite and (allowed is None or allowed.accepts(value)):
-                continue
-            what = allowed.describe() if allowed else "a finite number"
-            if "None" in str(f.type):
-                what += ", or empty"
-            if not finite:
-                problem = f"is not a finite number; allowed: {what}"
-            else:
-                problem = f"is not allowed; allowed: {what}" if allowed.choices else f"must be {what}"
-            raise ConfigError(f"{section_name}.{f.name}: {value!r} {problem}")
+        for name, knob in section_knobs(section).items():
+            knob.check(getattr(section, name), f"{section_name}.{name}")
 
 
 def validate_config(config: ExperimentConfig) -> ExperimentConfig:
     """Refuse any value that cannot run; data-dependent checks (classes) live in the data layer."""
     data, model, method, ev = config.data, config.model, config.method, config.eval
     check_fields(config)
-    parse_method(method.method)
+    parse_method(method.method, method.modules)
     if data.dataset in ("mnist", "svhn", "lsun", "folder") and not data.data_root:
         raise ConfigError(f"data.data_root: dataset {data.dataset!r} reads its standard files from a folder; "
                           f"give it with --data-root (only mnist5k is embedded)")
@@ -482,16 +460,31 @@ def validate_config(config: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"model.image_size: the {model.arch} architecture makes "
                           f"{' or '.join(map(str, sizes))}x{sizes[0]} images, not {model.image_size}; "
                           f"allowed: {', '.join(map(str, sizes))}")
-    if method.replay_mode == "fixed" and method.replay_size_per_class <= 0:
-        raise ConfigError(f"method.replay_size_per_class: {method.replay_size_per_class} must be > 0 "
-                          f"when method.replay_mode is 'fixed'")
     if data.tasks is not None:
         parse_tasks(data.tasks)
+    parse_task_order(data.task_order)
+    if ev.evaluator == "paper" and data.dataset not in PAPER_EVALUATOR_DATASETS:
+        raise ConfigError(f"eval.evaluator: 'paper' means the authors' evaluator of the dataset, and they published "
+                          f"one for {', '.join(PAPER_EVALUATOR_DATASETS)} only, not {data.dataset!r}; use 'cnn'")
     for name in ("inception_weights", "evaluator_weights", "jt_results"):
         path = getattr(ev, name)
         if path and not os.path.isfile(path):
             raise ConfigError(f"eval.{name}: {path} is not a file")
     return config
+
+
+def parse_task_order(text: str) -> list[int] | None:
+    """``"label"`` / ``"random"`` -> None; ``"3,1,4"`` -> [3, 1, 4] (which classes it must hold is the data's check)."""
+    if text in TASK_ORDERS:
+        return None
+    try:
+        order = [int(c) for c in str(text).split(",") if c.strip()]
+    except ValueError:
+        order = []
+    if not order or len(set(order)) != len(order):
+        raise ConfigError(f"data.task_order: {text!r} is not allowed; allowed: {', '.join(TASK_ORDERS)}, or every "
+                          f"class of the stream once, in the order wanted, e.g. 3,1,4,0,2")
+    return order
 
 
 def parse_tasks(text: str) -> list[list[int]]:

@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Self
 
 from mergan.config import ConfigError
+from mergan.record import CONFIG_FILE, RECORD_FILE
+from mergan.results import RESULTS_FILE
 
-LATEST = "latest"
-LOCK_FILE = ".mergan.lock"  # in the run folder while a run holds it  # runs/latest: a link to the newest run that got a default folder
-# What a run writes in its folder (the trainer, MLflow logging); task_<t>/ folders besides.
-RUN_FILES = ("config.yaml", "results.json", "results.json.tmp", "samples", "mlflow_run.json", "mlflow_outbox")
+LATEST = "latest"  # runs/latest: a link to the newest run that got a default folder
+LOCK_FILE = ".mergan.lock"  # in the run folder while a run holds it
+MIRRORS = "mirrors"  # where trackers that mirror the run's record (MLflow: tracking.mirror) keep their own state
+# What a run writes in its folder; task_<t>/ folders besides.
+RUN_FILES = (CONFIG_FILE, RESULTS_FILE, RESULTS_FILE + ".tmp", RECORD_FILE, RECORD_FILE + ".tmp", "samples", MIRRORS)
 _TASK_FOLDER = re.compile(r"task_\d+")
 
 

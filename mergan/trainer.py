@@ -1,10 +1,11 @@
 """The sequential trainer: one loop over tasks and steps, methods as plugins, progress via callbacks.
 
-Each task: the method's ``before_task``; fresh Adam optimizers (the paper resets them per task);
-``iterations_per_task`` generator steps, each after ``critic_steps`` critic steps on a real batch
-of the task's classes (plus the method's replay); the method's ``after_task``; evaluation; a
-checkpoint; the callbacks' ``on_task_end``. The loop never syncs with the device except every
-``log_every`` steps, when losses are read, checked for NaN/inf and handed to ``on_step``.
+Each task (``run_task``): its context (``mergan.methods.context``, built once: classes, earlier classes,
+replay counts and labels); the method's ``before_task``; fresh Adam optimizers (the paper resets them per
+task); ``iterations_per_task`` generator steps, each after ``critic_steps`` critic steps on a real batch
+of the task's classes (plus the method's replay); the method's ``after_task``. Then (``finish_task``)
+evaluation, a checkpoint and the callbacks' ``on_task_end``. The loop never syncs with the device except
+every ``log_every`` steps, when losses are read, checked for NaN/inf and handed to ``on_step``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from mergan.checkpoint import (
 from mergan.config import ConfigError, ExperimentConfig, config_from_dict, save_yaml, validate_config
 from mergan.data import ClassDataset, ImageSet, load_dataset, task_stream
 from mergan.losses import critic_loss, generator_loss
-from mergan.methods import build_method
+from mergan.methods import REGISTRY, TaskContext, build_method
+from mergan.methods.context import task_context
 from mergan.models import build_models
+from mergan.record import RunRecord
 from mergan.results import read_matrix, write_results
 
 
@@ -154,12 +157,19 @@ class Trainer:
         self.device = resolve_device(config.run.device)
         if self.device.type == "cuda" and config.run.deterministic:
             make_cuda_deterministic()
+        # The run folder's durable record comes first unless the caller placed it (after callbacks that add
+        # to a TaskResult, before those that hand the checkpoint on): trackers and reports read it.
+        callbacks = [c for c in callbacks or [] if c is not None]
+        self.record = next((c for c in callbacks if isinstance(c, RunRecord)), None)
+        if self.record is None:
+            self.record = RunRecord()
+            callbacks.insert(0, self.record)
         self.callbacks = CallbackList(callbacks)
         self.out_dir = Path(config.run.out_dir)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, config.model.image_size)
         self.tasks = task_stream(self.dataset, config.data)
         check_batch_fits(config.optim.batch_size, self.dataset.channels, config.model.image_size, self.device)
-        self.method = build_method(config.method.method, config.method)
+        self.method = build_method(config.method.method, config.method, config.method.modules)
         if self.method.needs_previous_task and len(self.tasks) < 2:
             raise ConfigError(f"method.method: {config.method.method!r} protects earlier tasks, but the task "
                               f"stream has only {len(self.tasks)} task ({self.tasks}); give at least two tasks")
@@ -188,7 +198,14 @@ class Trainer:
         is refused, naming the field."""
         file = find_checkpoint(path)
         state = load_checkpoint(file)
-        saved = config_from_dict(state["config"])
+        try:
+            saved = config_from_dict(state["config"])
+        except ConfigError as error:
+            method = state["config"].get("method", {}).get("method")
+            sources = "; ".join(f"{name}: {origin}" for name, origin in state.get("method_origins", {}).items())
+            raise ConfigError(f"{file}: the checkpoint's run cannot be rebuilt here: {error}"
+                              + (f". The run's method {method!r} came from: {sources}; install that plugin (or make "
+                                 f"its module importable) to continue or evaluate it" if sources else "")) from None
         config = saved.copy()
         for key, value in (overrides or {}).items():
             config.set(key, value)
@@ -205,6 +222,7 @@ class Trainer:
                 trainer.optimizers = trainer.new_optimizers()
                 for optimizer, optimizer_state in zip(trainer.optimizers, state["optimizers"]):
                     optimizer.load_state_dict(optimizer_state)
+            trainer.record.adopt_checkpoint(file.parent)
             trainer.tasks_done = int(state["task"])
             trainer.global_step = int(state["global_step"])
             trainer.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]
@@ -226,13 +244,14 @@ class Trainer:
             self.evaluator()  # trained (or loaded) up front, so task 1's eval time is evaluation only
         self.callbacks.on_run_start(self)
         for t in range(self.tasks_done, len(self.tasks)):
-            started = time.perf_counter()
-            self.train_task(t)
-            self.method.after_task(self, t)
-            self.tasks_done = t + 1
-            self.finish_task(t, train_seconds=time.perf_counter() - started)
+            seconds = self.run_task(t)
+            self.finish_task(t, train_seconds=seconds)
         self.callbacks.on_run_end(self, self.results)
         return self.results
+
+    def task_context(self, t: int) -> TaskContext:
+        """What the method's hooks know of task t (0-based): its classes, the earlier ones, replay counts."""
+        return task_context(self.tasks, t, self.config, self.device)
 
     def real_batches(self, classes: list[int], conditional_labels: bool | None = None) -> RealBatches:
         conditional = self.method.conditional if conditional_labels is None else conditional_labels
@@ -243,15 +262,27 @@ class Trainer:
         return (torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
                 torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)))
 
-    def train_task(self, t: int) -> None:
-        """``iterations_per_task`` generator steps on task t (0-based), each after ``critic_steps`` critic steps."""
+    def run_task(self, t: int) -> float:
+        """Train task t (0-based): the method's ``before_task``, ``iterations_per_task`` generator steps (each
+        after ``critic_steps`` critic steps), its ``after_task``; counts the task done. Returns the seconds taken.
+
+        Evaluation, the checkpoint and the callbacks' ``on_task_end`` are ``finish_task``'s (``fit`` runs both)."""
+        started = time.perf_counter()
+        task = self.task_context(t)
+        self.method.before_task(self, task)
+        self._train_steps(task)
+        self.method.after_task(self, task)
+        self.tasks_done = t + 1
+        return time.perf_counter() - started
+
+    def _train_steps(self, task: TaskContext) -> None:
         cfg = self.config.optim
         generator, critic, method = self.generator, self.critic, self.method
-        method.before_task(self, t)
+        t = task.index
         if method.resets_optimizers or self.optimizers is None:
             self.optimizers = self.new_optimizers()
         optimizer_g, optimizer_d = self.optimizers
-        batches = self.real_batches(method.real_classes(self, t))
+        batches = self.real_batches(method.real_classes(self, task))
         z_dim = self.config.model.z_dim
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                     else contextlib.nullcontext())
@@ -264,29 +295,30 @@ class Trainer:
             critic.requires_grad_(True)
             for _ in range(cfg.critic_steps):
                 real, labels = batches.next()
-                replay = method.replay(self, t, labels.shape[0])
+                replay = method.replay(self, task)
                 scored, scored_labels = ((torch.cat([real, replay[0]]), torch.cat([labels, replay[1]]))
                                          if replay is not None else (real, labels))
                 z = torch.randn(scored_labels.shape[0], z_dim, device=self.device)
                 with autocast:
                     with torch.no_grad():
-                        fake = generator(z, scored_labels)
+                        fake = generator(z, scored_labels, method.norm_groups(self, scored_labels))
                     loss_d, parts = critic_loss(critic, scored, scored_labels, fake, cfg.lambda_gp, cfg.lambda_cls,
                                                 penalty_real=real)
-                    extra_d = method.critic_terms(self, t)
+                    extra_d = method.critic_terms(self, task)
                     total_d = loss_d + sum(extra_d.values()) if extra_d else loss_d
                 optimizer_d.zero_grad(set_to_none=True)
                 total_d.backward()
                 optimizer_d.step()
             critic.requires_grad_(False)  # the generator step needs no critic weight gradients
-            replay_labels = method.replay_labels(self, t, cfg.batch_size)
+            replay_labels = method.replay_labels(self, task)
             labels = batches.labels(cfg.batch_size)
             if replay_labels is not None:
                 labels = torch.cat([labels, replay_labels])
             z = torch.randn(labels.shape[0], z_dim, device=self.device)
             with autocast:
-                loss_g, parts_g = generator_loss(critic, generator(z, labels), labels, cfg.lambda_cls)
-                extra_g = method.generator_terms(self, t)
+                fake = generator(z, labels, method.norm_groups(self, labels))
+                loss_g, parts_g = generator_loss(critic, fake, labels, cfg.lambda_cls)
+                extra_g = method.generator_terms(self, task)
                 total_g = loss_g + sum(extra_g.values()) if extra_g else loss_g
             optimizer_g.zero_grad(set_to_none=True)
             total_g.backward()
@@ -338,7 +370,8 @@ class Trainer:
             from mergan.evaluation import get_evaluator
 
             with preserved_rng():
-                self._evaluator = get_evaluator(self.dataset, self.config.eval, self.device)
+                self._evaluator = get_evaluator(self.dataset, self.config.eval, self.device,
+                                                data_config=self.config.data)
         return self._evaluator
 
     def evaluate(self, t: int):
@@ -365,9 +398,7 @@ class Trainer:
             result.class_accuracy = {int(k): float(v) for k, v in evaluation.class_accuracy.items()}
             result.samples_path = str(evaluation.samples_path) if evaluation.samples_path else None
             self.accuracy_matrix.append([float(v) for v in evaluation.row])
-            evaluator = self.evaluator()
-            result.extra.update(evaluator_cache_key=evaluator.cache_key,
-                                evaluator_test_accuracy=float(evaluator.test_accuracy))
+            result.extra = self.evaluator().result_fields()
         else:
             self.accuracy_matrix.append([None] * (t + 1))
             result.samples_path = self.save_samples(t)
@@ -398,6 +429,7 @@ class Trainer:
             "generator": self.generator.state_dict(),
             "critic": self.critic.state_dict(),
             "method": self.method.state_dict(),
+            "method_origins": {name: REGISTRY.origin(name, self.config.method.modules) for name in self.config.methods},
             "optimizers": (None if self.method.resets_optimizers or self.optimizers is None
                            else [optimizer.state_dict() for optimizer in self.optimizers]),
             "rng": rng_state(),

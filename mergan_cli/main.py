@@ -15,16 +15,23 @@ from mergan_cli import evaluate, report, reproduce, sync, train
 from mergan_cli.train import EXIT_INTERRUPTED
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``mergan`` parser; ``argv`` lets ``mergan train`` see a ``--method-module`` before it builds its flags."""
     parser = argparse.ArgumentParser(prog="mergan", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (train, evaluate, sync, report, reproduce):
+    for command in (evaluate, sync, report, reproduce):
         command.add_subcommands(commands)
+    train.add_subcommands(commands, argv)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser(argv)
+    except ConfigError as error:  # a --method-module that cannot be loaded
+        print(f"mergan: error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return args.handler(args) or 0

@@ -5,6 +5,10 @@ sweep through the sweep machinery (Ray Tune trials, MLflow runs under one parent
 with ``sweep.py --resume --name NAME``), then ``mergan report`` writes the Table-1 comparison:
 average accuracy after 5 and after 10 tasks, mean ± std over seeds, the paper's numbers beside.
 
+JT after 5 tasks is, as in the paper, a JT model of the first 5 tasks' classes (the authors'
+``joint.py`` scores its final model), not row 5 of the 10-task JT run: with more than 5 tasks a
+second sweep ``NAME-jt5`` trains JT on the first 5 tasks per seed, and the report reads both.
+
 Scales:
 - ``small``: the fast CPU nets (preset ``small``), the first 5 one-class tasks, 400 iterations
   per task, 500 evaluation samples per class: a laptop-sized check of the ordering.
@@ -24,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search_spaces.presets import PAPER_METHODS
+from analysis.paper import TABLE1_TASKS
 
 DATASETS = ("mnist5k", "mnist", "svhn")
+FIRST_COLUMN = TABLE1_TASKS[0]  # Table 1's earlier column: average accuracy after 5 tasks
 
 
 @dataclass(frozen=True)
@@ -43,16 +48,28 @@ SCALES = {
 }
 
 
-def table1_space(seeds: int, first_seed: int = 0) -> str:
-    """The grid of every paper method x seeds first_seed.., as a YAML space (kept with the sweep for --resume)."""
+def table1_space(seeds: int, first_seed: int = 0, methods: tuple[str, ...] | None = None,
+                 question: str = "How do the six methods compare on the paper's Table 1 protocol, over seeds?") -> str:
+    """The grid of ``methods`` (every paper method when None) x seeds first_seed.., as a YAML space (kept with
+    the sweep for --resume)."""
+    if methods is None:
+        from search_spaces.presets import PAPER_METHODS  # Optuna: only when the command runs
+
+        methods = PAPER_METHODS
     values = ", ".join(str(s) for s in range(first_seed, first_seed + seeds))
-    return ("question: How do the six methods compare on the paper's Table 1 protocol, over seeds?\n"
-            f"method: {{type: grid, values: [{', '.join(PAPER_METHODS)}]}}\n"
+    return (f"question: {question}\n"
+            f"method: {{type: grid, values: [{', '.join(methods)}]}}\n"
             f"seed: {{type: grid, values: [{values}]}}\n")
 
 
-def table1_plan(args: argparse.Namespace):
-    """The sweep plan of ``mergan reproduce table1`` (validated; nothing runs)."""
+def needs_jt_reference(args: argparse.Namespace) -> bool:
+    """Whether Table 1's 5-task column needs JT runs of its own (the stream is longer than 5 tasks)."""
+    return SCALES[args.scale].num_tasks > FIRST_COLUMN
+
+
+def table1_plan(args: argparse.Namespace, jt_reference: bool = False):
+    """The sweep plan of ``mergan reproduce table1`` (validated; nothing runs); ``jt_reference``: the plan of
+    its JT runs on the first 5 tasks (Table 1's 5-task JT)."""
     from trainables.plan import PlanError, make_plan
 
     if args.seeds < 1:
@@ -70,10 +87,17 @@ def table1_plan(args: argparse.Namespace):
         if not sep or not key:
             raise PlanError(f"--set {item!r}: write FIELD=VALUE, e.g. --set lambda_ra=1e-2")
         sets[key.strip()] = value
-    name = args.name or f"table1-{args.dataset}-{args.scale}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.name or f"table1-{args.dataset}-{args.scale}-{args.started}"
+    space = table1_space(args.seeds, args.first_seed)
+    if jt_reference:
+        sets["num_tasks"] = FIRST_COLUMN
+        name += f"-jt{FIRST_COLUMN}"
+        space = table1_space(args.seeds, args.first_seed, ("jt",),
+                             f"What does JT trained on the first {FIRST_COLUMN} tasks' classes only score (Table 1's "
+                             f"{FIRST_COLUMN}-task JT), per seed?")
     with tempfile.TemporaryDirectory() as folder:  # the plan keeps the space's text, for --resume
         space_file = Path(folder, "table1.yaml")
-        space_file.write_text(table1_space(args.seeds, args.first_seed))
+        space_file.write_text(space)
         return make_plan(space=str(space_file), preset=scale.presets[args.dataset], dataset=args.dataset,
                          tasks="|".join(str(c) for c in range(scale.num_tasks)),
                          sets=[f"{k}={v}" for k, v in sets.items()], num_samples=1,
@@ -88,36 +112,45 @@ def reproduce_command(args: argparse.Namespace) -> int:
 
     keep_local_ray_on_loopback(args.address)  # before anything imports Ray
     from analysis.report import build_report
+    from search_spaces.presets import PAPER_METHODS
     from trainables.plan import PlanError
     from trainables.sweeping import connect_ray, run_sweep
 
+    args.started = time.strftime("%Y%m%d-%H%M%S")  # one stamp for both sweeps' default names
     try:
-        plan = table1_plan(args)
+        plans = [table1_plan(args)] + ([table1_plan(args, jt_reference=True)] if needs_jt_reference(args) else [])
+        plan = plans[0]
         if args.dry_run:
             seeds = ", ".join(str(s) for s in range(args.first_seed, args.first_seed + args.seeds))
             print(f"mergan reproduce table1: {len(PAPER_METHODS) * args.seeds} trials (seeds {seeds}), preset {plan.preset}, "
                   f"{plan.num_tasks} tasks, {plan.fixed}; sweep {plan.name} in {plan.storage_path}; MLflow "
                   f"{plan.tracking_uri}, experiment {plan.experiment!r}")
+            for extra in plans[1:]:
+                print(f"then {args.seeds} JT trials on the first {FIRST_COLUMN} tasks (Table 1's {FIRST_COLUMN}-task "
+                      f"JT); sweep {extra.name}")
             return 0
         where = connect_ray(args.address, plan, args.verbose)
     except PlanError as error:
         print(f"mergan reproduce: error: {error}", file=sys.stderr)
         return 2
     print(f"mergan reproduce table1 on {where}: {len(PAPER_METHODS)} methods x {args.seeds} seeds, "
-          f"{plan.num_tasks} tasks, preset {plan.preset}; sweep {plan.name}", file=sys.stderr, flush=True)
+          f"{plan.num_tasks} tasks, preset {plan.preset}; sweep {' then '.join(p.name for p in plans)}",
+          file=sys.stderr, flush=True)
     started = time.perf_counter()
-    outcome = run_sweep(plan, verbose=args.verbose, build_report=build_report)
+    outcomes = [run_sweep(p, verbose=args.verbose, build_report=build_report) for p in plans]
     minutes = (time.perf_counter() - started) / 60
     out = Path(args.out or Path("runs") / "reports" / plan.name)
     # Seeds added later (--first-seed) join the experiment's earlier ones: the report then reads all of it.
     report = build_report(plan.experiment, plan.tracking_uri, out,
-                          sweep_run=None if args.first_seed else outcome.parent_run_id)
+                          sweep_run=None if args.first_seed else [o.parent_run_id for o in outcomes])
     for table in report.tables:
         print(table.to_markdown())
-    failed = [row.trial_id for row in outcome.rows if row.status == "error"]
-    print(f"\n{len(outcome.rows)} trials in {minutes:.1f} min{'; failed: ' + ', '.join(failed) if failed else ''}. "
-          f"Report: {report.html_path}. Continue an interrupted run with: python sweep.py --resume --name "
-          f"{plan.name}" + (f" --storage-path {plan.storage_path}" if args.storage_path else ""))
+    rows = [row for outcome in outcomes for row in outcome.rows]
+    failed = [row.trial_id for row in rows if row.status == "error"]
+    where_stored = f" --storage-path {plan.storage_path}" if args.storage_path else ""
+    print(f"\n{len(rows)} trials in {minutes:.1f} min{'; failed: ' + ', '.join(failed) if failed else ''}. "
+          f"Report: {report.html_path}. Continue an interrupted run with: "
+          + " and ".join(f"python sweep.py --resume --name {p.name}{where_stored}" for p in plans))
     return 1 if failed else 0
 
 

@@ -1,7 +1,7 @@
 """``mergan train``: train one method on one task stream, with progress, Ctrl-C and resume.
 
-The trainer knows nothing of MLflow, but ``mergan train`` records its run there
-(``tracking.callback``), like a sweep trial does, unless ``--no-mlflow``.
+Every run keeps its record in its folder (``mergan.record``); ``mergan train`` also mirrors it into
+MLflow (``tracking.mirror``), like a sweep trial does, unless ``--no-mlflow``, which imports no MLflow.
 """
 
 from __future__ import annotations
@@ -11,27 +11,27 @@ import contextlib
 import shlex
 import sys
 import textwrap
-from dataclasses import Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import (
-    METHOD_SUMMARIES,
     PAPER_ITERATIONS,
     PRESETS,
     ConfigError,
     ExperimentConfig,
+    MethodConfig,
     build_config,
     load_yaml,
     parse_assignment,
     resolve_key,
-    value_text,
+    section_knobs,
 )
+from mergan.settings import Knob, value_text
 from tracking.store import DEFAULT_EXPERIMENT
 
 if TYPE_CHECKING:
-    from tracking.callback import MLflowCallback
+    from tracking.mirror import MLflowMirror
 
 
 EXIT_INTERRUPTED = 130  # what shells report for a program ended by Ctrl-C (128 + SIGINT)
@@ -40,40 +40,60 @@ EXIT_FAILED = 1  # the machine failed the run (disk full, out of memory); what i
 OUT_OF_MEMORY = ("out of memory", "can't allocate memory")
 
 
-def field_help(f: Field) -> str:
-    """A config flag's help from the field's own definition: meaning, allowed values, default, presets."""
-    allowed = f.metadata.get("allowed")
-    parts = [f.metadata.get("meaning", "")]
-    if allowed is not None:
-        parts.append(f"allowed: {allowed.describe()}")
-    elif "bool" in str(f.type):
-        parts.append("allowed: true, false")
-    default = PRESETS["small"].get(f.name, f.default)
+# Flags whose name is not the field's own: --iterations is short, --method-module says whose module it is.
+FLAG_NAMES = {"iterations_per_task": ["--iterations-per-task", "--iterations"], "module": ["--method-module"]}
+
+
+def field_help(knob: Knob, users: list[str] | None = None) -> str:
+    """A config flag's help from the field's own definition: meaning, allowed values, default, presets;
+    for a method knob, the methods that read it."""
+    default = PRESETS["small"].get(knob.name, knob.default)
     by_value: dict[str, list[str]] = {}
     for preset, values in PRESETS.items():
-        if f.name in values and value_text(values[f.name]) != value_text(default):
-            by_value.setdefault(value_text(values[f.name]), []).append(preset)
+        if knob.name in values and value_text(values[knob.name]) != value_text(default):
+            by_value.setdefault(value_text(values[knob.name]), []).append(preset)
     presets = "".join(f"; {value} in {', '.join(names)}" for value, names in by_value.items())
-    text = "; ".join(p for p in parts if p) + f" (default: {value_text(default)}{presets})"
+    prefix = f"{', '.join(users)}: " if users else ""
+    text = prefix + knob.help_text() + f" (default: {value_text(default)}{presets})"
     return text.replace("%", "%%")  # argparse %-formats help strings
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field (``--lr-g``, ``--lambda-ra`` ...), all defaulting to 'not given'."""
-    for section_name, section in ExperimentConfig().sections().items():
+def _add_config_flags(parser: argparse.ArgumentParser, modules: tuple[str, ...] = ()) -> None:
+    """One flag per config field (``--lr-g``, ``--lambda-ra`` ...), all defaulting to 'not given'; the method
+    knobs are those of the built-in methods, the installed plugins and ``modules``."""
+    from mergan.methods import REGISTRY
+
+    users = REGISTRY.knob_users(modules)
+    for section_name, section in ExperimentConfig(method=MethodConfig(module=modules[0] if modules else None)
+                                                  ).sections().items():
         group = parser.add_argument_group(f"{section_name} settings")
-        for f in fields(section):
-            flags = [f"--{f.name.replace('_', '-')}"]
-            if f.name == "iterations_per_task":
-                flags.append("--iterations")
-            group.add_argument(*flags, dest=f"cfg__{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
-                               help=field_help(f))
+        for name, knob in section_knobs(section).items():
+            flags = FLAG_NAMES.get(name, [f"--{name.replace('_', '-')}"])
+            group.add_argument(*flags, dest=f"cfg__{name}", default=argparse.SUPPRESS, metavar=name.upper(),
+                               help=field_help(knob, users.get(name)))
 
 
-def train_epilog(width: int = 100) -> str:
+def methods_help(modules: tuple[str, ...] = ()) -> list[str]:
+    """One line per method --method may name (built in, installed plugins, ``modules``), and the broken plugins."""
+    from mergan.methods import REGISTRY
+
+    methods = REGISTRY.methods(modules)
+    combinable = [name for name, method in methods.items() if method.changes is not None]
+    width = max(len(name) for name in methods)
+    lines = [(f"methods (--method; {', '.join(combinable)} combine with '+' when they change different parts of "
+              f"training, e.g. jtr+ra):")]
+    for name, method in methods.items():
+        origin = REGISTRY.origin(name, modules)
+        where = "" if origin == "built in" else f" [{origin}]"
+        lines.append(f"  {name:<{width}} {method.summary}{where}")
+    lines += [f"  broken plugin {name}: {plugin.error}" for name, plugin in REGISTRY.installed().items()
+              if plugin.error]
+    return lines
+
+
+def train_epilog(width: int = 100, modules: tuple[str, ...] = ()) -> str:
     """The methods and the presets' contents, for ``mergan train --help``."""
-    lines = ["methods (--method; ewc, jtr and ra combine with '+', e.g. jtr+ra):"]
-    lines += [f"  {name:<5} {summary}" for name, summary in METHOD_SUMMARIES.items()]
+    lines = methods_help(modules)
     lines.append("")
     lines.append("presets (--preset; applied over the defaults, then --config, then the flags):")
     indent = " " * 14
@@ -140,7 +160,7 @@ class ProgressPrinter(Callback):
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                                        "[{elapsed}<{remaining}{postfix}]")
         self.bar.update(info.step - self.bar.n)
-        shown = {k: info.losses[k] for k in ("loss_d", "loss_g", "loss_ra", "loss_ewc") if k in info.losses}
+        shown = {k: v for k, v in info.losses.items() if k.startswith("loss_")}  # the method's own terms too
         self.bar.set_postfix({**{k: f"{v:.3g}" for k, v in shown.items()}, "it/s": f"{info.steps_per_second:.1f}"})
 
     def close(self) -> None:
@@ -168,23 +188,35 @@ class ProgressPrinter(Callback):
         print(line, file=self.stream, flush=True)
 
 
-def _tracking_callback(args, config, resumed: bool = False) -> MLflowCallback | None:
-    """MLflow logging of this run; a resumed run continues its own MLflow run (from <out_dir>/mlflow_run.json)."""
+def _tracking_mirror(args: argparse.Namespace) -> MLflowMirror | None:
+    """The MLflow mirror of this run, once the store is known to take it: a store that refuses this client
+    (a login, a permission, a URI MLflow cannot use) stops the run before any training; one that does not
+    answer is a warning (the record waits in the run folder for ``mergan sync``)."""
     if args.no_mlflow:
         return None
-    from tracking.callback import MLflowCallback, run_id_from_out_dir
-    from tracking.store import resolve_tracking_uri
+    from tracking.mirror import MLflowMirror, Target
+    from tracking.store import (
+        TrackingServerDown,
+        TrackingServerError,
+        check_tracking_server,
+        resolve_tracking_uri,
+    )
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    run_id = run_id_from_out_dir(config.run.out_dir, uri) if resumed else None
-    return MLflowCallback(tracking_uri=uri, experiment=args.experiment, run_id=run_id, config=config,
-                          log_checkpoint=not args.no_log_checkpoint)
+    try:
+        check_tracking_server(uri)
+    except TrackingServerDown as error:
+        print(f"mergan train: warning: {error}; training goes on, its record waits in the run folder for "
+              f"`mergan sync`", file=sys.stderr)
+    except TrackingServerError as error:
+        raise ConfigError(f"--tracking-uri: {error} (or train with --no-mlflow)") from None
+    return MLflowMirror(Target(uri, args.experiment, log_checkpoint=not args.no_log_checkpoint))
 
 
 def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter,
-                     held: contextlib.ExitStack) -> tuple[Any, MLflowCallback | None]:
+                     mirror: MLflowMirror | None, held: contextlib.ExitStack) -> Any:
     """A trainer for a new run, in a folder of its own (see ``mergan.run_folder``) that ``held`` holds until
-    the run ends, and its MLflow logger."""
+    the run ends."""
     from mergan.run_folder import link_latest, prepare_out_dir
     from mergan.trainer import Trainer
 
@@ -196,9 +228,8 @@ def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter,
     lock = held.enter_context(prepare_out_dir(config.run.out_dir, named=named, overwrite=args.overwrite))
     folder = lock.folder
     config.run.out_dir = str(folder)
-    tracker = _tracking_callback(args, config)
     try:
-        trainer = Trainer(config, callbacks=[printer, tracker])
+        trainer = Trainer(config, callbacks=[printer, mirror])
     except BaseException:
         lock.release()
         if lock.created:
@@ -208,13 +239,13 @@ def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter,
     if not named and link_latest(folder) is None:
         print(f"note: {folder.parent / 'latest'} is not a link to the newest run (a folder of an earlier version, "
               f"or links are not supported here); this run is in {folder}", file=sys.stderr)
-    return trainer, tracker
+    return trainer
 
 
-def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter,
-                     held: contextlib.ExitStack) -> tuple[Any, MLflowCallback | None]:
+def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter, mirror: MLflowMirror | None,
+                     held: contextlib.ExitStack) -> Any:
     """A trainer continuing ``--resume``'s run (in its own folder unless ``--out-dir`` names another, held by
-    ``held`` until the run ends), and its MLflow logger, which continues the run's MLflow run."""
+    ``held`` until the run ends); its MLflow mirror finds the run's MLflow run again by the record's run key."""
     from mergan.checkpoint import find_checkpoint
     from mergan.run_folder import RunFolderLock, make_folder, prepare_out_dir, run_folder_of
     from mergan.trainer import Trainer
@@ -238,19 +269,18 @@ def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter,
     if own_folder is None and named is None:  # a checkpoint kept elsewhere goes on in the folder its config names
         make_folder(trainer.out_dir)
         held.enter_context(RunFolderLock(trainer.out_dir).acquire())
-    tracker = _tracking_callback(args, trainer.config, resumed=True)
-    trainer.callbacks.callbacks.extend(c for c in (printer, tracker) if c is not None)
+    trainer.callbacks.callbacks.extend(c for c in (printer, mirror) if c is not None)
     print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {checkpoint}", file=sys.stderr)
-    return trainer, tracker
+    return trainer
 
 
 def _refuse_unsent_records(folder: Path) -> None:
-    """--overwrite removes a run's MLflow outbox: not while it holds records the store has not received."""
-    from tracking.outbox import outbox_files
+    """--overwrite deletes a run's record: not while it holds what its MLflow run has not received."""
+    from tracking.mirror import unsent  # no MLflow import: it reads the run folder only
 
-    if outbox_files([folder / "mlflow_outbox"]):
-        raise ConfigError(f"--overwrite: {folder / 'mlflow_outbox'} holds MLflow records not sent yet; send them "
-                          f"with `mergan sync --outbox {folder / 'mlflow_outbox'}`, then overwrite")
+    if unsent(folder):
+        raise ConfigError(f"--overwrite: {folder} holds a run whose MLflow run lacks part of its record; send it "
+                          f"with `mergan sync {folder}`, then overwrite")
 
 
 def resume_command(args: argparse.Namespace, out_dir: Path) -> str:
@@ -311,14 +341,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if value is not None and not value.strip():
             raise ConfigError(f"--{flag.replace('_', '-')}: empty; give a value, or leave the flag out")
     printer = ProgressPrinter()
+    mirror = _tracking_mirror(args)
     with contextlib.ExitStack() as held:  # the run folder, held until the run ends
-        trainer, tracker = (_resumed_trainer if args.resume is not None else _new_run_trainer)(args, printer, held)
+        trainer = (_resumed_trainer if args.resume is not None else _new_run_trainer)(args, printer, mirror, held)
         config = trainer.config
         print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
               f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device "
               f"{trainer.device}, out {trainer.out_dir}", file=sys.stderr)
         try:
-            with tracker or contextlib.nullcontext():  # the MLflow run ends FINISHED, FAILED (divergence) or KILLED
+            # The record (and its MLflow mirror) ends FINISHED, FAILED (divergence) or KILLED.
+            with mirror or contextlib.nullcontext(), trainer.record.ending():
                 trainer.fit()
         except KeyboardInterrupt:
             printer.close()
@@ -337,13 +369,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommands(commands: argparse._SubParsersAction) -> None:
-    """Register ``mergan train`` (the handler is ``args.handler``)."""
+def method_modules(argv: list[str]) -> tuple[str, ...]:
+    """The ``--method-module`` a command line gives (read before the parser is built, so that the module's
+    methods and knobs appear in ``--help`` and get flags of their own)."""
+    found = []
+    for index, word in enumerate(argv):
+        if word == "--method-module" and index + 1 < len(argv):
+            found.append(argv[index + 1])
+        elif word.startswith("--method-module="):
+            found.append(word.partition("=")[2])
+    return tuple(found[-1:])
+
+
+def add_subcommands(commands: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
+    """Register ``mergan train`` (the handler is ``args.handler``); ``argv`` may name a method module.
+
+    Its flags and methods come from the methods' registry, which imports torch and every plugin: only
+    when the command line is ``mergan train ...`` (``argv`` None: always)."""
+    modules = method_modules(argv or [])
+    full = argv is None or argv[:1] == ["train"]
     train = commands.add_parser("train", help="train one method on one task stream",
                                 description="Train one method on one task stream; each new run gets its own "
                                             "folder runs/<method>-<YYYYmmdd-HHMMSS> (runs/latest links to the "
                                             "newest) unless --out-dir names one.",
-                                epilog=train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=train_epilog(modules=modules) if full else None,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--preset", choices=list(PRESETS), default=None,
                        help="model and hyperparameter preset (default: small, or the YAML file's)")
     train.add_argument("--config", help="YAML file of config fields (flat, dotted or by section)")
@@ -363,5 +413,6 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
                        help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})")
     train.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
     train.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
-    _add_config_flags(train)
+    if full:
+        _add_config_flags(train, modules)
     train.set_defaults(handler=cmd_train)

@@ -17,9 +17,14 @@ from search_spaces.space import DefineByRun, SearchSpace, SpaceError, docstring_
 # small uses lambda_RA 1e-2, the paper 1e-3; both lambda_EWC 1e9, the penalty a mean over the weights).
 LAMBDA_RA = (1e-4, 1.0)
 LAMBDA_EWC = (1e6, 1e12)
+LAMBDA_L2 = (1e3, 1e9)  # the L2 penalty is a mean over the weights, like EWC's (mergan/methods/weight_anchoring.py)
 REPLAY_SIZE_PER_CLASS = (16, 2048)
 PAPER_METHODS = ["jt", "sft", "ewc", "dgr", "jtr", "ra"]
+REFERENCE_METHODS = ["er", "l2"]  # this platform's reference baselines, not in the paper
 ABLATION_SEEDS = [0, 1, 2]
+REPLAY_SIZES = [16, 64, 256, 1024]  # per earlier class: the replay-size comparison's memory sizes
+ORDER_SEEDS = [0, 1, 2, 3]  # the random class orders of the orders space
+ORDER_RUN_SEEDS = [0, 1]
 
 _OPTUNA: dict[str, tuple[DefineByRun, list[dict[str, Any]]]] = {}
 _GRIDS: dict[str, Callable[[], dict[str, list[Any]]]] = {}
@@ -79,8 +84,15 @@ def ewc_schedule(trial: Any) -> dict[str, Any]:
     return {"method": "ewc"}
 
 
-@optuna_preset("replay-size")
-def replay_size(trial: Any) -> dict[str, Any]:
+@grid_preset("replay-size")
+def replay_size() -> dict[str, list[Any]]:
+    """Does generated replay keep earlier classes as well as the same number of real images kept in memory?
+    (MeRGAN-JTR with a fixed replay set against ER, each at replay_size_per_class 16, 64, 256, 1024; a grid)"""
+    return {"method": ["jtr", "er"], "replay_size_per_class": list(REPLAY_SIZES), "replay_mode": ["fixed"]}
+
+
+@optuna_preset("jtr-replay-size")
+def jtr_replay_size(trial: Any) -> dict[str, Any]:
     """How many replayed images per earlier class does joint retraining need when the replay set is
     drawn once and kept fixed? (MeRGAN-JTR, replay_size_per_class on a log scale)"""
     trial.suggest_int("replay_size_per_class", *REPLAY_SIZE_PER_CLASS, log=True)
@@ -105,19 +117,32 @@ _BASELINES = [{"method": "sft"}, {"method": "jtr", "replay_mode": "fresh"}, {"me
 @optuna_preset("methods", points_to_evaluate=_BASELINES)
 def methods(trial: Any) -> None:
     """Does memory replay beat plain sequential fine-tuning on this stream, and by how much once its
-    knobs are searched? (SFT, JTR, RA, JTR+RA: each at the small preset's values first, then searched)"""
-    method = trial.suggest_categorical("method", ["sft", "jtr", "ra", "jtr+ra"])
+    knobs are searched? (SFT, JTR, RA, JTR+RA at the small preset's values first, then searched with the
+    reference baselines ER and L2)"""
+    method = trial.suggest_categorical("method", ["sft", "jtr", "ra", "jtr+ra", *REFERENCE_METHODS])
     if "ra" in method.split("+"):
         trial.suggest_float("lambda_ra", *LAMBDA_RA, log=True)
     if "jtr" in method.split("+"):
         _replay_knobs(trial)
+    if method == "er":
+        trial.suggest_int("replay_size_per_class", *REPLAY_SIZE_PER_CLASS, log=True)
+    if method == "l2":
+        trial.suggest_float("lambda_l2", *LAMBDA_L2, log=True)
 
 
 @grid_preset("ablation")
 def ablation() -> dict[str, list[Any]]:
     """How does every method compare on the same stream, over seeds? (the paper's Table 1 as a sweep:
-    JT, SFT, EWC, DGR, MeRGAN-JTR, MeRGAN-RA x seeds 0, 1, 2; a grid, no search)"""
-    return {"method": list(PAPER_METHODS), "seed": list(ABLATION_SEEDS)}
+    JT, SFT, EWC, DGR, MeRGAN-JTR, MeRGAN-RA and the reference baselines ER and L2 x seeds 0, 1, 2; a grid)"""
+    return {"method": [*PAPER_METHODS, *REFERENCE_METHODS], "seed": list(ABLATION_SEEDS)}
+
+
+@grid_preset("orders")
+def orders() -> dict[str, list[Any]]:
+    """How much does forgetting depend on the order the classes come in, against the spread over seeds?
+    (the method of --set method=NAME over random class orders 0..3 x seeds 0, 1; a grid; the report shows
+    both spreads)"""
+    return {"task_order": ["random"], "order_seed": list(ORDER_SEEDS), "seed": list(ORDER_RUN_SEEDS)}
 
 
 def preset_names() -> list[str]:

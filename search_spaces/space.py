@@ -2,7 +2,8 @@
 
 A space never trains and never imports Ray: the sweep turns an Optuna space into an
 ``OptunaSearch`` and a grid into ``tune.grid_search`` values. Parameter names are config field
-names (``mergan.config.FIELDS``), bare (``lambda_ra``) or dotted (``method.lambda_ra``).
+names (``mergan.config.resolve_key``: the config's fields and the methods' knobs), bare (``lambda_ra``)
+or dotted (``method.lambda_ra``).
 """
 
 from __future__ import annotations

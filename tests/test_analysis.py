@@ -8,15 +8,19 @@ the real ``MLflowCallback``), with artifacts under the tmp folder.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import statistics
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from nbclient import NotebookClient
@@ -31,11 +35,12 @@ from analysis.errors import (
     NothingToPlotError,
     TrackingStoreNotFoundError,
 )
-from analysis.load import load_experiment, load_optuna_study, load_sweep
+from analysis.load import load_experiment, load_optuna_study, load_run_folders, load_sweep
 from analysis.paper import TABLE1, TABLE2
 from analysis.report import build_report
 from analysis.tables import results_table
-from mergan.config import value_text
+from mergan.settings import value_text
+from tests.support.blocked_imports import attempted, without_packages
 from tests.support.mlflow_process import start_mlflow_server
 from tests.support.mlflow_stores import (
     empty_store,
@@ -49,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "analysis" / "notebooks"
 PAPER_MD = ROOT.parent / "shared" / "PAPER.md"  # the project's shared notes sit beside the checkout
 RA_LAMBDAS = (1e-3, 1e-2)
+ORDER_SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +144,17 @@ def store(tmp_path_factory) -> Store:
             write_run(client, lsun, make_config(method, seed, 4, out("lsun", method, seed), dataset="lsun"),
                       method_accuracy(method, seed), artifacts=False, extra_metrics=extra)
 
+    # Two methods over random class orders 0..2 x seeds 0, 1 (the orders space); ER is not in the paper.
+    orders = experiment("orders")
+    for method in ("ra", "er"):
+        for order in ORDER_SEEDS:
+            for seed in (0, 1):
+                base = method_accuracy(method, seed)
+                config = make_config(method, seed, 3, out("orders", method, order, seed), task_order="random",
+                                     order_seed=order)
+                write_run(client, orders, config, lambda i, j, b=base, o=order: round(b(i, j) - 0.03 * o, 6),
+                          artifacts=False)
+
     mixed = experiment("mixed")
     for dataset in ("mnist5k", "svhn"):
         write_run(client, mixed, make_config("sft", 0, 2, out("mixed", dataset), dataset=dataset),
@@ -165,6 +182,45 @@ def store(tmp_path_factory) -> Store:
     finish_sweep_run(uri, parent, best={"metrics": {"avg_acc": 0.9}, "config": {"lambda_ra": 1e-3},
                                         "trial_id": "trial_0"})
     return Store(root=root, uri=uri, client=client, sweep_run=parent, optuna_storage=optuna_storage)
+
+
+# -- task orders and methods not in the paper ---------------------------------------------------------
+def test_the_spread_over_task_orders_is_shown_beside_the_spread_over_seeds(store, tmp_path):
+    from analysis.aggregate import order_spread
+    from analysis.tables import ORDERS_CAPTION, orders_table
+
+    data = load_experiment("orders", store.uri)
+    assert set(data.runs["order"]) == {"random 0", "random 1", "random 2"} and set(data.runs["config"]) == {""}
+    final = {}  # (method, order, seed) -> final avg_acc, read back from MLflow
+    for run in store.runs("orders"):
+        params = run.data.params
+        key = (params["method.method"], int(params["data.order_seed"]), int(params["run.seed"]))
+        final[key] = store.history(run.info.run_id, "avg_acc")[3]
+    spread = order_spread(data).set_index("method")
+    for method in ("ra", "er"):
+        by_order = [[final[(method, o, s)] for s in (0, 1)] for o in ORDER_SEEDS]
+        pooled = math.sqrt(statistics.mean(statistics.variance(values) for values in by_order))
+        row = spread.loc[method]
+        assert (row["orders"], row["seeds"], row["runs"]) == (3, 2, 6)
+        assert row["std_seeds"] == pytest.approx(pooled)
+        assert row["std_orders"] == pytest.approx(statistics.stdev(statistics.mean(v) for v in by_order))
+        assert row["mean"] == pytest.approx(statistics.mean(v for values in by_order for v in values))
+    table = orders_table(data)
+    assert list(table.columns) == ["Orders", "Seeds per order", "Mean", "Std over seeds", "Std over orders"]
+    assert table.loc["MeRGAN-RA", "Std over orders"] == f"{spread.loc['ra', 'std_orders'] * 100:.2f}"
+    report = build_report("orders", store.uri, tmp_path / "report")
+    assert "Std over orders" in (tmp_path / "report" / "tables" / "orders.md").read_text()
+    assert html.escape(ORDERS_CAPTION) in report.html_path.read_text() and "Std over orders" in report.html_path.read_text()
+    assert orders_table(load_experiment("cl", store.uri)) is None  # one order: nothing to show
+
+
+def test_table1_marks_the_methods_the_paper_does_not_have(store):
+    table = results_table(load_experiment("orders", store.uri))
+    rows = list(table.display().index)
+    assert rows == ["MeRGAN-RA", "ER*"]
+    assert "* not in the paper" in table.caption and "seeds and task orders" in table.caption
+    assert table.display().loc["ER*", "Paper (5 tasks)"] == "–"
+    assert "not in the paper" not in results_table(load_experiment("cl", store.uri)).caption
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -335,6 +391,44 @@ def test_table1_after_5_and_T_tasks_for_svhn(store):
     assert cells.at[("MeRGAN-RA", "Paper (5 tasks)"), "mean"] == TABLE1["SVHN"][5]["ra"]
     sft = table.display().loc["SFT"]
     assert sft["Seeds"] == "1" and "±" not in sft["Ours (6 tasks)"], "one seed: no spread shown"
+
+
+def test_table1_jt_after_5_tasks_is_a_jt_model_of_the_first_5_tasks(tmp_path):
+    """The paper's 5-task JT is a joint model of the first 5 tasks' classes (joint.py scores its final
+    model), not row 5 of a longer JT run: JT runs on the first 5 tasks fill that cell, and only that cell."""
+    from analysis.aggregate import split_joint_references
+
+    uri = empty_store(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("t1", artifact_location=(tmp_path / "artifacts").as_uri())
+    references = []
+    for seed in (0, 1):
+        for method in ("jt", "ra"):
+            write_run(client, experiment, make_config(method, seed, 6, tmp_path / method / str(seed), dataset="svhn"),
+                      method_accuracy(method, seed), artifacts=False)
+        config = make_config("jt", seed, 6, tmp_path / "jt5" / str(seed), dataset="svhn", **{"data.num_tasks": 5})
+        references.append(write_run(client, experiment, config, lambda i, j, s=seed: round(0.97 - 0.01 * j + 0.004 * s, 6),
+                                    num_tasks=5, artifacts=False))
+    data = load_experiment("t1", uri)
+    store = Store(tmp_path, uri, client, "", "")
+    table = results_table(data)
+    cells = table.cells.set_index(["row", "header"])
+    assert sorted(set(table.cells["row"])) == ["JT", "MeRGAN-RA"], "the 5-task JT runs are no configuration of their own"
+    mean, std = expected_cell(store, references, "avg_acc", 5)
+    assert cells.at[("JT", "Ours (5 tasks)"), "mean"] == pytest.approx(mean)
+    assert cells.at[("JT", "Ours (5 tasks)"), "std"] == pytest.approx(std)
+    full = list(data.runs.loc[(data.runs["method"] == "jt") & ~data.runs["run_id"].isin(references), "run_id"])
+    mean, std = expected_cell(store, full, "avg_acc", 6)
+    assert cells.at[("JT", "Ours (6 tasks)"), "mean"] == pytest.approx(mean)
+    ra = list(data.runs.loc[data.runs["method"] == "ra", "run_id"])
+    assert cells.at[("MeRGAN-RA", "Ours (5 tasks)"), "mean"] == pytest.approx(expected_cell(store, ra, "avg_acc", 5)[0])
+    assert "JT after 5 tasks: JT runs trained on the first 5 tasks' classes only" in table.caption
+    main, joint = split_joint_references(data)
+    assert sorted(joint.runs["run_id"]) == sorted(references) and not set(references) & set(main.runs["run_id"])
+
+    without = data.subset(full + ra)
+    note = results_table(without).caption
+    assert "JT after 5 tasks: row 5 of its 6-task run" in note
 
 
 def test_table2_for_lsun(store):
@@ -548,6 +642,56 @@ def test_mergan_report_writes_one_self_contained_page_and_prints_the_table(store
     assert "\\toprule" in (out / "tables" / "results.tex").read_text()
     assert len((out / "data" / "accuracy.csv").read_text().splitlines()) == len(data.accuracy) + 1
     assert "jtr replay_mode=fresh seed=2" in page, "the runs table lists every run"
+
+
+@pytest.fixture(scope="module")
+def mirrored_folders(tmp_path_factory) -> tuple[Path, str]:
+    """Run folders (each run's record, as the trainer writes it) and their MLflow mirror: SFT and RA at two
+    lambdas, two seeds each."""
+    root = tmp_path_factory.mktemp("folders")
+    uri = empty_store(root / "mlflow.db")
+    for seed in (0, 1):
+        config = make_config("sft", seed, 3, root / "runs" / f"sft-{seed}")
+        log_with_real_logger(uri, "mirrored", config, method_accuracy("sft", seed))
+        for lambda_ra in RA_LAMBDAS:
+            config = make_config("ra", seed, 3, root / "runs" / f"ra-{lambda_ra}-{seed}", lambda_ra=lambda_ra)
+            log_with_real_logger(uri, "mirrored", config, ra_accuracy(seed, lambda_ra))
+    return root / "runs", uri
+
+
+def test_run_folders_give_the_frames_and_tables_their_mlflow_mirror_gives(mirrored_folders):
+    runs, uri = mirrored_folders
+    from_mlflow, from_folders = load_experiment("mirrored", uri), load_run_folders([runs])
+    assert from_folders.tracking_uri == "" and sorted(from_folders.runs["run_id"]) == sorted(map(str, runs.iterdir()))
+    folder_of = dict(zip(from_mlflow.runs["run_id"], from_mlflow.runs["tag.out_dir"]))
+
+    def by_folder(frame):
+        frame = frame.assign(run_id=frame["run_id"].map(lambda r: folder_of.get(r, r)))
+        return frame.sort_values(list(frame.columns[:6])).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(by_folder(from_folders.accuracy), by_folder(from_mlflow.accuracy))
+    pd.testing.assert_frame_equal(by_folder(from_folders.task_metrics), by_folder(from_mlflow.task_metrics))
+    columns = ["run_id", "run_name", "method", "dataset", "seed", "config", "status", "tasks_done", "avg_acc",
+               "forgetting", "loss_d", "method.lambda_ra", "evaluator_cache_key", "tag.evaluator_cache_key"]
+    pd.testing.assert_frame_equal(by_folder(from_folders.runs)[columns], by_folder(from_mlflow.runs)[columns])
+    table = results_table(from_folders)
+    assert table.to_markdown() == results_table(from_mlflow).to_markdown()
+    assert "Paper (5 tasks)" in table.to_markdown() and "MeRGAN-RA (lambda_ra=1e-3)" in table.to_markdown()
+
+
+def test_mergan_report_of_run_folders_needs_neither_mlflow_nor_ray_nor_optuna(mirrored_folders, tmp_path):
+    runs, uri = mirrored_folders
+    env = without_packages(tmp_path, {"mlflow", "ray", "optuna"})
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "mergan_cli.main", "report", "--runs", str(runs), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert attempted(tmp_path) == [] and "from run folders" in done.stdout
+    table = results_table(load_experiment("mirrored", uri))
+    assert table.to_markdown() in done.stdout and (out / "tables" / "results.md").read_text() == table.to_markdown()
+    for name in ("forgetting_curves", "accuracy_matrices", "hyperparameter_response", "sample_grids"):
+        assert_written({kind: out / "figures" / f"{name}.{kind}" for kind in ("png", "pdf")})
+    assert "read from run folders" in (out / "report.html").read_text()
 
 
 def test_report_of_a_sweep_finds_its_optuna_study_and_splits_mixed_datasets(store, tmp_path):

@@ -8,11 +8,11 @@ package or from floors below it, counting imports inside functions too (they run
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
+
+from tests.support.blocked_imports import attempted, without_packages
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {"mergan_cli": 4, "sweep": 4, "trainables": 3, "analysis": 3, "tracking": 2, "search_spaces": 2,
@@ -125,33 +125,48 @@ def test_the_walker_sees_an_upward_import(tmp_path):
     assert "tracking.callback" in imports_of("mergan.trainer", path, {"tracking.callback", "mergan.trainer"})
 
 
-# A finder that refuses ``ray`` and its submodules, installed before sweep.py runs: as if Ray were not installed.
-BLOCK_RAY = textwrap.dedent("""
-    import sys
-
-    class BlockRay:
-        def find_spec(self, name, path=None, target=None):
-            if name == "ray" or name.startswith("ray."):
-                raise ImportError(f"No module named {name!r} (blocked by the test)", name=name)
-            return None
-
-    sys.meta_path.insert(0, BlockRay())
-""")
-
-
 def test_sweep_dry_run_does_not_need_ray(tmp_path):
     """Planning and validating a sweep (``sweep.py --dry-run``) imports neither Ray nor its Tune."""
-    (tmp_path / "sitecustomize.py").write_text(BLOCK_RAY)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {**without_packages(tmp_path, {"ray"}), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     blocked = subprocess.run([sys.executable, "-c", "import ray"], check=False, env=env,
                              capture_output=True, text=True)
     assert blocked.returncode != 0 and "blocked by the test" in blocked.stderr
+    (tmp_path / "blocked.txt").unlink()
     done = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "--dry-run", "--space", "methods",
                            "--storage-path", str(tmp_path / "sweeps")],
                           check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "blocked by the test" not in done.stderr
+    assert attempted(tmp_path) == []
+
+
+def file_names(package: str) -> set[str]:
+    """The file and folder names a package's modules spell out as constants (``STATE_FILE = "mlflow.json"``)."""
+    names = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)):
+                continue
+            targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if isinstance(node.value.value, str) and any(t.endswith(("_FILE", "_FOLDER", "_DIR")) for t in targets):
+                names.add(node.value.value)
+    return names
+
+
+def test_the_trainer_names_no_file_of_the_trackers():
+    """``mergan`` owns the run folder; the files trackers keep there are theirs to name (``tracking.mirror``
+    keeps its state under ``mergan.run_folder.MIRRORS``), so no string in ``mergan`` spells one, nor says mlflow."""
+    theirs = file_names("tracking")
+    assert "mlflow.json" in theirs  # the check sees tracking's names
+    found = []
+    for path in (ROOT / "mergan").rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        found += [f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                  and (node.value in theirs or "mlflow" in node.value.lower())]
+    assert not found, "mergan spells out files of the trackers:\n" + "\n".join(found)
 
 
 def test_tests_share_helpers_through_tests_support_only():
@@ -165,3 +180,25 @@ def test_tests_share_helpers_through_tests_support_only():
             if isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.path":
                 found.append(f"{path.name} touches sys.path")
     assert not found, "\n".join(found)
+
+
+def test_methods_never_import_the_trainer_not_even_for_type_hints():
+    """A method depends on what a hook may use (mergan.methods.context), not on the Trainer class."""
+    found = []
+    for path in sorted((ROOT / "mergan" / "methods").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):  # every import, TYPE_CHECKING ones too
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name} imports {n}" for n in names if n == "mergan.trainer" or n.startswith("mergan.trainer.")]
+    assert not found, "\n".join(found)
+
+
+def test_reading_configs_and_the_commands_besides_train_do_not_import_torch():
+    """The methods' registry (torch, every plugin) loads when a config needs its knobs, not before: naming
+    fields, reports and syncs stay quick."""
+    code = ("import sys, mergan.config, mergan_cli.main as m; m.build_parser(['report', '--help']); "
+            "assert 'torch' not in sys.modules, 'torch imported'; mergan.config.resolve_key('lr_g'); "
+            "assert 'torch' not in sys.modules; mergan.config.resolve_key('lambda_ra'); "
+            "assert 'torch' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]

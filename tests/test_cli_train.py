@@ -8,16 +8,19 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from mergan.config import BASE_METHODS, PRESETS, ExperimentConfig
+from mergan.config import PRESETS, ExperimentConfig, section_knobs
+from mergan.methods import REGISTRY
 from mergan_cli.main import build_parser, main
+from tests.support.blocked_imports import attempted, without_packages
+from tests.support.fake_runs import empty_folders
+from tests.support.mlflow_process import free_port
 from tests.support.runs import TINY_RUN
-from tracking.callback import run_id_from_out_dir
+from tracking.mirror import run_id_of
 
 
 def test_each_new_run_gets_its_own_folder_and_runs_latest_links_the_newest(in_tmp, capsys):
@@ -45,17 +48,38 @@ def test_a_named_folder_holding_a_run_is_refused_unless_overwrite_clears_it(in_t
     assert f"run.out_dir: {out} holds another run" in err and "--resume" in err and "--overwrite" in err
     assert (out / "task_2" / "checkpoint.pt").read_bytes() == first_checkpoint  # nothing was touched
 
-    # MLflow records the store never received are not deleted by --overwrite.
-    (out / "mlflow_outbox").mkdir()
-    (out / "mlflow_outbox" / "session.jsonl").write_text('{"op": "header"}\n')
+    # A record that its MLflow run has not received in full is not deleted by --overwrite.
+    dead = f"http://127.0.0.1:{free_port()}"  # an MLflow server that does not answer: the run trains all the same
+    assert main(["train", *TINY_RUN, "--tasks", "0", "--out-dir", str(out), "--overwrite", "--tracking-uri", dead]) == 0
+    assert f"the MLflow server at {dead} does not answer" in capsys.readouterr().err
     assert main(["train", *TINY_RUN, "--tasks", "0", "--out-dir", str(out), "--overwrite", "--no-mlflow"]) == 2
-    assert "holds MLflow records not sent yet; send them with `mergan sync --outbox" in capsys.readouterr().err
-    (out / "mlflow_outbox" / "session.jsonl").unlink()
+    assert f"lacks part of its record; send it with `mergan sync {out}`" in capsys.readouterr().err
+    assert main(["sync", str(out), "--tracking-uri", f"sqlite:///{in_tmp / 'mlflow.db'}"]) == 0
 
     (out / "notes.txt").write_text("mine")
     assert main(["train", *TINY_RUN, "--tasks", "0", "--out-dir", str(out), "--overwrite", "--no-mlflow"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "notes.txt", "results.json", "samples", "task_1"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "notes.txt", "record.jsonl", "results.json",
+                                                     "samples", "task_1"]
     assert (out / "notes.txt").read_text() == "mine"  # only the old run's own files were deleted
+
+
+def test_train_without_mlflow_imports_neither_mlflow_nor_ray_nor_optuna(tmp_path):
+    """A GPU machine with PyTorch and no tracking stack trains (and keeps its record) all the same."""
+    env = {**without_packages(tmp_path, {"mlflow", "ray", "optuna"}), "MERGAN_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "mergan_cli.main", "train", *TINY_RUN, "--no-mlflow",
+                           "--out-dir", str(tmp_path / "run")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert attempted(tmp_path) == []
+    assert (tmp_path / "run" / "record.jsonl").is_file() and not (tmp_path / "run" / "mirrors").exists()
+
+
+def test_a_tracking_uri_mlflow_cannot_use_is_refused_before_any_training(in_tmp, capsys):
+    assert main(["train", *TINY_RUN, "--tracking-uri", "junk://x"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("mergan train: error: --tracking-uri: MLflow cannot use the tracking URI 'junk://x'")
+    assert "sqlite:///" in line and "--no-mlflow" in line
+    assert not (in_tmp / "runs").exists()  # refused before a folder was made
 
 
 def test_resume_continues_in_the_runs_own_folder_even_from_elsewhere(in_tmp, monkeypatch, capsys):
@@ -78,7 +102,7 @@ def _resumable_run(tmp_path: Path, uri: str) -> Path:
 def test_ctrl_c_prints_where_it_stopped_and_how_to_resume_and_marks_the_mlflow_run_killed(in_tmp):
     uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
     out = _resumable_run(in_tmp, uri)
-    run_id = run_id_from_out_dir(out, uri)
+    run_id = run_id_of(out, uri)
     # Task 2 again, long enough to be interrupted in the middle. A shell that starts jobs in the background
     # makes them ignore SIGINT, and Python keeps that: so the child installs Python's usual handler itself.
     entry = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
@@ -100,7 +124,7 @@ def test_ctrl_c_prints_where_it_stopped_and_how_to_resume_and_marks_the_mlflow_r
     assert last_line.startswith("mergan train: stopped by Ctrl-C in task 2/2, step ")
     assert f"task 1 is saved in {out}; continue with: mergan train --resume {out} --tracking-uri {uri}" in last_line
     assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
-    assert not (out / "mlflow_outbox").exists()  # no staging debris
+    assert not empty_folders(out)  # no staging debris
 
     # The printed command continues the same MLflow run to the end.
     resume = last_line.split("continue with: ")[1].split()
@@ -127,7 +151,7 @@ def test_help_lists_methods_presets_and_each_flags_meaning_and_allowed_values(ca
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    for method in BASE_METHODS:
+    for method in REGISTRY.built_in:
         assert f" {method} " in text.split("methods (--method")[1]
     for preset in PRESETS:
         assert f" {preset} " in text.split("presets (--preset")[1]
@@ -137,10 +161,11 @@ def test_help_lists_methods_presets_and_each_flags_meaning_and_allowed_values(ca
     assert "--lr-g LR_G Adam learning rate of the generator; allowed: > 0 (default: 2e-4;" in text
     assert "--beta1 BETA1 Adam beta1 of both optimizers; allowed: in [0, 1) (default: 0)" in text
     assert "--lambda-ra LAMBDA_RA ra: weight of the replay-alignment loss; allowed: >= 0 (default: 0.01;" in text
+    assert "--replay-share REPLAY_SHARE dgr, jtr, ra, er: share of each step replayed" in text  # a shared knob
 
 
 def test_every_config_field_says_what_it_means():
     """The help is generated from the fields: a field added without a meaning would show none."""
     for section in ExperimentConfig().sections().values():
-        for f in fields(section):
-            assert f.metadata.get("meaning"), f"{type(section).__name__}.{f.name} has no meaning for --help"
+        for name, knob in section_knobs(section).items():
+            assert knob.meaning, f"{type(section).__name__}.{name} has no meaning for --help"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mergan.config import ConfigError, DataConfig
+from mergan.config import ConfigError, DataConfig, build_config
 from mergan.data import ClassDataset, DatasetError, ImageSet, load_dataset, task_stream
 from tests.support import data_fixtures as fx
 
@@ -113,6 +113,31 @@ def test_task_stream(mnist5k):
     with pytest.raises(ConfigError) as error:
         task_stream(mnist5k, DataConfig(tasks="0|1", num_tasks=3))
     assert_names(error, "data.num_tasks", "1..2")
+
+
+def test_task_order_puts_the_streams_classes_in_a_seeded_or_given_order_keeping_task_sizes(mnist5k):
+    shuffled = task_stream(mnist5k, DataConfig(task_order="random", order_seed=3))
+    assert sorted(c for task in shuffled for c in task) == list(range(10)) and shuffled != [[c] for c in range(10)]
+    assert shuffled == task_stream(mnist5k, DataConfig(task_order="random", order_seed=3))  # the seed decides
+    assert shuffled != task_stream(mnist5k, DataConfig(task_order="random", order_seed=4))
+    grouped = task_stream(mnist5k, DataConfig(tasks="0,1|2,3|4", task_order="random", order_seed=3))
+    assert [len(t) for t in grouped] == [2, 2, 1] and sorted(c for task in grouped for c in task) == [0, 1, 2, 3, 4]
+    assert task_stream(mnist5k, DataConfig(tasks="0,1|2,3|4", task_order="4,3,2,1,0")) == [[4, 3], [2, 1], [0]]
+    # num_tasks keeps the first tasks of the ordered stream
+    assert task_stream(mnist5k, DataConfig(task_order="9,8,7,6,5,4,3,2,1,0", num_tasks=2)) == [[9], [8]]
+    assert task_stream(mnist5k, DataConfig(task_order="label", order_seed=7)) == [[c] for c in range(10)]
+
+
+@pytest.mark.parametrize("order", ["shuffled", "1,1,2", ","])
+def test_a_task_order_that_is_no_order_is_refused_with_the_config(order):
+    with pytest.raises(ConfigError, match=f"data.task_order: '{order}' is not allowed; allowed: label, random, or"):
+        build_config(overrides={"task_order": order})
+
+
+@pytest.mark.parametrize("order", ["2,1", "2,1,5", "0,1,2,3"])
+def test_a_task_order_that_is_not_the_streams_classes_is_refused_by_the_data(mnist5k, order):
+    with pytest.raises(ConfigError, match="must hold every class of the stream once; the stream's classes are 0,1,2"):
+        task_stream(mnist5k, DataConfig(tasks="0|1|2", task_order=order))
 
 
 # -- mnist (IDX files) ----------------------------------------------------------------------------------
@@ -258,6 +283,40 @@ def test_lsun_cap_and_fingerprint(lsun_root):
     assert capped.train.labels.bincount().tolist() == [2, 2, 2, 2]
     assert capped.test.labels.bincount().tolist() == [2, 2, 2, 2]
     assert capped.fingerprint != ds.fingerprint
+
+
+def test_lsun_balance_cuts_every_category_to_the_smallest(tmp_path):
+    """The authors' LSUN_10_100000: the same number of images of each category (per part)."""
+    fx.write_lsun(tmp_path, train_per_category={"bedroom": 7, "kitchen": 3, "church_outdoor": 5, "tower": 9},
+                  val_per_category=2)
+    assert load("lsun", tmp_path, image_size=32).train.labels.bincount().tolist() == [7, 3, 5, 9]
+    balanced = load("lsun", tmp_path, image_size=32, lsun_balance=True)
+    assert balanced.train.labels.bincount().tolist() == [3, 3, 3, 3]
+    capped = load("lsun", tmp_path, image_size=32, lsun_balance=True, lsun_max_per_class=4)
+    assert capped.train.labels.bincount().tolist() == [3, 3, 3, 3]
+    assert load("lsun", tmp_path, image_size=32, lsun_max_per_class=4).train.labels.bincount().tolist() == [4, 3, 4, 4]
+
+
+def test_lsun_squash_keeps_the_whole_image_and_center_crop_cuts_its_sides(tmp_path):
+    """Wide images whose left eighth is white: the authors' squash keeps that strip, a centre crop drops it."""
+    fx.write_lsun(tmp_path, train_per_category=1, val_per_category=1, left_strip=(255, 255, 255), fmt="PNG")
+    crop = load("lsun", tmp_path, image_size=32).train.get_uint8([0])[0]  # an 80x60 bedroom image
+    squash = load("lsun", tmp_path, image_size=32, lsun_resize="squash").train.get_uint8([0])[0]
+    red = torch.tensor(fx.LSUN_COLORS["bedroom"], dtype=torch.uint8)
+    assert (crop[:, :, 1:].permute(1, 2, 0) == red).all() and (crop[:, :, 0] < 250).all()
+    assert (squash[:, :, :3] == 255).all()  # the strip, 4 of 32 columns, kept
+    assert (squash[:, :, 6:].permute(1, 2, 0) == red).all()
+    assert squash.shape == crop.shape == (3, 32, 32)
+    assert (load("lsun", tmp_path, image_size=32, lsun_resize="squash").fingerprint
+            != load("lsun", tmp_path, image_size=32).fingerprint)
+
+
+def test_paper_lsun_reads_lsun_as_the_authors_loader():
+    from mergan.config import build_config
+
+    data = build_config("paper-lsun", overrides={"data_root": "/data/lsun"}, validate=False).data
+    assert (data.lsun_max_per_class, data.lsun_balance, data.lsun_resize) == (100000, True, "squash")
+    assert build_config("resnet64", validate=False).data.lsun_resize == "center-crop"
 
 
 def test_lsun_webp(tmp_path):

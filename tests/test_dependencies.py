@@ -44,13 +44,13 @@ def test_constraints_pin_every_dependency_within_its_bounds():
 
 def test_constraints_hold_no_machine_specific_wheels_or_local_versions():
     text = (ROOT / "constraints.txt").read_text()
-    assert not re.search(r"^(nvidia-|cuda-|triton==)", text, re.M)
+    assert not re.search(r"^(nvidia-|cuda-|triton==)", text, re.MULTILINE)
     assert "+" not in "".join(line for line in text.splitlines() if not line.startswith("#"))
     assert "torch==" in text
 
 
 def test_make_installs_from_the_constraints():
     makefile = (ROOT / "Makefile").read_text()
-    install = re.search(r"^\$\(VENV\)/\.installed:.*\n((?:\t.*\n)+)", makefile, re.M)
+    install = re.search(r"^\$\(VENV\)/\.installed:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert install and "constraints.txt" in install.group(0).splitlines()[0]
     assert "-c constraints.txt" in install.group(1)

@@ -3,14 +3,12 @@
 Each test pins one place where an earlier version trained differently (docs/fidelity.md).
 """
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mergan.config import build_config
-from mergan.methods.base import per_class_replay_count
+from mergan.config import build_config, parse_tasks
+from mergan.methods.context import task_context
 from mergan.trainer import Trainer
 
 TEN_TASKS = "0|1|2|3|4|5|6|7|8|9"
@@ -41,17 +39,17 @@ def trainer_for(tiny_config, mnist5k, mnist64, net, **overrides):
 def test_ra_term_is_exactly_zero_when_the_new_generator_equals_the_old(tiny_config, mnist5k, mnist64, net):
     """Nine earlier classes in one forward: the class-grouped statistics make it equal to nine calls."""
     trainer = trainer_for(tiny_config, mnist5k, mnist64, net, method="ra", tasks=TEN_TASKS, batch_size=64)
-    trainer.train_task(0)  # weights (and, formerly, running statistics) that are not the initial ones
-    trainer.tasks_done = 9
-    trainer.method.before_task(trainer, 9)  # G_{t-1} := G_t
+    trainer.run_task(0)  # weights (and, formerly, running statistics) that are not the initial ones
+    task = trainer.task_context(9)
+    trainer.method.before_task(trainer, task)  # G_{t-1} := G_t
     trainer.generator.train()
-    assert trainer.method.generator_terms(trainer, 9)["loss_ra"].item() == 0.0
+    assert trainer.method.generator_terms(trainer, task)["loss_ra"].item() == 0.0
 
 
 @pytest.mark.parametrize("net", ["dcgan32", "resnet64"])
 def test_a_class_samples_do_not_depend_on_the_other_classes_in_the_batch(tiny_config, mnist5k, mnist64, net):
     trainer = trainer_for(tiny_config, mnist5k, mnist64, net)
-    trainer.train_task(0)
+    trainer.run_task(0)
     generator = trainer.generator.train()
     z = torch.randn(24, trainer.config.model.z_dim)
     alone = generator(z[:8], torch.zeros(8, dtype=torch.long))
@@ -63,7 +61,7 @@ def test_a_class_samples_do_not_depend_on_the_other_classes_in_the_batch(tiny_co
 def test_evaluation_samples_use_single_class_batch_statistics_like_training(tiny_config, mnist5k, mnist64, net):
     """The sampler normalises each class in batch-sized groups, as the authors' 64-image evaluation calls."""
     trainer = trainer_for(tiny_config, mnist5k, mnist64, net, batch_size=16)
-    trainer.train_task(0)
+    trainer.run_task(0)
     z = torch.randn(40, trainer.config.model.z_dim)
     labels = torch.tensor([0] * 20 + [1] * 20)
     sampled = trainer.sampler().sample(labels, z)
@@ -79,7 +77,7 @@ def test_sample_grids_show_images_with_the_evaluations_statistics(tiny_config, m
     from mergan.evaluation.seeding import derive_seed, fixed_normal
 
     trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", batch_size=16)
-    trainer.train_task(0)
+    trainer.run_task(0)
     sampler = trainer.sampler()
     grid = class_grid(sampler, [0, 1], per_class=3, seed=0, device="cpu")
     z = fixed_normal(16, trainer.config.model.z_dim, derive_seed(0, "grid-z"))
@@ -95,26 +93,25 @@ def test_generators_keep_no_running_statistics(tiny_config, mnist5k, mnist64):
 
 
 # -- 2. replayed samples per earlier class: 64 // class_count (digits), 64 (LSUN) --------------------
-def _stream(dataset, tasks, **overrides):
+def replay_per_class(dataset, tasks, index, **overrides):
+    """What the task context of task ``index`` (0-based) says each earlier class gets per step."""
     config = build_config(overrides={"dataset": dataset, "tasks": tasks, "batch_size": 64, **overrides},
                           validate=False)
-    return SimpleNamespace(config=config, tasks=[[int(c) for c in t.split(",")] for t in tasks.split("|")],
-                           device=torch.device("cpu"))
+    return task_context(parse_tasks(tasks), index, config, "cpu").replay_per_class
 
 
 @pytest.mark.parametrize("task,expected", [(1, 64), (2, 32), (3, 21), (4, 16), (9, 7)])
 def test_digits_replay_64_over_the_number_of_earlier_classes(task, expected):
-    assert per_class_replay_count(_stream("mnist", TEN_TASKS), task, 64) == expected
+    assert replay_per_class("mnist", TEN_TASKS, task) == expected
 
 
 def test_digits_with_two_classes_per_task_divide_by_earlier_classes_not_tasks():
-    stream = _stream("mnist", "0,1|2,3|4,5")
-    assert [per_class_replay_count(stream, t, 64) for t in (1, 2)] == [32, 16]
+    assert [replay_per_class("mnist", "0,1|2,3|4,5", t) for t in (1, 2)] == [32, 16]
 
 
 @pytest.mark.parametrize("task", [1, 2, 3])
 def test_lsun_replays_a_whole_batch_per_earlier_class(task):
-    assert per_class_replay_count(_stream("lsun", "0|1|2|3"), task, 64) == 64
+    assert replay_per_class("lsun", "0|1|2|3", task) == 64
 
 
 @pytest.mark.parametrize("method,replay_mode", [("ra", "fresh"), ("jtr", "fresh"), ("jtr", "fixed")])
@@ -123,12 +120,12 @@ def test_each_method_draws_the_authors_count_per_earlier_class(tiny_config, mnis
                                                                task, expected):
     trainer = trainer_for(tiny_config, mnist5k, mnist64, "small", method=method, replay_mode=replay_mode,
                           replay_size_per_class=8, tasks="0|1|2|3|4", batch_size=64)
-    trainer.tasks_done = task
-    trainer.method.before_task(trainer, task)
+    context = trainer.task_context(task)
+    trainer.method.before_task(trainer, context)
     if method == "ra":
-        labels = trainer.method.alignment_labels(trainer, task)
+        labels = trainer.method.labels
     else:
-        labels, _, images = trainer.method.replay_pairs(trainer, task)
+        labels, _, images = trainer.method.replay_pairs(trainer, context)
         assert images.shape[0] == labels.shape[0]
     assert labels.tolist() == [c for c in range(task) for _ in range(expected)]
 
@@ -146,15 +143,14 @@ def test_ra_scale_follows_the_authors_reduction(tiny_config, mnist5k, mnist64):
 def _jtr_at_task_three(tiny_config, mnist5k, mnist64, **overrides):
     trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", method="jtr", tasks="0|1|2", batch_size=16,
                           **overrides)
-    trainer.train_task(0)
-    trainer.tasks_done = 1
-    trainer.train_task(1)  # G_t now differs from G_{t-1}
-    trainer.tasks_done = 2
-    trainer.method.before_task(trainer, 2)
+    trainer.run_task(0)
+    trainer.run_task(1)  # G_t now differs from G_{t-1}
+    task = trainer.task_context(2)
+    trainer.method.before_task(trainer, task)
     with torch.no_grad():
         for p in trainer.generator.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    return trainer
+    return trainer, task
 
 
 def _authors_jtr_terms(trainer, z, per_class):
@@ -173,12 +169,12 @@ def _authors_jtr_terms(trainer, z, per_class):
 
 
 def test_jtr_critic_and_generator_terms_are_the_authors_per_class_sums(tiny_config, mnist5k, mnist64):
-    trainer = _jtr_at_task_three(tiny_config, mnist5k, mnist64)
+    trainer, task = _jtr_at_task_three(tiny_config, mnist5k, mnist64)
     per_class = 16 // 2
     torch.manual_seed(11)
-    critic_term = trainer.method.critic_terms(trainer, 2)["loss_jtr_d"]
+    critic_term = trainer.method.critic_terms(trainer, task)["loss_jtr_d"]
     torch.manual_seed(11)
-    generator_term = trainer.method.generator_terms(trainer, 2)["loss_jtr_g"]
+    generator_term = trainer.method.generator_terms(trainer, task)["loss_jtr_g"]
     torch.manual_seed(11)
     z = torch.randn(2 * per_class, trainer.config.model.z_dim)
     expected_critic, expected_generator = _authors_jtr_terms(trainer, z, per_class)
@@ -195,24 +191,25 @@ def test_jtr_per_class_terms_weigh_every_earlier_class_like_the_current_one():
 
 
 def test_jtr_real_batches_hold_only_the_current_task_and_replay_nothing_into_them(tiny_config, mnist5k, mnist64):
-    trainer = _jtr_at_task_three(tiny_config, mnist5k, mnist64)
-    assert trainer.method.replay(trainer, 2, 16) is None and trainer.method.replay_labels(trainer, 2, 16) is None
-    _, labels = trainer.real_batches(trainer.method.real_classes(trainer, 2)).next()
+    trainer, task = _jtr_at_task_three(tiny_config, mnist5k, mnist64)
+    assert trainer.method.replay(trainer, task) is None and trainer.method.replay_labels(trainer, task) is None
+    _, labels = trainer.real_batches(trainer.method.real_classes(trainer, task)).next()
     assert set(labels.tolist()) == {2}
 
 
 def test_jtr_concatenated_form_stays_available_as_an_option(tiny_config, mnist5k, mnist64):
-    trainer = _jtr_at_task_three(tiny_config, mnist5k, mnist64, jtr_loss="concatenated")
-    images, labels = trainer.method.replay(trainer, 2, 16)
+    trainer, task = _jtr_at_task_three(tiny_config, mnist5k, mnist64, jtr_loss="concatenated")
+    images, labels = trainer.method.replay(trainer, task)
     assert labels.tolist() == [0] * 8 + [1] * 8 and images.shape[0] == 16
-    assert trainer.method.critic_terms(trainer, 2) == {}
+    assert trainer.method.critic_terms(trainer, task) == {}
 
 
 # -- 4. JT: one model on every class from the start, one optimizer for the whole run ----------------
 def test_jt_trains_every_class_of_the_stream_from_the_first_task(tiny_config, mnist5k):
     trainer = Trainer(tiny_config(method="jt", tasks="0|1|2"), dataset=mnist5k)
-    assert trainer.method.real_classes(trainer, 0) == [0, 1, 2]
-    _, labels = trainer.real_batches(trainer.method.real_classes(trainer, 0)).next()
+    first = trainer.task_context(0)
+    assert trainer.method.real_classes(trainer, first) == [0, 1, 2]
+    _, labels = trainer.real_batches(trainer.method.real_classes(trainer, first)).next()
     assert len(set(labels.tolist())) > 1
 
 
@@ -228,7 +225,7 @@ def test_jt_keeps_its_optimizer_state_across_tasks_and_resumes_it(tiny_config, m
 
 def test_jt_stream_keeps_the_streamed_reference_for_intransigence(tiny_config, mnist5k):
     trainer = Trainer(tiny_config(method="jt-stream", tasks="0|1|2"), dataset=mnist5k)
-    assert [trainer.method.real_classes(trainer, t) for t in range(3)] == [[0], [0, 1], [0, 1, 2]]
+    assert [trainer.method.real_classes(trainer, trainer.task_context(t)) for t in range(3)] == [[0], [0, 1], [0, 1, 2]]
     assert trainer.method.resets_optimizers
 
 
@@ -254,23 +251,173 @@ def test_paper_preset_ewc_still_learns_task_two(tmp_path, monkeypatch):
                                          ewc_fisher_samples=128, eval_when="none", out_dir=str(tmp_path / "ewc")))
     assert config.method.lambda_ewc == 1e9
     trainer = Trainer(config)
-    trainer.train_task(0)
-    trainer.method.after_task(trainer, 0)
-    trainer.tasks_done = 1
+    trainer.run_task(0)
     start = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
     critic, rng = {k: v.clone() for k, v in trainer.critic.state_dict().items()}, torch.get_rng_state()
+    fisher, anchor = trainer.method.fisher, trainer.method.anchor  # what task 1 left (task 2's after_task adds)
 
-    def distance_moved_on_task_two() -> float:
+    def distance_moved_on_task_two(penalty: bool) -> float:
         trainer.generator.load_state_dict(start)
         trainer.critic.load_state_dict(critic)
         torch.set_rng_state(rng)
-        trainer.train_task(1)
+        trainer.method.fisher, trainer.method.anchor = (fisher if penalty else None), anchor  # None: SFT
+        trainer.run_task(1)
         moved = [(p.detach() - start[k]).flatten() for k, p in trainer.generator.named_parameters()]
         return torch.cat(moved).norm().item()
 
-    with_ewc = distance_moved_on_task_two()
-    fisher, trainer.method.fisher = trainer.method.fisher, None  # the same run without the penalty: SFT
-    without = distance_moved_on_task_two()
+    with_ewc = distance_moved_on_task_two(penalty=True)
+    without = distance_moved_on_task_two(penalty=False)
     assert without > 0 and with_ewc > 0.5 * without
-    trainer.method.fisher = fisher
-    assert trainer.method.generator_terms(trainer, 1)["loss_ewc"].item() > 0  # it still holds something
+    trainer.method.fisher, trainer.method.anchor = fisher, anchor
+    assert trainer.method.generator_terms(trainer, trainer.task_context(1))["loss_ewc"].item() > 0  # still holds
+
+
+# -- 7. evaluation groups of exactly the training batch size; JT's mixed-batch statistics ----------------
+class GroupSpy(torch.nn.Module):
+    """A generator that records the size of every batch-norm group it is called with (and the classes in it)."""
+
+    z_dim = 4
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.num_classes = num_classes
+        self.groups: list[list[int]] = []  # the labels of each group, call by call
+
+    def forward(self, z, labels, groups):
+        for g in range(groups.count):
+            members = labels[groups.index == g].tolist()
+            if members:
+                self.groups.append(members)
+        return torch.zeros(len(labels), 1, 2, 2)
+
+
+class ChanceEvaluator:
+    device = torch.device("cpu")
+    num_classes = 10
+
+    def logits_and_features(self, images):
+        return torch.zeros(len(images), self.num_classes), torch.zeros(len(images), 3)
+
+
+@pytest.mark.parametrize("per_class", [6400, 100])
+def test_every_evaluation_group_holds_exactly_the_training_batch_size(per_class):
+    """As the authors' 100 calls of 64 images per class: no group of 52 or 16 from 500-image forwards."""
+    from mergan.evaluation.accuracy import generated_class_accuracy
+    from mergan.methods.base import GeneratorSampler
+
+    spy = GroupSpy()
+    scored = []
+    generated_class_accuracy(GeneratorSampler(spy, 4, 64), ChanceEvaluator(), [0, 3], per_class, seed=0,
+                             device="cpu", on_batch=lambda cls, images, _: scored.append((cls, len(images))))
+    assert {len(group) for group in spy.groups} == {64}
+    assert all(len(set(group)) == 1 for group in spy.groups)  # one class per group
+    assert {cls: sum(n for c, n in scored if c == cls) for cls in (0, 3)} == {0: per_class, 3: per_class}
+
+
+def test_dgr_coverage_draws_whole_groups_of_the_training_batch_size():
+    from mergan.evaluation.accuracy import class_coverage
+    from mergan.models.norm import groups_of_size
+
+    spy = GroupSpy(num_classes=1)
+
+    def unconditional(z):
+        labels = torch.zeros(len(z), dtype=torch.long)
+        return spy(z, labels, groups_of_size(labels, 1, 64))
+
+    class Counting(ChanceEvaluator):
+        seen = 0
+
+        def logits_and_features(self, images):
+            Counting.seen += len(images)
+            return super().logits_and_features(images)
+
+    class_coverage(unconditional, 4, Counting(), [0, 1, 2], 500, seed=0, device="cpu", group_size=64)
+    assert {len(group) for group in spy.groups} == {64}
+    assert Counting.seen == 1500
+
+
+def test_jt_evaluation_draws_mixed_groups_with_the_classes_in_turns():
+    """``joint.py`` evaluates on batches whose labels are [0, ..., 9] * 10: every class in every batch."""
+    from mergan.evaluation.accuracy import generated_class_accuracy
+    from mergan.methods.base import MixedClassSampler
+
+    spy = GroupSpy()
+    counts: dict[int, int] = {}
+    sampler = MixedClassSampler(spy, 4, 64)
+
+    def count(cls, images, _):
+        counts[cls] = counts.get(cls, 0) + len(images)
+
+    generated_class_accuracy(sampler, ChanceEvaluator(), list(range(10)), 100, seed=0, device="cpu", on_batch=count)
+    assert {len(group) for group in spy.groups} == {64}
+    for group in spy.groups:  # ten classes in turns: 7 or 6 of each in 64
+        assert sorted(set(group)) == list(range(10))
+        assert max(group.count(c) for c in range(10)) - min(group.count(c) for c in range(10)) <= 1
+    assert counts == dict.fromkeys(range(10), 100)
+
+
+def test_jt_draws_each_class_from_its_own_fixed_z_like_the_other_methods():
+    from mergan.evaluation.accuracy import generated_batches, mixed_class_batches
+
+    class Echo:  # an "image" is its z, so the z each class got can be read back
+        z_dim, group_size, mixes_classes = 4, 8, True
+
+        def sample(self, labels, z):
+            return z.view(-1, 1, 2, 2).clamp(-1, 1)
+
+    mixed = {c: torch.cat([im for cls, im in mixed_class_batches(Echo(), [2, 5], 20, 7, "cpu") if cls == c])
+             for c in (2, 5)}
+    for cls in (2, 5):
+        alone = torch.cat(list(generated_batches(Echo(), cls, 20, 7, "cpu")))
+        torch.testing.assert_close(mixed[cls], alone)
+
+
+@pytest.mark.parametrize("method", ["jt", "jt-stream"])
+def test_jt_normalises_each_mixed_training_batch_as_one(tiny_config, mnist5k, mnist64, method, monkeypatch):
+    """``joint.py``'s generator calls hold 64 samples of random classes, normalised together."""
+    from mergan.models import norm
+
+    seen = []
+    plain = norm.group_batch_norm
+
+    def spy(x, groups, eps=norm.EPS):
+        seen.append(torch.bincount(groups.index, minlength=groups.count).tolist())
+        return plain(x, groups, eps)
+
+    monkeypatch.setattr(norm, "group_batch_norm", spy)
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", method=method, tasks="0,1,2|3", batch_size=16)
+    trainer.run_task(1 if method == "jt-stream" else 0)  # batches of several classes
+    assert seen and all(sorted(counts, reverse=True)[:1] == [16] and sum(counts) == 16 for counts in seen)
+
+
+def test_sequential_methods_keep_one_class_per_batch_norm_group(tiny_config, mnist5k, mnist64, monkeypatch):
+    from mergan.models import norm
+
+    seen = []
+    plain = norm.group_batch_norm
+
+    def spy(x, groups, eps=norm.EPS):
+        seen.append(int((torch.bincount(groups.index, minlength=groups.count) > 0).sum()))
+        return plain(x, groups, eps)
+
+    monkeypatch.setattr(norm, "group_batch_norm", spy)
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", method="sft", tasks="0,1,2|3", batch_size=16)
+    trainer.run_task(0)
+    assert max(seen) > 1  # three classes in a batch: three groups
+
+
+def test_jt_samples_are_normalised_over_mixed_groups_of_the_batch_size(tiny_config, mnist5k, mnist64):
+    trainer = trainer_for(tiny_config, mnist5k, mnist64, "dcgan32", method="jt", tasks="0|1|2", batch_size=8)
+    trainer.run_task(0)
+    sampler = trainer.sampler()
+    labels = torch.tensor([0, 1, 2] * 8)
+    z = torch.randn(24, trainer.config.model.z_dim)
+    sampled = sampler.sample(labels, z)
+    trainer.generator.train()
+    with torch.no_grad():  # a training-mode call on 8 samples of mixed classes, as one JT batch
+        for rows in (slice(0, 8), slice(8, 16), slice(16, 24)):
+            whole = trainer.method.norm_groups(trainer, labels[rows])
+            torch.testing.assert_close(sampled[rows], trainer.generator(z[rows], labels[rows], whole),
+                                       rtol=1e-5, atol=1e-5)
+    per_class = trainer.generator(z[:8], labels[:8])  # the per-class statistics would differ
+    assert not torch.allclose(sampled[:8], per_class, atol=1e-4)

@@ -23,10 +23,31 @@ def test_the_paper_scale_is_the_papers_protocol(tmp_path, capsys):
     assert main(["reproduce", "table1", "--scale", "paper", "--dry-run", "--storage-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "18 trials (seeds 0, 1, 2), preset paper-mnist, 10 tasks" in out and "0|1|2|3|4|5|6|7|8|9" in out
+    # Table 1's JT after 5 tasks: JT trained on the first 5 tasks' classes, one run per seed
+    assert "then 3 JT trials on the first 5 tasks (Table 1's 5-task JT)" in out
     assert main(["reproduce", "table1", "--dataset", "svhn", "--data-root", str(tmp_path), "--scale", "paper",
                  "--dry-run", "--storage-path", str(tmp_path)]) == 0
     assert "preset paper-svhn" in capsys.readouterr().out
     assert not (tmp_path / "t1").exists()  # a dry run writes nothing
+
+
+def test_the_5_task_jt_runs_are_jt_on_the_first_5_tasks_of_the_same_stream(tmp_path):
+    import argparse
+
+    from mergan_cli.reproduce import table1_plan
+
+    args = argparse.Namespace(scale="paper", dataset="mnist5k", seeds=2, first_seed=0, iterations=None, data_root=None,
+                              sets=[], name="t1", max_concurrent=None, cpus_per_trial=1.0, gpus_per_trial=0.0,
+                              storage_path=str(tmp_path), tracking_uri=None, experiment=None, started="now")
+    main_plan, jt5 = table1_plan(args), table1_plan(args, jt_reference=True)
+    assert jt5.name == "t1-jt5" and jt5.experiment == main_plan.experiment == "table1-mnist5k-paper"
+    assert jt5.num_tasks == 5 and main_plan.num_tasks == 10
+    assert jt5.fixed["tasks"] == main_plan.fixed["tasks"] and str(jt5.fixed["num_tasks"]) == "5"
+    assert jt5.load_space().grid == {"method": ["jt"], "seed": [0, 1]}
+    small = argparse.Namespace(**{**vars(args), "scale": "small"})
+    from mergan_cli.reproduce import needs_jt_reference
+
+    assert needs_jt_reference(args) and not needs_jt_reference(small)
 
 
 def test_bad_input_is_refused_before_ray_starts(tmp_path, capsys):

@@ -27,7 +27,8 @@ def distributions(space, draws: int = 40) -> dict[str, optuna.distributions.Base
 
 
 def test_every_named_space_says_what_it_answers_and_uses_config_field_names():
-    assert {"ra-lambda", "ewc-lambda", "replay-size", "mergan", "ablation", "methods"} <= set(preset_names())
+    assert {"ra-lambda", "ewc-lambda", "replay-size", "jtr-replay-size", "mergan", "ablation", "methods",
+            "orders"} <= set(preset_names())
     for name in preset_names():
         space = load_space(name)
         assert space.question.endswith(")") and "?" in space.question, name
@@ -47,10 +48,25 @@ def test_lambda_spaces_search_a_log_scale_for_their_method(name, parameter, low,
     assert all(point.items() >= constants.items() for point in sample_points(space, 8))
 
 
-def test_replay_size_searches_jtr_with_a_fixed_replay_set():
-    space = load_space("replay-size")
+def test_jtr_replay_size_searches_jtr_with_a_fixed_replay_set():
+    space = load_space("jtr-replay-size")
     assert distributions(space)["replay_size_per_class"] == optuna.distributions.IntDistribution(16, 2048, log=True)
     assert all(p["method"] == "jtr" and p["replay_mode"] == "fixed" for p in sample_points(space, 8))
+
+
+def test_replay_size_compares_generated_and_real_replay_at_the_same_sizes():
+    space = load_space("replay-size")
+    points = list(space.grid_points())
+    assert space.kind == "grid" and len(points) == 8
+    sizes = {m: sorted(p["replay_size_per_class"] for p in points if p["method"] == m) for m in ("jtr", "er")}
+    assert sizes["jtr"] == sizes["er"] == [16, 64, 256, 1024]
+    assert all(p["replay_mode"] == "fixed" for p in points)  # JTR's set drawn once, as ER's buffer is kept
+
+
+def test_orders_space_runs_random_class_orders_beside_seeds():
+    points = list(load_space("orders").grid_points())
+    assert {(p["order_seed"], p["seed"]) for p in points} == {(o, s) for o in range(4) for s in (0, 1)}
+    assert {p["task_order"] for p in points} == {"random"} and "method" not in points[0]
 
 
 def test_conditional_parameters_appear_only_when_their_method_uses_them():
@@ -63,17 +79,22 @@ def test_conditional_parameters_appear_only_when_their_method_uses_them():
         assert ("replay_size_per_class" in point) == (point.get("replay_mode") == "fixed")
 
 
-def test_methods_space_runs_each_baseline_first():
+def test_methods_space_runs_each_baseline_first_then_searches_the_reference_baselines_too():
     points = sample_points(load_space("methods"), 0)
     assert [p["method"] for p in points] == ["sft", "jtr", "ra", "jtr+ra"]
+    searched = sample_points(load_space("methods"), 60)[4:]
+    assert {"er", "l2"} <= {p["method"] for p in searched}
+    assert all(("lambda_l2" in p) == (p["method"] == "l2") for p in searched)
+    assert all(("replay_size_per_class" in p) == (p["method"] == "er" or p.get("replay_mode") == "fixed")
+               for p in searched)
 
 
 def test_ablation_is_the_papers_table_as_a_grid_of_every_method_and_seed():
     space = load_space("ablation")
     assert space.kind == "grid" and space.define is None
     points = list(space.grid_points())
-    assert len(points) == space.grid_size() == 18
-    assert {p["method"] for p in points} == {"jt", "sft", "ewc", "dgr", "jtr", "ra"}
+    assert len(points) == space.grid_size() == 24
+    assert {p["method"] for p in points} == {"jt", "sft", "ewc", "dgr", "jtr", "ra", "er", "l2"}
     assert {p["seed"] for p in points} == {0, 1, 2}
 
 

@@ -19,11 +19,11 @@ import pytest
 from mlflow import MlflowClient
 
 import sweep
-from mergan.config import BASE_METHODS, build_config
-from mergan.methods import METHODS, acting_knobs
+from mergan.config import build_config
+from mergan.methods import REGISTRY, acting_knobs
+from mergan.naming import name_values, run_name
 from tests.support.mlflow_process import Server, start_mlflow_server
 from tests.support.sweeps import TINY_SETS
-from tracking.callback import _name_values, trial_run_name
 from trainables.plan import SweepPlan
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -69,7 +69,7 @@ def test_a_run_is_named_by_the_knobs_that_act_in_its_method_only():
 
     def name(**values) -> str:
         config = build_config("small", {"seed": 0, **values})
-        return trial_run_name(config.method.method, _name_values(config, searched))
+        return run_name(config.method.method, name_values(config, searched))
 
     assert name(method="sft") == "sft seed=0"
     assert name(method="ra", lambda_ra=3e-3) == "ra lambda_ra=3e-3 seed=0"
@@ -78,15 +78,15 @@ def test_a_run_is_named_by_the_knobs_that_act_in_its_method_only():
         "jtr replay_mode=fixed replay_size_per_class=131 seed=0"
     assert name(method="jtr+ra", lambda_ra=0.01) == "jtr+ra lambda_ra=0.01 replay_mode=fresh seed=0"
     config = build_config("small", {"method": "sft", "lr_g": 1e-4})
-    assert trial_run_name("sft", _name_values(config, ["lr_g", "lambda_ra"])) == "sft lr_g=1e-4 seed=0", \
+    assert run_name("sft", name_values(config, ["lr_g", "lambda_ra"])) == "sft lr_g=1e-4 seed=0", \
         "a searched field outside the method section acts in every method"
     # Outside a sweep: each method's main knob, where it acts.
     fixed = build_config("small", {"method": "jtr", "replay_mode": "fixed", "replay_size_per_class": 200})
-    assert trial_run_name("jtr", _name_values(fixed, None)) == "jtr replay_mode=fixed replay_size_per_class=200 seed=0"
+    assert run_name("jtr", name_values(fixed, None)) == "jtr replay_mode=fixed replay_size_per_class=200 seed=0"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", BASE_METHODS)
+@pytest.mark.parametrize("method", list(REGISTRY.built_in))
 def test_the_method_fields_a_method_does_not_list_as_its_knobs_change_nothing_in_training(method, tiny_config, mnist5k):
     """acting_knobs is what names runs: a method field it leaves out must not change the run's training
     (for JTR with fresh replay, replay_size_per_class too)."""
@@ -94,8 +94,9 @@ def test_the_method_fields_a_method_does_not_list_as_its_knobs_change_nothing_in
 
     others = {"lambda_ra": 0.5, "ra_batch_size": 5, "replay_mode": "fixed", "replay_size_per_class": 7,
               "replay_share": 0.3, "lambda_ewc": 77.0, "ewc_fisher_samples": 8, "dgr_solver_iterations": 2,
-              "dgr_solver_lr": 0.05, "ewc_reduction": "sum", "reduce_batch": False, "jtr_loss": "concatenated"}
-    assert set(others) == {k for method in METHODS.values() for k in method.knobs}
+              "dgr_solver_lr": 0.05, "ewc_reduction": "sum", "reduce_batch": False, "jtr_loss": "concatenated",
+              "lambda_l2": 3.0}
+    assert set(others) == set(REGISTRY.built_in_knobs)
     config = tiny_config(method=method, tasks="0|1", save_checkpoints=False)
     changed = {k: v for k, v in others.items() if k not in acting_knobs(config)}
     weights = []

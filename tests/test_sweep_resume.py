@@ -13,6 +13,8 @@ import pytest
 from mlflow import MlflowClient
 from ray.tune import ExperimentAnalysis
 
+from analysis.load import load_run_folders
+from mergan.record import read_record
 from tests.support.sweeps import REPO, SETS, kill_after_first_checkpoint, resume_sweep
 from tracking.sweep_run import trial_runs
 from trainables.plan import SweepPlan
@@ -55,6 +57,18 @@ def test_a_killed_sweep_resumes_every_unfinished_trial_once(tmp_path, sweep_env)
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "avg_acc")] == [1, 2, 3]
     assert client.get_run(plan.parent_run_id).info.status == "FINISHED"
+
+    # The storage: each trial's run folder, synced by Tune, holds its record: every task once, finished, and no
+    # checkpoint (those are Tune's, beside it); the report reads them without MLflow.
+    folders = sorted((storage / "killed").glob("train_trial_*/run"))
+    assert len(folders) >= 3
+    records = {read_record(folder).labels["trial_id"]: read_record(folder) for folder in folders}
+    for trial_id in finals:
+        record = records[trial_id]
+        assert [line["task"] for line in record.lines if line["kind"] == "task"] == [1, 2, 3], trial_id
+        assert record.status == "FINISHED" and not list(record.folder.glob("task_*"))
+    data = load_run_folders([storage / "killed"])
+    assert sorted(data.runs.loc[data.runs["tasks_done"] == 3, "tag.trial_id"]) == sorted(finals)
 
     # Optuna: the study kept its trials across the kill; three complete with Tune's values, none left running.
     study = optuna.load_study(study_name="killed", storage=plan.optuna_storage)

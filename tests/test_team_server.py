@@ -197,3 +197,19 @@ def test_the_login_store_of_an_auth_server_is_private(team_server):
     found = modes(server.root)
     for name in (".", "basic_auth.db", "basic_auth.ini", "flask_secret_key", "mlflow.db", "mlflow.pid", "server.log"):
         assert found[name] == ("700" if name == "." else "600"), (name, found)
+
+
+@pytest.mark.slow
+def test_mergan_train_without_the_login_of_an_auth_server_stops_before_training(team_server, tmp_path):
+    server, _ = team_server
+    uri = f"http://localhost:{server.port}"
+    tiny = ["--tasks", "0|1", "--iterations", "1", "--batch-size", "8", "--critic-steps", "1", "--eval-when", "none",
+            "--device", "cpu"]
+    done = subprocess.run([sys.executable, "-m", "mergan_cli.main", "train", *tiny, "--tracking-uri", uri, "--out-dir",
+                           str(tmp_path / "run")], cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True,
+                          timeout=300, check=False)  # a HOME without ~/.mlflow/credentials
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith(f"mergan train: error: --tracking-uri: the MLflow server at {uri} asks for credentials (401)")
+    assert "MLFLOW_TRACKING_USERNAME" in line and "--no-mlflow" in line
+    assert not (tmp_path / "run").exists()  # refused before a folder was made, so nothing waits unsent

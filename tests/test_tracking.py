@@ -1,7 +1,7 @@
-"""MLflow tracking against a real ``mlflow server`` (started once for this module) and SQLite stores.
+"""MLflow as the mirror of run folders, against a real ``mlflow server`` (started once for this module) and SQLite.
 
-Hand-made TaskResult/StepInfo runs pin down exactly what a run holds; the real trainer runs once,
-through a server that is stopped after task 1 and started again after task 2.
+Hand-made runs (``tests/support/fake_runs.py``) pin down exactly what a run holds; the real trainer runs
+once, through a server that is stopped after task 1 and started again after task 2.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import subprocess
 import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -22,23 +21,24 @@ from mlflow.artifacts import download_artifacts
 from PIL import Image
 
 import mergan
-from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import build_config, value_text
+from mergan.callbacks import Callback
+from mergan.config import build_config
+from mergan.naming import run_name
+from mergan.record import RunRecord, read_record
+from mergan.settings import value_text
 from mergan_cli.sync import add_subcommands
+from tests.support.fake_runs import STEPS, accuracy, empty_folders, fake_run
 from tests.support.mlflow_process import SCRIPT, free_port, start_mlflow_server
-from tracking.callback import MLflowCallback, run_id_from_out_dir, trial_run_name
-from tracking.outbox import Outbox, Sender, TrackingWarning, flush_file
+from tests.support.mlflow_stores import empty_store
+from tracking.mirror import MLflowMirror, Target, TrackingWarning, mirror_folder, run_id_of, unsent
 from tracking.store import HTTP_ENV_DEFAULTS, resolve_tracking_uri
 from tracking.sweep_run import finish_sweep_run, start_sweep_run
-
-STEPS = 3  # steps per task of the hand-made runs
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch):
     """No tracking URI from the outside; the short HTTP retries undone after each test."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MERGAN_MLFLOW_OUTBOX", raising=False)
     for name, value in HTTP_ENV_DEFAULTS.items():
         monkeypatch.setenv(name, value)
 
@@ -51,40 +51,9 @@ def server(tmp_path_factory):
         server.stop()
 
 
-# -- hand-made runs ---------------------------------------------------------------------
-def accuracy(i: int, j: int, offset: float = 0.0) -> float:
-    """R[i][j] of the hand-made runs (1-based), distinct for every cell."""
-    return round(0.5 + 0.1 * i - 0.03 * j + offset, 4)
-
-
-def fake_run(callback: Callback, config, num_tasks: int, upto: int | None = None, offset: float = 0.0,
-             end: bool = True) -> types.SimpleNamespace:
-    """Drive ``callback`` like the trainer would for tasks 1..upto (a crash when upto < num_tasks)."""
-    out = Path(config.run.out_dir)
-    trainer = types.SimpleNamespace(config=config, device="cpu")
-    callback.on_run_start(trainer)
-    results = []
-    for t in range(1, (upto or num_tasks) + 1):
-        for s in range(1, STEPS + 1):
-            g = (t - 1) * STEPS + s
-            callback.on_step(trainer, StepInfo(t, s, STEPS, g, {"loss_d": g + offset, "loss_g": -g - offset},
-                                               steps_per_second=100.0 + g))
-        (out / f"task_{t}").mkdir(parents=True, exist_ok=True)
-        (out / f"task_{t}" / "checkpoint.pt").write_bytes(b"checkpoint %d" % t)
-        Image.new("L", (8, 8), color=t * 20).save(out / f"samples_{t}.png")
-        matrix = [[accuracy(i, j, offset) for j in range(1, i + 1)] for i in range(1, t + 1)]
-        metrics = {f"acc_task_{j}": accuracy(t, j, offset) for j in range(1, t + 1)}
-        metrics.update(avg_acc=sum(metrics.values()) / t, bwt=-0.01 * (t - 1) + offset)
-        result = TaskResult(task=t, num_tasks=num_tasks, classes=[t - 1], seen_classes=list(range(t)),
-                            metrics=metrics, accuracy_matrix=matrix, class_accuracy={t - 1: metrics["avg_acc"]},
-                            samples_path=str(out / f"samples_{t}.png"), checkpoint_path=str(out / f"task_{t}"),
-                            train_seconds=1.0 * t, eval_seconds=0.5,
-                            extra={"evaluator_cache_key": "mnist5k-abc123", "evaluator_test_accuracy": 0.987})
-        callback.on_task_end(trainer, result)
-        results.append(result)
-    if end:
-        callback.on_run_end(trainer, results)
-    return types.SimpleNamespace(results=results, trainer=trainer)
+def mirrored(uri: str, experiment: str = "mergan", **target: object) -> tuple[RunRecord, MLflowMirror]:
+    """A record and its MLflow mirror (syncing at every step), as ``mergan train`` installs them."""
+    return RunRecord(), MLflowMirror(Target(uri, experiment, **target), interval_s=0)
 
 
 def config_for(tmp_path: Path, **overrides):
@@ -131,10 +100,10 @@ def assert_step_metrics(client, run_id, last_step, offsets=None):
 @pytest.mark.slow
 def test_a_run_holds_config_tags_per_task_curves_and_artifacts(server, tmp_path):
     config = config_for(tmp_path)
-    callback = MLflowCallback(server.uri, "handmade", flush_interval_s=0)
-    fake_run(callback, config, num_tasks=3)
+    record, mirror = mirrored(server.uri, "handmade")
+    fake_run([record, mirror], config, num_tasks=3)
     client = MlflowClient(server.uri)
-    run = client.get_run(callback.run_id)
+    run = client.get_run(mirror.run_id)
 
     assert run.info.status == "FINISHED" and run.info.run_name == "ra lambda_ra=3e-3 seed=0"
     expected_params = {k: str(v) for k, v in config.flat().items()}
@@ -166,17 +135,27 @@ def test_a_run_holds_config_tags_per_task_curves_and_artifacts(server, tmp_path)
     assert Image.open(local / "accuracy" / "accuracy_matrix.png").size[0] > 100
     assert (local / "checkpoint" / "checkpoint.pt").read_bytes() == b"checkpoint 3"
     assert build_config(yaml_path=local / "config.yaml").flat() == config.flat()
-    assert not (Path(config.run.out_dir) / "mlflow_outbox").exists()  # nothing left behind
-    assert run_id_from_out_dir(config.run.out_dir) == run.info.run_id
+    out = Path(config.run.out_dir)
+    assert run_id_of(out) == run.info.run_id and not unsent(out)
+    assert not empty_folders(out) and not (out / "mirrors" / "mlflow.json.tmp").exists()  # nothing staged
+
+    # The run holds its record and nothing more: mirroring the folder again sends nothing.
+    again = mirror_folder(out, Target(server.uri, "handmade"))
+    assert (again.run_id, again.steps, again.tasks, again.status) == (run.info.run_id, 0, 0, "FINISHED")
+    assert_step_metrics(client, run.info.run_id, 3 * STEPS)
+    assert_task_metrics(client, run.info.run_id, 3)
 
 
 def _trial(uri: str, parent: str, trial_id: str, lambda_ra: float, out_dir: str, upto: int, offset: float,
            end: bool) -> None:
     """One trial in its own process, as a Ray worker would run it."""
+    from mergan.naming import config_run_name
+
     config = build_config("small", {"method": "ra", "lambda_ra": lambda_ra, "tasks": "0|1|2", "out_dir": out_dir})
-    callback = MLflowCallback(uri, parent_run_id=parent, sweep_id="sweep-1", trial_id=trial_id,
-                              name_keys=["lambda_ra"], flush_interval_s=0)
-    fake_run(callback, config, num_tasks=3, upto=upto, offset=offset, end=end)
+    record = RunRecord(f"trial:sweep-1:{trial_id}", config_run_name(config, ["lambda_ra"]),
+                       {"sweep_id": "sweep-1", "trial_id": trial_id})
+    mirror = MLflowMirror(Target(uri, parent_run_id=parent), interval_s=0)
+    fake_run([record, mirror], config, num_tasks=3, upto=upto, offset=offset, end=end)
 
 
 @pytest.mark.slow
@@ -195,7 +174,8 @@ def test_sweep_nests_trials_from_other_processes_and_a_restarted_trial_continues
     for process in first:
         process.join(120)
         assert process.exitcode == 0
-    # Ray restarts trial a elsewhere: it trains tasks 1..3 again (other values) and must add only task 3.
+    # Ray restarts trial a elsewhere (no record there): it trains tasks 1..3 again (other values) and must add
+    # only task 3.
     again = spawn.Process(target=_trial, args=(server.uri, parent, "a", 3e-3, str(tmp_path / "a2"), 3, 0.25, True))
     again.start()
     again.join(120)
@@ -231,27 +211,28 @@ def test_sweep_nests_trials_from_other_processes_and_a_restarted_trial_continues
 def test_records_kept_while_unreachable_are_sent_by_mergan_sync(server, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     config = config_for(tmp_path, tasks="0|1")
-    # The trial's first attempt crashes after task 1; the second trains tasks 1..2 again (other values).
-    first = MLflowCallback(dead, "synced", trial_id="t", flush_interval_s=0, probe_interval_s=0)
-    with pytest.warns(TrackingWarning, match="records are kept in"):
-        fake_run(first, config, num_tasks=2, upto=1, end=False)
-    again = MLflowCallback(dead, "synced", trial_id="t", flush_interval_s=0, probe_interval_s=0)
+    out = Path(config.run.out_dir)
+    # The first attempt dies after task 2, before its end; the second resumes from task 1's checkpoint.
+    record, first = mirrored(dead, "synced")
+    with pytest.warns(TrackingWarning, match="training goes on"):
+        fake_run([record, first], config, num_tasks=2, end=False)
+    record, again = mirrored(dead, "synced")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fake_run(again, config, num_tasks=2, offset=0.25, end=False)
-        again.set_tags({"diverged": "0"})
-        again.close("FINISHED")
+        with again, record.ending():
+            fake_run([record, again], config, num_tasks=2, offset=0.25, resume_after=1, end=False)
+            record.set_labels({"diverged": "0", "trial_id": "t"})
+            record.end("FINISHED")
     messages = [str(w.message) for w in caught if w.category is TrackingWarning]
-    assert "mergan sync --outbox" in messages[-1]  # at the end of the run: what to do about it
-    assert again.run_id == first.run_id and again.run_id.startswith("local:")  # one run, made up offline
-    assert again.pending_records() > 0
-    outbox = Path(config.run.out_dir) / "mlflow_outbox"
+    assert f"send it with `mergan sync {out}`" in messages[-1]  # at the end of the run: what to do about it
+    assert again.run_id is None and unsent(out)  # no MLflow run yet: the record holds everything
+    assert [line["task"] for line in read_record(out).tasks] == [1, 2]  # task 2 once: the resumed attempt's
 
     parser = argparse.ArgumentParser(prog="mergan")
     add_subcommands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sync", "--outbox", str(tmp_path), "--tracking-uri", server.uri])
+    args = parser.parse_args(["sync", str(tmp_path), "--tracking-uri", server.uri])
     assert args.handler(args) == 0
-    assert not list(outbox.glob("*.jsonl")) and not list(outbox.glob("*.files/*/*"))
+    assert not unsent(out) and run_id_of(out, server.uri) is not None
     assert args.handler(args) == 0  # nothing left: a second sync sends nothing
 
     client = MlflowClient(server.uri)
@@ -261,6 +242,22 @@ def test_records_kept_while_unreachable_are_sent_by_mergan_sync(server, tmp_path
     assert_task_metrics(client, run.info.run_id, 2, offsets={2: 0.25})
     assert_step_metrics(client, run.info.run_id, 2 * STEPS, offsets={2: 0.25})
     assert {"samples/task_1.png", "samples/task_2.png"} <= artifacts(client, run.info.run_id)
+    assert not empty_folders(out)
+
+
+def test_a_second_sync_sends_nothing_and_says_so(server, tmp_path, capsys):
+    config = config_for(tmp_path, tasks="0|1")
+    fake_run([RunRecord()], config, num_tasks=2)  # --no-mlflow: a record alone
+    parser = argparse.ArgumentParser(prog="mergan")
+    add_subcommands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sync", str(tmp_path), "--tracking-uri", server.uri, "--experiment", "later"])
+    assert args.handler(args) == 0
+    assert "sent 6 steps, 2 tasks" in capsys.readouterr().out
+    assert args.handler(args) == 0
+    assert "sent 0 steps, 0 tasks" in capsys.readouterr().out
+    client = MlflowClient(server.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("later").experiment_id])
+    assert_step_metrics(client, run.info.run_id, 2 * STEPS)
 
 
 def test_platform_script_reports_the_running_server(server):
@@ -297,13 +294,13 @@ def test_real_trainer_through_a_server_outage_loses_and_repeats_nothing(server, 
     weights = tmp_path / "evaluator.pt"
     torch.save(build_net(net_shape(mnist5k), seed=0).state_dict(), weights)
     config = tiny_config(method="ra", tasks="0|1", eval_when="every", evaluator_weights=str(weights))
-    callback = MLflowCallback(server.uri, "e2e", flush_interval_s=0, probe_interval_s=0)
+    mirror = MLflowMirror(Target(server.uri, "e2e"), interval_s=0)
     with pytest.warns(TrackingWarning, match="training goes on"):
-        results = Trainer(config, callbacks=[callback, StopAndRestart(server)], dataset=mnist5k).fit()
-    assert server.running and callback.online and callback.pending_records() == 0
+        results = Trainer(config, callbacks=[mirror, StopAndRestart(server)], dataset=mnist5k).fit()
+    assert server.running and mirror.online and not unsent(config.run.out_dir)
 
     client = MlflowClient(server.uri)
-    run_id = callback.run_id
+    run_id = mirror.run_id
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params["method.method"] == "ra"
     first_task = {"acc_task_2": 2, "acc_class_1": 2}  # task 2 holds class 1
@@ -329,46 +326,41 @@ def test_default_store_is_sqlite_in_the_working_folder_and_a_resumed_run_skips_w
     monkeypatch.chdir(work)
     assert resolve_tracking_uri() == f"sqlite:///{work.resolve() / 'mlflow.db'}"
     config = config_for(work, tasks="0|1|2")
-    first = MLflowCallback(flush_interval_s=0)
-    fake_run(first, config, num_tasks=3, upto=2, end=False)  # crashes after task 2
+    record, first = mirrored(resolve_tracking_uri())
+    fake_run([record, first], config, num_tasks=3, upto=2, end=False)  # crashes after task 2
     monkeypatch.chdir(tmp_path)  # a later process elsewhere: the URI it was given is absolute
     assert (tmp_path / "work" / "mlflow.db").is_file()
-    uri = first.tracking_uri
-    run_id = run_id_from_out_dir(config.run.out_dir, uri)
+    uri = first.target.tracking_uri
+    run_id = run_id_of(config.run.out_dir, uri)
     assert run_id == first.run_id
     assert (work / "mlartifacts" / "mergan" / run_id / "artifacts" / "config.yaml").is_file()
 
-    again = MLflowCallback(uri, run_id=run_id, flush_interval_s=0)
-    fake_run(again, config, num_tasks=3, offset=0.25)  # trains 1..3 again from an early checkpoint
+    # Another attempt trains 1..3 again from the start (other values): MLflow keeps what it holds, adds task 3.
+    record, again = mirrored(uri)
+    fake_run([record, again], config, num_tasks=3, offset=0.25)
     client = MlflowClient(uri)
-    assert client.get_run(run_id).info.status == "FINISHED"
+    assert again.run_id == run_id and client.get_run(run_id).info.status == "FINISHED"
     assert_task_metrics(client, run_id, 3, offsets={3: 0.25})
     assert_step_metrics(client, run_id, 3 * STEPS, offsets={3: 0.25})
     assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
 
-    # A record the store refuses for good is set aside, and does not hold back the ones after it.
-    outbox = Outbox(tmp_path / "outbox", "s1", uri)
-    outbox.append([{"op": "artifact", "run": run_id, "path": str(tmp_path / "gone.png"), "artifact_path": None},
-                   {"op": "batch", "run": run_id, "tags": [["note", "after"]]}])
-    with pytest.warns(TrackingWarning, match="refused"):
-        result = flush_file(outbox.path, Sender(uri))
-    assert (result.sent, result.rejected, result.left) == (1, 1, 0) and not outbox.path.exists()
-    assert "gone.png" in (tmp_path / "outbox" / "s1.rejected.jsonl").read_text()
-    assert client.get_run(run_id).data.tags["note"] == "after"
 
-    # A run created offline by one process and flushed by another: its records still find it.
-    Outbox(tmp_path / "outbox", "s2", uri).append([{"op": "create_run", "run": "local:k2", "experiment": "other",
-                                                     "tags": {"mergan.run_key": "k2"}, "run_name": "offline"}])
-    Outbox(tmp_path / "outbox", "s3", uri).append([{"op": "batch", "run": "local:k2", "kind": "step",
-                                                     "metrics": [["loss_d", 1.5, 1, 7]]}])
-    assert flush_file(tmp_path / "outbox" / "s3.jsonl", Sender(uri)).left == 1  # not created yet: kept
-    assert flush_file(tmp_path / "outbox" / "s2.jsonl", Sender(uri)).sent == 1
-    assert flush_file(tmp_path / "outbox" / "s3.jsonl", Sender(uri)).sent == 1
-    (offline,) = client.search_runs([client.get_experiment_by_name("other").experiment_id])
-    assert history(client, offline.info.run_id, "loss_d") == [(7, 1.5)]
+def test_a_batch_sent_twice_stores_nothing_twice(tmp_path):
+    """The markers aside, a repeated batch (a crash between a batch and its marker) adds no value: metrics carry
+    the record's own timestamps, and an SQL store keeps one row per (key, step, value, timestamp)."""
+    uri = empty_store(tmp_path / "mlflow.db")
+    config = config_for(tmp_path, tasks="0|1")
+    record, mirror = mirrored(uri)
+    fake_run([record, mirror], config, num_tasks=2)
+    client = MlflowClient(uri)
+    for tag in ("mergan.last_step", "mergan.last_task", "mergan.starts"):
+        client.delete_tag(mirror.run_id, tag)
+    mirror_folder(config.run.out_dir, Target(uri))
+    assert_step_metrics(client, mirror.run_id, 2 * STEPS)
+    assert_task_metrics(client, mirror.run_id, 2)
 
 
 def test_run_names_read_well():
     assert [value_text(v) for v in (3e-3, 1e-2, 0.1, 10.0, 1e9, 2.5e-4, 5, "fixed")] == \
         ["3e-3", "0.01", "0.1", "10", "1e9", "2.5e-4", "5", "fixed"]
-    assert trial_run_name("jtr+ra", {"method.lambda_ra": 1e-3, "seed": 1}) == "jtr+ra lambda_ra=1e-3 seed=1"
+    assert run_name("jtr+ra", {"method.lambda_ra": 1e-3, "seed": 1}) == "jtr+ra lambda_ra=1e-3 seed=1"

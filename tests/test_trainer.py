@@ -33,7 +33,7 @@ def test_one_task_trains_only_on_its_classes_and_reports(tiny_config, mnist5k):
     config = tiny_config(tasks="3")
     recorder = Recorder()
     trainer = Trainer(config, callbacks=[recorder], dataset=mnist5k)
-    batches = trainer.real_batches(trainer.method.real_classes(trainer, 0))
+    batches = trainer.real_batches(trainer.method.real_classes(trainer, trainer.task_context(0)))
     for _ in range(5):
         _, labels = batches.next()
         assert set(labels.tolist()) == {3}
@@ -49,7 +49,7 @@ def test_multi_task_stream_each_task_sees_its_own_classes(tiny_config, mnist5k):
     trainer = Trainer(config, dataset=mnist5k)
     assert trainer.tasks == [[0, 1], [2], [3, 4]]
     for t, classes in enumerate(trainer.tasks):
-        _, labels = trainer.real_batches(trainer.method.real_classes(trainer, t)).next()
+        _, labels = trainer.real_batches(trainer.method.real_classes(trainer, trainer.task_context(t))).next()
         assert set(labels.tolist()) <= set(classes)
     results = trainer.fit()
     assert [r.task for r in results] == [1, 2, 3]
@@ -58,8 +58,8 @@ def test_multi_task_stream_each_task_sees_its_own_classes(tiny_config, mnist5k):
 
 def test_joint_training_sees_every_class_so_far(tiny_config, mnist5k):
     trainer = Trainer(tiny_config(method="jt", tasks="0|1|2"), dataset=mnist5k)
-    assert trainer.method.real_classes(trainer, 2) == [0, 1, 2]
-    _, labels = trainer.real_batches(trainer.method.real_classes(trainer, 2)).next()
+    assert trainer.method.real_classes(trainer, trainer.task_context(2)) == [0, 1, 2]
+    _, labels = trainer.real_batches(trainer.method.real_classes(trainer, trainer.task_context(2))).next()
     assert set(labels.tolist()) <= {0, 1, 2} and len(set(labels.tolist())) > 1
 
 
@@ -79,7 +79,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-@pytest.mark.parametrize("method", ["sft", "ra", "jtr", "ewc", "dgr", "jtr+ra", "jt"])
+@pytest.mark.parametrize("method", ["sft", "ra", "jtr", "ewc", "dgr", "jtr+ra", "jt", "er", "l2"])
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_config, mnist5k, tmp_path, method, device):
     """On CUDA this holds because run.deterministic (default on) makes cuDNN and every algorithm deterministic."""
     full = Trainer(tiny_config(method=method, tasks="0|1|2", out_dir=str(tmp_path / "full"), device=device),
@@ -87,10 +87,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_config, mnist
     full.fit()
     first = Trainer(tiny_config(method=method, tasks="0|1|2", out_dir=str(tmp_path / "part"), device=device),
                     dataset=mnist5k)
-    first.train_task(0)
-    first.method.after_task(first, 0)
-    first.tasks_done = 1
-    first.finish_task(0, train_seconds=0.0)
+    first.finish_task(0, train_seconds=first.run_task(0))
     del first  # the process "dies" after task 1
     resumed = Trainer.from_checkpoint(tmp_path / "part", dataset=mnist5k)
     assert resumed.tasks_done == 1 and resumed.device.type == device

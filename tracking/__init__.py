@@ -1,2 +1,2 @@
-"""Everything MLflow: where records go (``store``), the trainer callback (``callback``), a sweep's parent
-run (``sweep_run``), the offline outbox (``outbox``, ``sync``), run files (``artifacts``), provenance tags."""
+"""Everything MLflow: where records go (``store``), run folders mirrored into runs (``mirror``), a sweep's parent
+run (``sweep_run``), the accuracy-matrix files (``artifacts``), metric histories in bulk (``history``)."""

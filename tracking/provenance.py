@@ -1,11 +1,6 @@
-"""Which code made a run: the mergan version and the git commit, recorded as tags on every run."""
+"""Which mergan a sweep runs: the installed package, not a folder that shadows it, and its version."""
 
 from __future__ import annotations
-
-import os
-import re
-import subprocess
-from pathlib import Path
 
 
 def mergan_import_problem() -> str | None:
@@ -34,21 +29,3 @@ def mergan_version() -> str:
     import mergan
 
     return mergan.__version__
-
-
-def git_commit(path: str | os.PathLike | None = None) -> str | None:
-    """The commit of the git checkout holding ``path`` (default: this code), or None."""
-    folder = Path(path) if path else Path(_mergan_file()).resolve().parent
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
-                              timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
-
-
-def _mergan_file() -> str:
-    import mergan
-
-    return mergan.__file__

@@ -1,15 +1,19 @@
-"""Where MLflow records go: the tracking URI, the HTTP client's settings, and whether the store takes them."""
+"""Where MLflow records go: the tracking URI, the HTTP client's settings, whether the store takes them, a client."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 DEFAULT_EXPERIMENT = "mergan"  # where a run or a sweep goes when neither a flag nor MLFLOW_EXPERIMENT_NAME names one
 # MLflow's HTTP client retries for minutes by default (7 retries, backoff factor 2, 120 s timeout).
-# A run keeps its records in the outbox instead, so a failing server should be noticed in seconds.
+# A run keeps its records in its folder meanwhile, so a failing server should be noticed in seconds.
 HTTP_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -57,33 +61,41 @@ def probe(tracking_uri: str) -> bool:
 
 
 class TrackingServerError(Exception):
-    """The tracking server refuses this client for good (Host header, login, permission) or does not answer."""
+    """The tracking store refuses this client for good (Host header, login, permission, an unusable URI)."""
+
+
+class TrackingServerDown(TrackingServerError):
+    """The tracking server does not answer (it may later: a run's record waits in its folder)."""
 
 
 def check_tracking_server(tracking_uri: str | None = None) -> None:
-    """Raise :class:`TrackingServerError`, saying what to do, when the server cannot take a sweep's records.
+    """Raise :class:`TrackingServerError`, saying what to do, when the store cannot take records now.
 
-    Servers only (``http(s)://``): one small API call, as a trial's first one would be. A sweep
-    needs an answer at its start (its parent run is made there), so a server that does not answer
-    is an error too; trials that lose it later keep their records in the outbox.
+    One small API call, as a run's first one would be. A server that does not answer raises
+    :class:`TrackingServerDown`: a sweep needs an answer at its start (its parent run is made
+    there); a single run may go on, its record waiting in its folder for ``mergan sync``.
     """
     uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return  # a file MLflow makes on first use: nothing to ask, and nothing is written before the run starts
     if not uri.startswith(("http://", "https://")):
-        check_store_scheme(uri)
-        return
+        check_store_scheme(uri)  # a typo of a scheme, refused without opening anything
     from mlflow.exceptions import MlflowException
 
-    from tracking.outbox import is_permanent, open_client
-
     configure_http_client()
+    server = uri.startswith(("http://", "https://"))
     try:
         open_client(uri).search_experiments(max_results=1)
     except MlflowException as error:
+        if not server:
+            raise TrackingServerError(f"MLflow cannot use the tracking URI {uri!r} ({short_error(error, 160)}); give "
+                                      f"the http(s):// address of an MLflow server, an sqlite:///path/to/mlflow.db "
+                                      f"store, or leave it out for ./mlflow.db") from None
         if is_permanent(error):
             raise TrackingServerError(refusal_advice(uri, error)) from None
-        raise TrackingServerError(f"the MLflow server at {uri} does not answer ({short_error(error, 160)}): start it "
-                                  f"(`python platform/mlflow_server.py start`), or give the URI of one that "
-                                  f"runs with --tracking-uri or MLFLOW_TRACKING_URI") from None
+        raise TrackingServerDown(f"the MLflow server at {uri} does not answer ({short_error(error, 160)}): start it "
+                                 f"(`python platform/mlflow_server.py start`), or give the URI of one that "
+                                 f"runs with --tracking-uri or MLFLOW_TRACKING_URI") from None
 
 
 # The schemes of MLflow's own stores ('' and file: a folder); others come from plugins, if installed.
@@ -112,7 +124,9 @@ def refusal_advice(tracking_uri: str, error: BaseException) -> str:
     """One line on why the server at ``tracking_uri`` refused a request, and how to fix it."""
     from mlflow.utils.credentials import read_mlflow_creds
 
-    status = error.get_http_status_code() if hasattr(error, "get_http_status_code") else None
+    if not hasattr(error, "get_http_status_code"):  # ours (TrackingServerError): it says what to do
+        return str(error)
+    status = error.get_http_status_code()
     address = urllib.parse.urlsplit(tracking_uri).netloc
     user = read_mlflow_creds().username
     if "Invalid Host header" in str(error):
@@ -139,3 +153,67 @@ def short_error(error: BaseException, limit: int = 300) -> str:
     text = str(error).replace("\n", " ")
     return text if len(text) <= limit else text[:limit] + "..."
 
+
+
+def is_permanent(error: BaseException) -> bool:
+    """True for errors a retry cannot fix: MLflow 4xx answers other than timeouts and rate limits."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, TrackingServerError):
+        return not isinstance(error, TrackingServerDown)
+    if isinstance(error, MlflowException):
+        status = error.get_http_status_code()
+        return 400 <= status < 500 and status not in (408, 429)
+    return False
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock between processes, held on ``path`` (created if missing, never removed:
+    removing a lock file while another process waits on it would let a third one in)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` for ``tracking_uri``; a new SQLite store's tables are created by one process at a time.
+
+    MLflow creates (and migrates) an SQLite store's schema when a client first opens it; several
+    processes doing that at once on a fresh file fail with "table ... already exists". The lock
+    file ``<database>.lock`` beside the database serialises it; later opens find the tables made.
+    """
+    from mlflow import MlflowClient
+
+    if not tracking_uri.startswith("sqlite:///") or ":memory:" in tracking_uri:
+        return MlflowClient(tracking_uri=tracking_uri)
+    database = Path(tracking_uri[len("sqlite:///"):])
+    with file_lock(database.with_name(database.name + ".lock")):
+        return MlflowClient(tracking_uri=tracking_uri)
+
+
+def get_or_create_experiment(client: Any, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created (with ``artifact_location``) when missing; race-safe."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)  # another process created it first
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingServerError(f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore "
+                                  f"--experiment-id {experiment.experiment_id}) or choose another name")
+    return experiment.experiment_id
+
+
+def quote(value: Any) -> str:
+    """``value`` as a quoted string literal of MLflow's search filter syntax."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"

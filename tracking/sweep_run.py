@@ -12,9 +12,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tracking.outbox import Sender, get_or_create_experiment, is_number, now_ms, open_client, quote
-from tracking.provenance import git_commit, mergan_version
-from tracking.store import configure_http_client, default_artifact_location, resolve_tracking_uri
+from mergan.provenance import git_commit
+from mergan.record import is_number, now_ms
+from tracking.provenance import mergan_version
+from tracking.store import (
+    configure_http_client,
+    default_artifact_location,
+    get_or_create_experiment,
+    open_client,
+    quote,
+    resolve_tracking_uri,
+)
 
 logger = logging.getLogger("tracking.sweep_run")
 
@@ -28,12 +36,13 @@ def start_sweep_run(tracking_uri: str | None, experiment: str, name: str,
     ``space``: a mapping of hyperparameter -> distribution (logged as ``space.<name>`` params and
     ``search_space.json``), an Optuna define-by-run function (its source as ``search_space.py``) or
     a preset name. ``settings``: the sweep's own settings (metric, mode, samples, scheduler ...).
-    Trial runs name this run as ``MLflowCallback(parent_run_id=...)``.
+    Trial runs name this run as their ``tracking.mirror.Target(parent_run_id=...)``.
     """
     configure_http_client()
+    from mlflow.entities import Param, RunTag
+
     uri = resolve_tracking_uri(tracking_uri)
-    sender = Sender(uri)
-    client = sender.client
+    client = open_client(uri)
     experiment_id = get_or_create_experiment(client, experiment, default_artifact_location(uri, experiment))
     sweep_id = sweep_id or name
     run_tags = {"mergan.role": "sweep", "sweep_id": sweep_id, "mergan_version": mergan_version(),
@@ -70,7 +79,11 @@ def start_sweep_run(tracking_uri: str | None, experiment: str, name: str,
         if settings:
             files.append(Path(folder) / "sweep_settings.json")
             files[-1].write_text(json.dumps({k: param_text(v) for k, v in settings.items()}, indent=1))
-        sender.send({"op": "batch", "run": run_id, "params": params, "tags": list(run_tags.items())})
+        known = client.get_run(run_id).data.params  # a continued sweep keeps its first settings
+        params = [Param(k, v[:6000]) for k, v in params if k not in known]
+        for start in range(0, len(params), 100):
+            client.log_batch(run_id, params=params[start:start + 100], synchronous=True)
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in run_tags.items()], synchronous=True)
         for file in files:
             client.log_artifact(run_id, str(file), "sweep")
     return run_id

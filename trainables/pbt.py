@@ -35,7 +35,8 @@ from typing import Any
 import optuna
 
 from mergan.callbacks import Callback
-from mergan.config import ConfigError, resolve_key, value_text
+from mergan.config import ConfigError, resolve_key
+from mergan.settings import value_text
 from search_spaces import SearchSpace
 from search_spaces.sampling import draw, random_study
 from tracking.sweep_run import trial_tags

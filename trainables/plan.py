@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergan.config import ConfigError, build_config, parse_assignment, resolve_key
+from mergan.config import ConfigError, build_config, is_module_key, parse_assignment, resolve_key
 from mergan.data import planned_task_stream
 from mergan.evaluation.metrics import TASK_METRICS
-from mergan.methods import build_method
+from mergan.methods import REGISTRY, build_method
+from mergan.methods.registry import module_spec
 from search_spaces import SearchSpace, SpaceError, load_space, sample_points
 from tracking.store import DEFAULT_EXPERIMENT, resolve_tracking_uri
 from trainables import pbt
@@ -187,19 +188,26 @@ def parse_objective(text: str) -> list[tuple[str, str]]:
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
-    """``["lr_g=1e-4", "method=ra"]`` -> {"lr_g": "1e-4", ...}, field names checked."""
+    """``["lr_g=1e-4", "method=ra"]`` -> {"lr_g": "1e-4", ...}, field names checked (a method module's knobs
+    once its module, which may come later in ``items``, is loaded)."""
     values: dict[str, Any] = {}
+    given: dict[str, str] = {}  # key -> the item as written
     for item in items:
         try:
             key, value = parse_assignment(item, "iterations_per_task=200")
         except ConfigError as error:
             raise PlanError(str(error)) from None
+        values[key], given[key] = value, item
+    modules = tuple(module_spec(v) for k, v in values.items() if is_module_key(k) and v.strip())
+    for key in sorted(values, key=lambda k: not is_module_key(k)):
         try:
-            resolve_key(key)
+            if is_module_key(key) and values[key].strip():
+                REGISTRY.load_module(module_spec(values[key]))
+            resolve_key(key, modules)
         except ConfigError as error:
-            raise PlanError(f"--set {item!r}: {error}") from None
-        values[key] = value
-    return values
+            raise PlanError(f"--set {given[key]!r}: {error}") from None
+    return {key: module_spec(value) if is_module_key(key) and value.strip() else value
+            for key, value in values.items()}
 
 
 def _same_field(a: str, b: str) -> bool:
@@ -241,7 +249,8 @@ def check_space(space: SearchSpace, preset: str, defaults: dict[str, Any], fixed
             raise SpaceError(f"{where}: the trainer's config refuses the sampled configuration {point}: {error}") \
                 from None
         tasks = _count_tasks(config)
-        if tasks is not None and tasks < 2 and build_method(config.method.method).needs_previous_task:
+        if tasks is not None and tasks < 2 and build_method(config.method.method, config.method,
+                                                            config.method.modules).needs_previous_task:
             raise PlanError(f"--tasks: method {config.method.method!r} (from {where}) protects earlier tasks, but "
                             f"the stream has {tasks} task; give at least two, e.g. --tasks '0|1'")
     return points

@@ -24,7 +24,7 @@ from ray import tune
 
 from mergan.config import ConfigError, ExperimentConfig, build_config, resolve_key, value_text
 from mergan.methods import acting_knobs
-from tracking.callback import _name_values, trial_run_name
+from mergan.naming import config_run_name
 
 NOT_ACTING = "-"  # a knob the trial's method does not read
 NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"  # "0": Tune's older output, silent at verbose=0 (no start banner)
@@ -70,7 +70,7 @@ class TrialLabeller:
             section, name = resolve_key(key)
             value = getattr(getattr(config, section), name)
             knobs[name] = value_text(value) if section != "method" or name in acting else NOT_ACTING
-        return TrialLabel(name=trial_run_name(config.method.method, _name_values(config, list(self.name_keys) or None)),
+        return TrialLabel(name=config_run_name(config, list(self.name_keys) or None),
                           method=config.method.method, knobs=knobs)
 
     def __call__(self, trial: Any) -> str:

@@ -44,6 +44,7 @@ from tracking.sweep_run import (
     trial_run_id,
 )
 from trainables import pbt
+from trainables.gpu_sharing import sharing_warning
 from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, is_uri
 from trainables.progress import TaskBoundaryReport, TrialLabeller, quiet_tune, trial_dirname
 from trainables.progress import format_table as progress_table
@@ -142,6 +143,9 @@ def connect_ray(address: str | None, plan: SweepPlan, verbose: int = 0) -> str:
               f"that folder at the same path (an NFS/EFS mount), or give s3://bucket/path", file=sys.stderr)
     if plan.max_concurrent is None:
         plan.max_concurrent = concurrent_trials(plan, nodes)
+    warning = sharing_warning(plan.gpus_per_trial)
+    if warning:
+        print(warning, file=sys.stderr)
     return where
 
 
@@ -268,6 +272,7 @@ def new_tuner(plan: SweepPlan, verbose: int = 0) -> tune.Tuner:
         name=plan.name, storage_path=plan.storage_path, verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=pbt.CHECKPOINTS_KEPT if population else CHECKPOINTS_KEPT),
+        sync_config=tune.SyncConfig(sync_artifacts=True),  # each trial's run folder (its record) to the storage
         stop=pbt.stop_after_last_task(plan.num_tasks) if population else None,
         callbacks=[CloseStoppedRuns(plan.tracking_uri, plan.parent_run_id), TaskBoundaryReport(labeller, plan.metrics)])
     tune_config = tune.TuneConfig(search_alg=build_searcher(plan, space), scheduler=build_scheduler(plan),

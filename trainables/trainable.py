@@ -3,9 +3,15 @@
 After every task the trial calls ``tune.report`` with the evaluation metrics (names as in
 ``mergan/callbacks.py``, plus the sweep's own below) and the task's checkpoint. A trial that Ray
 restarts resumes from its last task's checkpoint (``tune.get_checkpoint`` ->
-``Trainer.from_checkpoint``); its MLflow child run, keyed by the Tune trial id, is continued.
-A trial that diverges reports ``diverged=1`` with the message and ends as finished, not retried; one whose
-configuration cannot run (``CONFIGURATION_ERRORS``) reports ``configuration_error`` and ends the same way.
+``Trainer.from_checkpoint``); its record's run key is made of the sweep and Tune trial ids, so its
+MLflow child run is continued. A trial that diverges reports ``diverged=1`` with the message and ends
+as finished, not retried; one whose configuration cannot run (``CONFIGURATION_ERRORS``) reports
+``configuration_error`` and ends the same way.
+
+The trial's run folder is ``run/`` in Tune's trial working directory, which Tune's artifact sync
+(``SyncConfig(sync_artifacts=True)``) copies to the sweep's storage after every task and at the end:
+``<storage>/<sweep>/<trial>/run/`` holds the trial's record for ``mergan report --runs`` and
+``mergan sync``. Checkpoints leave the run folder before Tune copies them, so they reach the storage once.
 
 Metrics the sweep adds to each report:
 - ``stream_avg_acc``: accuracy averaged over every task of the stream, tasks not learned yet
@@ -18,6 +24,7 @@ Metrics the sweep adds to each report:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -33,9 +40,11 @@ from mergan.callbacks import Callback, DivergenceError, TaskResult
 from mergan.checkpoint import CheckpointError
 from mergan.config import ConfigError, ExperimentConfig, build_config
 from mergan.data import DatasetError
+from mergan.naming import config_run_name
+from mergan.record import RunRecord
 from mergan.trainer import Trainer
-from tracking.callback import MLflowCallback
-from tracking.store import DEFAULT_EXPERIMENT
+from tracking.mirror import MLflowMirror, Target
+from tracking.store import DEFAULT_EXPERIMENT, resolve_tracking_uri
 from trainables import pbt
 
 logger = logging.getLogger("trainables.trainable")
@@ -105,23 +114,31 @@ def node_id() -> str | None:
 
 
 class TuneReporter(Callback):
-    """Reports each finished task to Tune with its checkpoint, then drops older local checkpoints."""
+    """Reports each finished task to Tune with its checkpoint, moved out of the run folder first (Tune's
+    artifact sync copies that folder to storage; the checkpoint goes there once, as Tune's own)."""
 
     def __init__(self, crash_after_task: int | None = None):
         self.resumed_from_task = 0  # set to the checkpoint's task when the trial resumes
         self.crash_after_task = crash_after_task
         self.last_report: dict[str, Any] = {}
+        self.checkpoints = Path(tempfile.mkdtemp(prefix="mergan-checkpoints-"))
 
     def on_task_end(self, trainer: Trainer, result: TaskResult) -> None:
         self.last_report = {**task_report(result, trainer.results, self.resumed_from_task), "node_id": node_id()}
-        checkpoint = tune.Checkpoint.from_directory(result.checkpoint_path) if result.checkpoint_path else None
+        checkpoint = None
+        if result.checkpoint_path:
+            moved = self.checkpoints / f"task_{result.task}"
+            shutil.rmtree(moved, ignore_errors=True)
+            shutil.move(result.checkpoint_path, moved)
+            checkpoint = tune.Checkpoint.from_directory(str(moved))
         tune.report(self.last_report, checkpoint=checkpoint)  # Tune copies the checkpoint to its storage
-        for older in Path(trainer.out_dir).glob("task_*"):
-            if older.name != f"task_{result.task}":
-                shutil.rmtree(older, ignore_errors=True)
+        shutil.rmtree(self.checkpoints / f"task_{result.task}", ignore_errors=True)
         if self.crash_after_task == result.task and self.resumed_from_task == 0:
             raise SimulatedCrash(f"test-only crash after task {result.task} (crash_after_task); Ray should "
                                  f"restart this trial from its task {result.task} checkpoint")
+
+    def close(self) -> None:
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
 
 
 def divergence_report(trainer: Trainer, error: DivergenceError, last_report: dict[str, Any]) -> dict[str, Any]:
@@ -145,32 +162,44 @@ def refusal_report(error: Exception, objective: tuple[str, ...], trainer: Traine
 
 
 def scratch_dir(trial_id: str) -> Path:
-    """The trial's node-local run folder: Tune's per-trial working directory (the current one), else a
-    temporary folder. Only checkpoints handed to ``tune.report`` reach the sweep's storage."""
+    """The trial's run folder: in Tune's per-trial working directory (the current one), which Tune's artifact
+    sync copies to the sweep's storage; else (``RAY_CHDIR_TO_TRIAL_DIR=0``) a node-local temporary folder."""
     if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0":
         return Path.cwd() / "run"
     return Path(tempfile.gettempdir()) / "mergan-trials" / trial_id / "run"
+
+
+def trial_run_key(settings: TrialSettings, trial_id: str) -> str:
+    """The trial's run key (its record's, its MLflow run's): the same for every attempt of the trial."""
+    return f"trial:{settings.experiment}:{settings.sweep_id or ''}:{trial_id}"
 
 
 def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
     """One trial: build (or restore) the trainer, train task by task, report after each task."""
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
     context = tune.get_context()
-    out_dir = scratch_dir(context.get_trial_id())
+    trial_id = context.get_trial_id()
+    out_dir = scratch_dir(trial_id)
     checkpoint = tune.get_checkpoint()
     knobs = settings.pbt_knobs
-    tracker = MLflowCallback(settings.tracking_uri, settings.experiment, parent_run_id=settings.parent_run_id,
-                             sweep_id=settings.sweep_id, trial_id=context.get_trial_id(),
-                             name_keys=settings.name_keys, tags={"trial_name": context.get_trial_name()},
-                             # PBT: the run's params hold the knobs' first values; knob/<name> their schedule
-                             skip_params=knobs if checkpoint is not None else ())
     reporter = TuneReporter(settings.crash_after_task)
-    recorder = pbt.ScheduleRecorder(context.get_trial_id(), knobs, tracker.set_tags) if knobs else None
-    callbacks = [*([recorder] if recorder else []), tracker, reporter]
-    with tracker:
+    try:
+        config = trial_config(settings, params, out_dir)
+    except CONFIGURATION_ERRORS as error:  # nothing was started: the report says why, once
+        tune.report(refusal_report(error, settings.objective, None, reporter.last_report))
+        return
+    labels = {"trial_id": trial_id, "trial_name": context.get_trial_name(),
+              **({"sweep_id": settings.sweep_id} if settings.sweep_id else {})}
+    record = RunRecord(trial_run_key(settings, trial_id), config_run_name(config, settings.name_keys), labels)
+    mirror = MLflowMirror(Target(resolve_tracking_uri(settings.tracking_uri), settings.experiment,
+                                 settings.parent_run_id))
+    recorder = pbt.ScheduleRecorder(trial_id, knobs, record.set_labels) if knobs else None
+    # The recorder adds knob values to each task's result before the record writes it; Tune gets the
+    # checkpoint after the record has put its copy in.
+    callbacks = [*([recorder] if recorder else []), record, mirror, reporter]
+    with mirror, record.ending(), contextlib.closing(reporter):
         trainer = None
         try:
-            config = trial_config(settings, params, out_dir)
             if checkpoint is None:
                 trainer = Trainer(config, callbacks=callbacks)
             else:
@@ -183,23 +212,23 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
                                                       may_change=knobs)
                     if recorder:
                         pbt.check_same_run(trainer.config, config, knobs)
-                        tracker.set_tags(recorder.on_restore(trainer, folder))
+                        record.set_labels(recorder.on_restore(trainer, folder))
                 reporter.resumed_from_task = trainer.tasks_done
-                logger.info("trial %s resumes after task %d", context.get_trial_id(), trainer.tasks_done)
+                logger.info("trial %s resumes after task %d", trial_id, trainer.tasks_done)
             trainer.fit()
         except CONFIGURATION_ERRORS as error:
             # The same configuration fails the same way on every attempt: reported once, never retried.
             tune.report(refusal_report(error, settings.objective, trainer, reporter.last_report))
-            tracker.set_tags({CONFIGURATION_ERROR: str(error)})
-            tracker.close("FAILED")
+            record.set_labels({CONFIGURATION_ERROR: str(error)})
+            record.end("FAILED", str(error))
         except DivergenceError as error:
             tune.report(divergence_report(trainer, error, reporter.last_report))
-            tracker.set_tags({"diverged": "1", "divergence": str(error)})
-            tracker.close("FAILED")
+            record.set_labels({"diverged": "1", "divergence": str(error)})
+            record.end("FAILED", str(error))
         except SystemExit:
             # Tune stopped the trial at a report: a scheduler such as ASHA (an early end, not a failure),
             # or ASHA's own stop at its last task.
             if trainer.tasks_done < len(trainer.tasks) and not knobs:  # PBT pauses every trial at a boundary
-                tracker.set_tags({"stopped_early": "1"})
-            tracker.close("FINISHED")
+                record.set_labels({"stopped_early": "1"})
+            record.end("FINISHED")
             raise

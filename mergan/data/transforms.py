@@ -1,4 +1,4 @@
-"""Bringing images to the model's square size: digits are padded/resized, photos resized and cropped."""
+"""Bringing images to the model's square size: digits are padded/resized, photos cropped or squashed."""
 
 from __future__ import annotations
 
@@ -43,3 +43,17 @@ def fit_photo(image: Image.Image, size: int, mode: str = "RGB") -> np.ndarray:
     image = image.crop((left, top, left + size, top + size))
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def squash_photo(image: Image.Image, size: int, mode: str = "RGB") -> np.ndarray:
+    """A PIL image -> uint8 [C, size, size]: the whole image resized to a square, aspect ratio not kept
+    (bilinear, as the authors' ``scipy.misc.imresize(image, (64, 64))`` in ``tflib/lsun.py``)."""
+    image.draft(mode, (size, size))  # fast JPEG decode at a scale still at least size x size
+    image = image.convert(mode)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+PHOTO_RESIZES = {"center-crop": fit_photo, "squash": squash_photo}  # data.lsun_resize -> how

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from mergan.evaluation.accuracy import Sampler, class_coverage, generated_class_accuracy
-from mergan.evaluation.classifier import Evaluator, get_evaluator, settings_from_config
+from mergan.evaluation.accuracy import Sampler, class_coverage, generated_class_accuracy, group_size_of
+from mergan.evaluation.classifier import Evaluator, cnn_settings, get_evaluator
 from mergan.evaluation.frechet import FeatureStats, fid_from_stats, inception_weights_path, load_inception
 from mergan.evaluation.grids import save_class_grid
 from mergan.evaluation.metrics import Matrix, summarize, task_accuracy
@@ -133,7 +133,7 @@ def evaluate_after_task(sampler: Sampler, ds: Any, tasks: Sequence[Sequence[int]
     if unconditional is not None:
         tic = time.perf_counter()
         metrics.update(class_coverage(unconditional, sampler.z_dim, evaluator, seen_classes, per_class, seed,
-                                      device))
+                                      device, group_size=group_size_of(sampler)))
         timings["coverage"] = time.perf_counter() - tic
 
     if want_fid:
@@ -148,7 +148,7 @@ def evaluate_after_task(sampler: Sampler, ds: Any, tasks: Sequence[Sequence[int]
         timings["fid_inception"] = time.perf_counter() - tic + inception_seconds
     if keep_images:
         tic = time.perf_counter()
-        metrics["reverse_acc"] = reverse_accuracy(kept, ds, settings_from_config(eval_config), device,
+        metrics["reverse_acc"] = reverse_accuracy(kept, ds, cnn_settings(eval_config), device,
                                                   seed=derive_seed(seed, "reverse", task_index0))
         timings["reverse_acc"] = time.perf_counter() - tic
 

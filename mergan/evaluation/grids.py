@@ -17,13 +17,21 @@ def class_grid(sampler, classes: Sequence[int], per_class: int, seed: int,
 
     A sampler whose generator normalises with batch statistics in groups of ``group_size`` draws a
     whole group per class, so the grid shows images as the evaluation sees them (not the statistics
-    of only ``per_class`` samples); the first ``per_class`` of each class are shown."""
-    drawn = max(per_class, int(getattr(sampler, "group_size", per_class)))
-    z = fixed_normal(drawn, sampler.z_dim, derive_seed(seed, "grid-z"), device).repeat(len(classes), 1)
-    labels = torch.tensor(list(classes), dtype=torch.long, device=device).repeat_interleave(drawn)
+    of only ``per_class`` samples); the first ``per_class`` of each class are shown. A sampler that
+    ``mixes_classes`` (joint training) draws the classes in turns, as its evaluation does."""
+    group, count = int(getattr(sampler, "group_size", 0) or 0), len(classes)
+    mixed = bool(getattr(sampler, "mixes_classes", False))
+    drawn = max(per_class, -(-group // count) if mixed else group)
+    z = fixed_normal(drawn, sampler.z_dim, derive_seed(seed, "grid-z"), device)
+    wanted = torch.tensor(list(classes), dtype=torch.long, device=device)
     with torch.no_grad():
-        images = sampler.sample(labels, z).float().clamp(-1.0, 1.0)
-    return images.view(len(classes), drawn, *images.shape[1:])[:, :per_class].reshape(-1, *images.shape[1:])
+        if mixed:  # row p: class p % count, z p // count
+            images = sampler.sample(wanted.repeat(drawn), z.repeat_interleave(count, dim=0)).float().clamp(-1.0, 1.0)
+            images = images.view(drawn, count, *images.shape[1:]).transpose(0, 1)
+        else:
+            images = sampler.sample(wanted.repeat_interleave(drawn), z.repeat(count, 1)).float().clamp(-1.0, 1.0)
+            images = images.view(count, drawn, *images.shape[1:])
+    return images[:, :per_class].reshape(-1, *images.shape[2:])
 
 
 def save_class_grid(sampler, classes: Sequence[int], per_class: int, seed: int, device: torch.device | str,

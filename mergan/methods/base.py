@@ -1,13 +1,26 @@
-"""The hooks a continual-learning method plugs into the trainer's one training loop.
+"""The class every continual-learning method is, built in or a plugin: its definition and its hooks.
 
-A method changes training only through these hooks (Avalanche-style plugins):
-- ``real_classes(t)``: whose real images task t trains on (JT: every task so far);
+A method declares in its own class (Mammoth's one-file-per-method, Avalanche's plugins on one loop):
+- ``name`` (``--method NAME``), ``summary`` (one line for ``--help``);
+- how it combines with others (``'jtr+ra'``): ``changes``, the part of training it changes (two methods
+  that change the same part do not combine), or, for a method that never combines, ``alone`` (why);
+- ``knobs``: its settings (:class:`~mergan.settings.Knob`: name, default, allowed values, one line of
+  meaning), which become ``method.<knob>`` config fields, flags, YAML keys, search-space parameters and
+  MLflow params; ``knob_conditions``: a knob that acts only while another has a value; ``name_knobs``:
+  those that name a run outside a sweep.
+
+It changes training only through these hooks, each handed ``training`` (what a hook may use of the
+trainer, :class:`~mergan.methods.context.Training`) and ``task`` (the :class:`TaskContext` built once
+per task):
+- ``real_classes``: whose real images the task trains on (JT: every class of the stream);
 - ``before_task`` / ``after_task``: freeze a generator copy, draw a replay set, estimate a Fisher;
-- ``replay(n_real)``: images (and labels) joined to the real batch, scored and classified as real;
+- ``replay``: images (and labels) joined to each real batch, scored and classified as real;
+  ``replay_labels``: the labels alone, for the generator step;
 - ``generator_terms`` / ``critic_terms``: extra named loss terms added to each step;
+- ``norm_groups``: which samples of a training batch the generator's batch norm pools (default: each class);
 - ``sampler``: how the evaluation draws images of a class;
 - ``state_dict`` / ``load_state_dict``: what a checkpoint keeps.
-Task indices ``t`` are 0-based here; user-facing task numbers are ``t + 1``.
+Its knob values are ``self.config`` (the run's ``method`` section: ``self.config.lambda_ra``).
 """
 
 from __future__ import annotations
@@ -19,11 +32,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from mergan.config import MethodConfig
-from mergan.models.norm import groups_of_size
+from mergan.methods.context import TaskContext, Training
+from mergan.models.norm import NormGroups, consecutive_groups, groups_of_size
+from mergan.settings import POSITIVE, Allowed, Knob
 
 if TYPE_CHECKING:
-    from mergan.trainer import Trainer
+    from mergan.config import MethodConfig
+
+# Knobs that several methods read: one definition each, listed in every method's ``knobs`` that uses it.
+REPLAY_SHARE = Knob("replay_share", None, "share of each step replayed (empty: the authors' batch // number of "
+                                          "earlier classes, per earlier class)", Allowed(above=0, below=1), type="float")
+REDUCE_BATCH = Knob("reduce_batch", None, "the authors' REDUCE_BATCH: split one batch over the earlier classes and "
+                                          "sum their terms (empty: yes, except for lsun, which replays a batch per "
+                                          "earlier class and divides)", type="bool")
+REPLAY_SIZE_PER_CLASS = Knob("replay_size_per_class", 1000, "images kept per earlier class in a fixed replay set",
+                             POSITIVE)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -34,89 +57,79 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return clone
 
 
-def earlier_classes(trainer: Trainer, t: int) -> list[int]:
-    return [c for task in trainer.tasks[:t] for c in task]
-
-
-def reduces_batch(trainer: Trainer) -> bool:
-    """The authors' ``REDUCE_BATCH``: True for digits (one batch split over the earlier classes,
-    replay terms summed), False for LSUN (a whole batch per earlier class, terms divided by their number)."""
-    value = trainer.config.method.reduce_batch
-    return trainer.config.data.dataset != "lsun" if value is None else value
-
-
-def per_class_replay_count(trainer: Trainer, t: int, n_real: int) -> int:
-    """Replayed images per earlier class in a step whose real batch holds ``n_real`` images.
-
-    Default (the authors' code): ``n_real // class_count`` with ``class_count`` the number of
-    EARLIER classes (64, 32, ..., 7 at the tenth one-digit task), or ``n_real`` per earlier class
-    when the batch is not reduced (LSUN). With ``method.replay_share`` s, the replayed part is a
-    share s of the whole step instead.
-    """
-    share = trainer.config.method.replay_share
-    n_earlier = len(earlier_classes(trainer, t))
-    if share is None:
-        return max(1, n_real // n_earlier) if reduces_batch(trainer) else n_real
-    return max(1, round(n_real * share / (1 - share) / n_earlier))
-
-
-def replayed_labels(trainer: Trainer, t: int, per_class: int) -> torch.Tensor:
-    """Every earlier class, ``per_class`` times each, grouped by class: [c0, c0, ..., c1, c1, ...]."""
-    return torch.tensor(earlier_classes(trainer, t), device=trainer.device).repeat_interleave(per_class)
-
-
 class Method:
-    """The plain sequential baseline (SFT): every hook does nothing."""
+    """A method whose hooks all do nothing: plain sequential fine-tuning. Subclass it for a method of your own."""
 
-    name = "sft"
-    conditional = True  # False: the generator and critic are unconditional (one class)
-    needs_previous_task = False
-    resets_optimizers = True  # fresh Adam state at every task (the authors' mergan.py); JT keeps one
-    # The method.* fields the method reads, its main knob first. Every other method field does nothing in
-    # its runs, so a run's name leaves it out (see mergan.methods.acting_knobs).
-    knobs: ClassVar[tuple[str, ...]] = ()
-    # A knob that acts only when another field has a value: knob -> (field, value).
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    # Combining: the part of training the method changes (e.g. "replay"), or None when the method never
+    # combines, with ``alone`` saying why.
+    changes: ClassVar[str | None] = None
+    alone: ClassVar[str] = ""
+    knobs: ClassVar[tuple[Knob, ...]] = ()
+    # A knob that acts in this method only while another of its knobs has a value: knob -> (knob, value).
     knob_conditions: ClassVar[Mapping[str, tuple[str, Any]]] = {}
     # The knobs that name a run outside a sweep (the seed is always added); the numeric ones are what
     # analysis draws a hyperparameter response for.
     name_knobs: ClassVar[tuple[str, ...]] = ()
+    conditional: bool = True  # False: the generator and critic are unconditional (one class)
+    needs_previous_task: bool = False  # True: refuses a stream of one task (there is nothing to protect)
+    resets_optimizers: bool = True  # fresh Adam state at every task (the authors' mergan.py); JT keeps one
 
-    def __init__(self, config: MethodConfig | None = None):
-        self.config = config if config is not None else MethodConfig()  # the run's method section, shared
+    def __init__(self, config: MethodConfig | Any = None):
+        # The run's method section, shared; any object with the knobs as attributes will do.
+        self.config = config if config is not None else default_knob_values(type(self))
 
-    def setup(self, trainer: Trainer) -> None:
+    def setup(self, training: Training) -> None:
         pass
 
-    def real_classes(self, trainer: Trainer, t: int) -> list[int]:
-        return list(trainer.tasks[t])
+    def real_classes(self, training: Training, task: TaskContext) -> list[int]:
+        return list(task.classes)
 
-    def before_task(self, trainer: Trainer, t: int) -> None:
+    def before_task(self, training: Training, task: TaskContext) -> None:
         pass
 
-    def after_task(self, trainer: Trainer, t: int) -> None:
+    def after_task(self, training: Training, task: TaskContext) -> None:
         pass
 
-    def replay(self, trainer: Trainer, t: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def replay(self, training: Training, task: TaskContext) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
 
-    def replay_labels(self, trainer: Trainer, t: int, n_real: int) -> torch.Tensor | None:
+    def replay_labels(self, training: Training, task: TaskContext) -> torch.Tensor | None:
         """Labels of a replayed batch without drawing its images (the generator step only needs labels)."""
         return None
 
-    def generator_terms(self, trainer: Trainer, t: int) -> dict[str, torch.Tensor]:
+    def generator_terms(self, training: Training, task: TaskContext) -> dict[str, torch.Tensor]:
         return {}
 
-    def critic_terms(self, trainer: Trainer, t: int) -> dict[str, torch.Tensor]:
+    def critic_terms(self, training: Training, task: TaskContext) -> dict[str, torch.Tensor]:
         return {}
 
-    def sampler(self, trainer: Trainer) -> GeneratorSampler:
-        return GeneratorSampler(trainer.generator, trainer.config.model.z_dim, trainer.config.optim.batch_size)
+    def norm_groups(self, training: Training, labels: torch.Tensor) -> NormGroups | None:
+        """The batch-norm groups of a training batch of ``labels``; None: each class its own group (the
+        authors' ``mergan.py``, whose every generator call holds one class)."""
+        return None
+
+    def sampler(self, training: Training) -> GeneratorSampler:
+        return GeneratorSampler(training.generator, training.config.model.z_dim, training.config.optim.batch_size)
 
     def state_dict(self) -> dict:
         return {}
 
-    def load_state_dict(self, state: dict, trainer: Trainer) -> None:
+    def load_state_dict(self, state: dict, training: Training) -> None:
         pass
+
+
+class KnobValues:
+    """A method's knobs at their defaults, as attributes (for a method built without a run's config)."""
+
+    def __init__(self, knobs: tuple[Knob, ...]):
+        for knob in knobs:
+            setattr(self, knob.name, knob.default)
+
+
+def default_knob_values(method: type[Method]) -> KnobValues:
+    return KnobValues(method.knobs)
 
 
 class PreviousGeneratorMethod(Method):
@@ -124,19 +137,19 @@ class PreviousGeneratorMethod(Method):
 
     needs_previous_task = True
 
-    def __init__(self, config: MethodConfig | None = None):
+    def __init__(self, config: MethodConfig | Any = None):
         super().__init__(config)
         self.previous_generator: nn.Module | None = None
 
-    def before_task(self, trainer: Trainer, t: int) -> None:
-        self.previous_generator = frozen_copy(trainer.generator) if t > 0 else None
+    def before_task(self, training: Training, task: TaskContext) -> None:
+        self.previous_generator = None if task.first else frozen_copy(training.generator)
 
     def state_dict(self) -> dict:
         return {"previous_generator": self.previous_generator.state_dict() if self.previous_generator else None}
 
-    def load_state_dict(self, state: dict, trainer: Trainer) -> None:
+    def load_state_dict(self, state: dict, training: Training) -> None:
         if state.get("previous_generator") is not None:
-            self.previous_generator = frozen_copy(trainer.generator)
+            self.previous_generator = frozen_copy(training.generator)
             self.previous_generator.load_state_dict(state["previous_generator"])
 
 
@@ -156,8 +169,20 @@ class GeneratorSampler:
         return self.generator(z, labels, groups)
 
 
+class MixedClassSampler(GeneratorSampler):
+    """Draws from a generator trained on mixed-class batches (JT): each group of ``group_size``
+    consecutive samples is normalised as one, whatever its classes, as in ``joint.py``'s training and
+    evaluation; the evaluation feeds it the classes in turns (``mixes_classes``)."""
+
+    mixes_classes = True
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z, labels, consecutive_groups(labels.shape[0], self.group_size, labels.device))
+
+
 class CompositeMethod(Method):
-    """Several methods acting on different parts of training (``jtr+ra``, ``ra+ewc``)."""
+    """Several methods acting on different parts of training (``jtr+ra``, ``ra+ewc``): each hook calls them all."""
 
     def __init__(self, methods: list[Method]):
         super().__init__(methods[0].config)
@@ -167,40 +192,40 @@ class CompositeMethod(Method):
         self.needs_previous_task = any(m.needs_previous_task for m in methods)
         self.resets_optimizers = all(m.resets_optimizers for m in methods)
 
-    def setup(self, trainer: Trainer) -> None:
+    def setup(self, training: Training) -> None:
         for method in self.methods:
-            method.setup(trainer)
+            method.setup(training)
 
-    def real_classes(self, trainer: Trainer, t: int) -> list[int]:
-        return self.methods[0].real_classes(trainer, t)
+    def real_classes(self, training: Training, task: TaskContext) -> list[int]:
+        return self.methods[0].real_classes(training, task)
 
-    def before_task(self, trainer: Trainer, t: int) -> None:
+    def before_task(self, training: Training, task: TaskContext) -> None:
         for method in self.methods:
-            method.before_task(trainer, t)
+            method.before_task(training, task)
 
-    def after_task(self, trainer: Trainer, t: int) -> None:
+    def after_task(self, training: Training, task: TaskContext) -> None:
         for method in self.methods:
-            method.after_task(trainer, t)
+            method.after_task(training, task)
 
-    def replay(self, trainer, t, n_real):
-        batches = [b for b in (m.replay(trainer, t, n_real) for m in self.methods) if b is not None]
+    def replay(self, training: Training, task: TaskContext) -> tuple[torch.Tensor, torch.Tensor] | None:
+        batches = [b for b in (m.replay(training, task) for m in self.methods) if b is not None]
         if not batches:
             return None
         return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
-    def replay_labels(self, trainer, t, n_real):
-        labels = [y for y in (m.replay_labels(trainer, t, n_real) for m in self.methods) if y is not None]
+    def replay_labels(self, training: Training, task: TaskContext) -> torch.Tensor | None:
+        labels = [y for y in (m.replay_labels(training, task) for m in self.methods) if y is not None]
         return torch.cat(labels) if labels else None
 
-    def generator_terms(self, trainer, t):
-        return {k: v for m in self.methods for k, v in m.generator_terms(trainer, t).items()}
+    def generator_terms(self, training: Training, task: TaskContext) -> dict[str, torch.Tensor]:
+        return {k: v for m in self.methods for k, v in m.generator_terms(training, task).items()}
 
-    def critic_terms(self, trainer, t):
-        return {k: v for m in self.methods for k, v in m.critic_terms(trainer, t).items()}
+    def critic_terms(self, training: Training, task: TaskContext) -> dict[str, torch.Tensor]:
+        return {k: v for m in self.methods for k, v in m.critic_terms(training, task).items()}
 
     def state_dict(self) -> dict:
         return {m.name: m.state_dict() for m in self.methods}
 
-    def load_state_dict(self, state: dict, trainer: Trainer) -> None:
+    def load_state_dict(self, state: dict, training: Training) -> None:
         for method in self.methods:
-            method.load_state_dict(state.get(method.name, {}), trainer)
+            method.load_state_dict(state.get(method.name, {}), training)

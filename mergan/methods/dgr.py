@@ -18,9 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mergan.config import MethodConfig
-from mergan.methods.base import PreviousGeneratorMethod, earlier_classes, frozen_copy, per_class_replay_count
+from mergan.methods.base import REDUCE_BATCH, REPLAY_SHARE, PreviousGeneratorMethod, frozen_copy
+from mergan.methods.context import TaskContext, Training
 from mergan.models.norm import groups_of_size
+from mergan.settings import POSITIVE, Knob
+
+DGR_SOLVER_ITERATIONS = Knob("dgr_solver_iterations", 500, "training steps of the solver per task", POSITIVE)
+DGR_SOLVER_LR = Knob("dgr_solver_lr", 1e-3, "learning rate of the solver", POSITIVE)
 
 _MAX_ROUNDS = 20
 
@@ -42,55 +46,56 @@ class Solver(nn.Module):
 
 class DeepGenerativeReplay(PreviousGeneratorMethod):
     name = "dgr"
+    summary = "deep generative replay: an unconditional G replays earlier tasks, a solver labels the replay"
+    alone = ("dgr trains an unconditional generator with its own solver; the conditional methods act on a "
+             "class-conditional generator")
     conditional = False
-    knobs = ("dgr_solver_iterations", "dgr_solver_lr", "replay_share", "reduce_batch")
+    knobs = (DGR_SOLVER_ITERATIONS, DGR_SOLVER_LR, REPLAY_SHARE, REDUCE_BATCH)
 
-    def __init__(self, config: MethodConfig | None = None):
+    def __init__(self, config=None):
         super().__init__(config)
         self.previous_solver = None
         self.solver: Solver | None = None
 
-    def setup(self, trainer) -> None:
-        ds = trainer.dataset
-        self.solver = Solver(ds.num_classes, ds.channels, trainer.config.model.image_size).to(trainer.device)
+    def setup(self, training: Training) -> None:
+        ds = training.dataset
+        self.solver = Solver(ds.num_classes, ds.channels, training.config.model.image_size).to(training.device)
 
-    def before_task(self, trainer, t: int) -> None:
-        super().before_task(trainer, t)
-        self.previous_solver = frozen_copy(self.solver) if t > 0 else None
+    def before_task(self, training: Training, task: TaskContext) -> None:
+        super().before_task(training, task)
+        self.previous_solver = None if task.first else frozen_copy(self.solver)
 
-    def replay_labels(self, trainer, t: int, n_real: int) -> torch.Tensor | None:
+    def replay_labels(self, training: Training, task: TaskContext) -> torch.Tensor | None:
         if self.previous_generator is None:
             return None
-        count = per_class_replay_count(trainer, t, n_real) * len(earlier_classes(trainer, t))
-        return torch.zeros(count, dtype=torch.long, device=trainer.device)  # unconditional: one class
+        return torch.zeros_like(task.replay_labels)  # unconditional: one class, as many as the earlier classes get
 
-    def replay(self, trainer, t: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        labels = self.replay_labels(trainer, t, n_real)
+    def replay(self, training: Training, task: TaskContext) -> tuple[torch.Tensor, torch.Tensor] | None:
+        labels = self.replay_labels(training, task)
         if labels is None:
             return None
-        return self._draw_previous(trainer, labels.shape[0]), labels
+        return self._draw_previous(training, labels.shape[0]), labels
 
-    def _draw_previous(self, trainer, n: int) -> torch.Tensor:
-        z = torch.randn(n, trainer.config.model.z_dim, device=trainer.device)
+    def _draw_previous(self, training: Training, n: int) -> torch.Tensor:
+        z = torch.randn(n, training.config.model.z_dim, device=training.device)
         with torch.no_grad():
-            return self.previous_generator(z, torch.zeros(n, dtype=torch.long, device=trainer.device))
+            return self.previous_generator(z, torch.zeros(n, dtype=torch.long, device=training.device))
 
-    def replay_for_solver(self, trainer, t: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def replay_for_solver(self, training: Training, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Images of the previous generator with the labels the previous solver gives them."""
-        images = self._draw_previous(trainer, n)
+        images = self._draw_previous(training, n)
         with torch.no_grad():
             return images, self.previous_solver(images).argmax(1)
 
-    def after_task(self, trainer, t: int) -> None:
+    def after_task(self, training: Training, task: TaskContext) -> None:
         """Train the solver on the task's real images plus replay labelled by the previous solver."""
         optimizer = torch.optim.Adam(self.solver.parameters(), lr=self.config.dgr_solver_lr)
-        batches = trainer.real_batches(list(trainer.tasks[t]), conditional_labels=True)
+        batches = training.real_batches(list(task.classes), conditional_labels=True)
         self.solver.train()
         for _ in range(self.config.dgr_solver_iterations):
             images, labels = batches.next()
             if self.previous_solver is not None:
-                count = per_class_replay_count(trainer, t, labels.shape[0]) * len(earlier_classes(trainer, t))
-                replay_images, replay_labels = self.replay_for_solver(trainer, t, count)
+                replay_images, replay_labels = self.replay_for_solver(training, task.replay_labels.shape[0])
                 images, labels = torch.cat([images, replay_images]), torch.cat([labels, replay_labels])
             loss = F.cross_entropy(self.solver(images), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -98,9 +103,9 @@ class DeepGenerativeReplay(PreviousGeneratorMethod):
             optimizer.step()
         self.solver.eval()
 
-    def sampler(self, trainer) -> SolverFilteredSampler:
-        return SolverFilteredSampler(trainer.generator, self.solver, trainer.config.model.z_dim,
-                                     trainer.config.optim.batch_size)
+    def sampler(self, training: Training) -> SolverFilteredSampler:
+        return SolverFilteredSampler(training.generator, self.solver, training.config.model.z_dim,
+                                     training.config.optim.batch_size)
 
     def state_dict(self) -> dict:
         return {
@@ -109,8 +114,8 @@ class DeepGenerativeReplay(PreviousGeneratorMethod):
             "previous_solver": self.previous_solver.state_dict() if self.previous_solver else None,
         }
 
-    def load_state_dict(self, state: dict, trainer) -> None:
-        super().load_state_dict(state, trainer)
+    def load_state_dict(self, state: dict, training: Training) -> None:
+        super().load_state_dict(state, training)
         self.solver.load_state_dict(state["solver"])
         if state.get("previous_solver") is not None:
             self.previous_solver = frozen_copy(self.solver)

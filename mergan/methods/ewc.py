@@ -31,8 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from mergan.config import MethodConfig
 from mergan.methods.base import Method
+from mergan.methods.context import TaskContext, Training
+from mergan.settings import NON_NEGATIVE, POSITIVE, Allowed, Knob
+
+LAMBDA_EWC = Knob("lambda_ewc", 1e9, "weight of the Fisher penalty", NON_NEGATIVE)
+EWC_REDUCTION = Knob("ewc_reduction", "mean", "the weight penalty F (theta - theta*)^2 averaged over the "
+                                              "generator's weights (mean, so the paper's 1e9 learns) or summed (sum)",
+                     Allowed(("mean", "sum")))
+EWC_FISHER_SAMPLES = Knob("ewc_fisher_samples", 1024, "generated samples the Fisher is estimated from", POSITIVE)
 
 _CHUNK = 64  # samples per vmapped per-sample-gradient pass
 
@@ -75,34 +82,40 @@ def ewc_penalty(parameters: dict[str, torch.Tensor], anchor: dict[str, torch.Ten
 
 class ElasticWeightConsolidation(Method):
     name = "ewc"
+    summary = "elastic weight consolidation: a Fisher-weighted penalty keeps G near its weights after each task"
+    changes = "the generator's weight penalty"
     needs_previous_task = True
-    knobs = ("lambda_ewc", "ewc_fisher_samples", "ewc_reduction")
+    knobs = (LAMBDA_EWC, EWC_FISHER_SAMPLES, EWC_REDUCTION)
     name_knobs = ("lambda_ewc",)
+    penalty_term = "loss_ewc"  # the loss term's name in logs and MLflow
 
-    def __init__(self, config: MethodConfig | None = None):
+    def __init__(self, config=None):
         super().__init__(config)
         self.fisher: dict[str, torch.Tensor] | None = None
         self.anchor: dict[str, torch.Tensor] | None = None
 
-    def after_task(self, trainer, t: int) -> None:
-        config = trainer.config
-        seen = [c for task in trainer.tasks[: t + 1] for c in task]
-        fisher = estimate_fisher(trainer.generator, trainer.critic, seen, self.config.ewc_fisher_samples,
-                                 config.model.z_dim, config.optim.lambda_cls, trainer.device)
-        self.fisher = fisher if self.fisher is None else {k: self.fisher[k] + fisher[k] for k in fisher}
-        self.anchor = {k: v.detach().clone() for k, v in trainer.generator.named_parameters()}
+    def penalty_weight(self) -> float:
+        return self.config.lambda_ewc
 
-    def generator_terms(self, trainer, t: int) -> dict[str, torch.Tensor]:
+    def after_task(self, training: Training, task: TaskContext) -> None:
+        config = training.config
+        fisher = estimate_fisher(training.generator, training.critic, list(task.seen_classes),
+                                 self.config.ewc_fisher_samples, config.model.z_dim, config.optim.lambda_cls,
+                                 training.device)
+        self.fisher = fisher if self.fisher is None else {k: self.fisher[k] + fisher[k] for k in fisher}
+        self.anchor = {k: v.detach().clone() for k, v in training.generator.named_parameters()}
+
+    def generator_terms(self, training: Training, task: TaskContext) -> dict[str, torch.Tensor]:
         if self.fisher is None:
             return {}
-        parameters = dict(trainer.generator.named_parameters())
+        parameters = dict(training.generator.named_parameters())
         penalty = ewc_penalty(parameters, self.anchor, self.fisher, self.config.ewc_reduction)
-        return {"loss_ewc": self.config.lambda_ewc * penalty}
+        return {self.penalty_term: self.penalty_weight() * penalty}
 
     def state_dict(self) -> dict:
         return {"fisher": self.fisher, "anchor": self.anchor}
 
-    def load_state_dict(self, state: dict, trainer) -> None:
-        to = trainer.device
+    def load_state_dict(self, state: dict, training: Training) -> None:
+        to = training.device
         self.fisher = {k: v.to(to) for k, v in state["fisher"].items()} if state.get("fisher") else None
         self.anchor = {k: v.to(to) for k, v in state["anchor"].items()} if state.get("anchor") else None

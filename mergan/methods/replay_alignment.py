@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import torch
 
-from mergan.methods.base import (
-    PreviousGeneratorMethod,
-    earlier_classes,
-    per_class_replay_count,
-    reduces_batch,
-    replayed_labels,
-)
+from mergan.methods.base import REDUCE_BATCH, REPLAY_SHARE, PreviousGeneratorMethod
+from mergan.methods.context import TaskContext, Training, class_runs
+from mergan.settings import NON_NEGATIVE, POSITIVE, Knob
+
+LAMBDA_RA = Knob("lambda_ra", 1e-3, "weight of the replay-alignment loss", NON_NEGATIVE)
+RA_BATCH_SIZE = Knob("ra_batch_size", None, "replayed samples per step, spread evenly over the earlier classes "
+                                            "(empty: the authors' batch // number of earlier classes, per earlier "
+                                            "class)", POSITIVE, type="int")
 
 
 def replay_alignment_loss(current: torch.Tensor, previous: torch.Tensor, num_earlier_classes: int,
@@ -36,22 +37,32 @@ def replay_alignment_loss(current: torch.Tensor, previous: torch.Tensor, num_ear
 
 class ReplayAlignment(PreviousGeneratorMethod):
     name = "ra"
-    knobs = ("lambda_ra", "ra_batch_size", "replay_share", "reduce_batch")
+    summary = "MeRGAN replay alignment: G(z, c) is pulled toward G_{t-1}(z, c) for earlier classes c"
+    changes = "the generator's alignment to its previous copy"
+    knobs = (LAMBDA_RA, RA_BATCH_SIZE, REPLAY_SHARE, REDUCE_BATCH)
     name_knobs = ("lambda_ra",)
 
-    def alignment_labels(self, trainer, t: int) -> torch.Tensor:
-        size = self.config.ra_batch_size
-        per_class = (max(1, size // len(earlier_classes(trainer, t))) if size else
-                     per_class_replay_count(trainer, t, trainer.config.optim.batch_size))
-        return replayed_labels(trainer, t, per_class)
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.labels: torch.Tensor | None = None  # the earlier classes each step aligns, set before each task
 
-    def generator_terms(self, trainer, t: int) -> dict[str, torch.Tensor]:
+    def alignment_labels(self, task: TaskContext) -> torch.Tensor:
+        """The task's earlier classes, each ``ra_batch_size // earlier`` times (default: the authors' count)."""
+        size = self.config.ra_batch_size
+        if not size:
+            return task.replay_labels
+        return class_runs(task.earlier_classes, max(1, size // len(task.earlier_classes)), task.earlier.device)
+
+    def before_task(self, training: Training, task: TaskContext) -> None:
+        super().before_task(training, task)
+        self.labels = None if task.first else self.alignment_labels(task)
+
+    def generator_terms(self, training: Training, task: TaskContext) -> dict[str, torch.Tensor]:
         if self.previous_generator is None:
             return {}
-        labels = self.alignment_labels(trainer, t)
-        z = torch.randn(labels.shape[0], trainer.config.model.z_dim, device=trainer.device)
+        z = torch.randn(self.labels.shape[0], training.config.model.z_dim, device=training.device)
         with torch.no_grad():
-            target = self.previous_generator(z, labels)
-        loss = replay_alignment_loss(trainer.generator(z, labels), target, len(earlier_classes(trainer, t)),
-                                     divide_by_classes=reduces_batch(trainer))
+            target = self.previous_generator(z, self.labels)
+        loss = replay_alignment_loss(training.generator(z, self.labels), target, len(task.earlier_classes),
+                                     divide_by_classes=task.reduces_batch)
         return {"loss_ra": self.config.lambda_ra * loss}

@@ -6,12 +6,16 @@ critic is ``D(images) -> (wasserstein_score [n], class_logits [n, num_classes])`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
-from mergan.config import ModelConfig
 from mergan.models.dcgan import DCGANCritic, DCGANGenerator
 from mergan.models.resnet import ResNetCritic, ResNetGenerator
 from mergan.models.small import SmallCritic, SmallGenerator
+
+if TYPE_CHECKING:  # the methods import models.norm, and the config imports the methods
+    from mergan.config import ModelConfig
 
 _ARCHITECTURES = {
     "small": (SmallGenerator, SmallCritic),

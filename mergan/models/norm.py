@@ -11,7 +11,8 @@ batch, and nothing depends on running statistics (there are none).
 Groups are given as ``NormGroups(index, count)``: ``index[n]`` in ``[0, count)``. By default the
 group is the class label (``count`` = number of classes). Samplers that draw many images of one
 class split them into groups of the training batch size, so that evaluation sees the statistics
-training saw (``groups_of_size``). Everything is one-hot matrix products: no Python loop over
+training saw (``groups_of_size``). Joint training (``jt``) normalises each mixed-class batch as one, as
+the authors' ``joint.py`` does (``consecutive_groups``). Everything is one-hot matrix products: no Python loop over
 groups, no host sync, deterministic on CUDA.
 """
 
@@ -46,6 +47,12 @@ def groups_of_size(labels: torch.Tensor, num_classes: int, size: int) -> NormGro
     chunks = max(1, -(-n // size))  # groups a class can need at most
     rank = (_one_hot(labels, num_classes).cumsum(0) - 1).gather(1, labels[:, None]).squeeze(1)  # place in its class
     return NormGroups(labels * chunks + rank // size, num_classes * chunks)
+
+
+def consecutive_groups(n: int, size: int, device: torch.device | str | None = None) -> NormGroups:
+    """Groups of ``size`` consecutive samples whatever their classes (the last may be smaller):
+    a mixed-class batch normalised as one, as the authors' ``joint.py`` does."""
+    return NormGroups(torch.arange(n, device=device) // size, max(1, -(-n // size)))
 
 
 def group_batch_norm(x: torch.Tensor, groups: NormGroups, eps: float = EPS) -> torch.Tensor:

@@ -13,9 +13,14 @@ from pathlib import Path
 import numpy as np
 
 LSUN_CATEGORIES = ("bedroom", "kitchen", "church_outdoor", "tower")
+# The ten categories of the authors' LSUN evaluator, in their label order.
+LSUN_TEN = ("bedroom", "kitchen", "dining_room", "conference_room", "living_room", "bridge", "tower", "classroom",
+            "church_outdoor", "restaurant")
 # One solid colour per LSUN category, so decoded images can be checked against their label.
 LSUN_COLORS = {"bedroom": (200, 40, 40), "kitchen": (40, 200, 40), "church_outdoor": (40, 40, 200),
-               "tower": (220, 220, 60)}
+               "tower": (220, 220, 60), "dining_room": (220, 60, 220), "conference_room": (60, 220, 220),
+               "living_room": (120, 120, 120), "bridge": (250, 250, 250), "classroom": (10, 10, 10),
+               "restaurant": (250, 140, 20)}
 MNIST_NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
                "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 
@@ -102,10 +107,13 @@ def write_lmdb(path: str | Path, items: dict[bytes, bytes]) -> Path:
     return path
 
 
-def write_lsun(root: str | Path, train_per_category: int = 6, val_per_category: int = 3,
-               categories: tuple[str, ...] = LSUN_CATEGORIES, fmt: str = "JPEG") -> dict[str, list[bytes]]:
+def write_lsun(root: str | Path, train_per_category: int | dict[str, int] = 6, val_per_category: int = 3,
+               categories: tuple[str, ...] = LSUN_CATEGORIES, fmt: str = "JPEG",
+               left_strip: tuple[int, int, int] | None = None) -> dict[str, list[bytes]]:
     """``{category}_train_lmdb`` / ``{category}_val_lmdb`` folders of solid-colour images of varying sizes.
 
+    ``train_per_category`` may give each category its own count; ``left_strip`` paints the left eighth of
+    every image in that colour (what a centre crop of a wide image cuts away and a squash keeps).
     Keys are sha1 hex ids like LSUN's. Returns folder name -> sorted keys.
     """
     root = Path(root)
@@ -113,12 +121,16 @@ def write_lsun(root: str | Path, train_per_category: int = 6, val_per_category: 
     sizes = [(80, 60), (64, 100), (128, 128), (70, 90), (100, 66), (96, 72)]  # (width, height)
     written = {}
     for category in categories:
-        for split, count in (("train", train_per_category), ("val", val_per_category)):
+        train_count = (train_per_category.get(category, 6) if isinstance(train_per_category, dict)
+                       else train_per_category)
+        for split, count in (("train", train_count), ("val", val_per_category)):
             items = {}
             for i in range(count):
                 width, height = sizes[i % len(sizes)]
                 pixels = np.empty((height, width, 3), dtype=np.uint8)
                 pixels[:] = LSUN_COLORS[category]
+                if left_strip is not None:
+                    pixels[:, : width // 8] = left_strip
                 key = hashlib.sha1(f"{category}/{split}/{i}".encode()).hexdigest().encode()
                 items[key] = encode_image(pixels, fmt)
             write_lmdb(root / f"{category}_{split}_lmdb", items)

@@ -1,7 +1,7 @@
-"""Small real MLflow stores for the analysis tests and bench, written in the schema tracking/callback.py logs.
+"""Small real MLflow stores for the analysis tests and bench, written in the schema tracking/mirror.py logs.
 
 :func:`write_run` logs one finished run with ``MlflowClient`` directly (fast: a few batched calls);
-:func:`log_with_real_logger` drives the real ``MLflowCallback`` like the trainer does.
+:func:`log_with_real_logger` drives the real record and its MLflow mirror like the trainer does.
 ``tests/test_handwritten_runs.py`` keeps the two in step: same params, tags, metric keys and steps, artifact paths.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -93,16 +92,16 @@ def write_run(client: MlflowClient, experiment_id: str, config: ExperimentConfig
     ``task_metrics=False``: no per-task metrics at all; ``keep_metric``: log only the per-task metrics
     it accepts; ``extra_metrics(t)``: more metrics at step t (e.g. ``reverse_acc``).
     """
+    from mergan.naming import config_run_name
     from tracking.artifacts import (
         square_matrix,
         write_matrix_csv,
         write_matrix_json,
         write_matrix_png,
     )
-    from tracking.callback import _name_values, trial_run_name
 
     num_tasks = num_tasks or len(config.data.tasks.split("|"))
-    name = trial_run_name(config.method.method, _name_values(config, None))
+    name = config_run_name(config)
     tags = {"method": config.method.method, "dataset": config.data.dataset, "preset": config.preset,
             "mergan_version": mergan.__version__, "device": "cpu", "out_dir": str(config.run.out_dir),
             "mergan.run_key": f"handwritten-{name}", "mlflow.runName": name}
@@ -129,6 +128,7 @@ def write_run(client: MlflowClient, experiment_id: str, config: ExperimentConfig
         client.log_batch(run_id, metrics=metrics[start:start + 1000])
     client.log_batch(run_id, tags=[RunTag("mergan.last_task", str(num_tasks)),
                                    RunTag("mergan.last_step", str(num_tasks * steps_per_task)),
+                                   RunTag("mergan.starts", "1"),
                                    RunTag("evaluator_cache_key", f"{config.data.dataset}-abc123"),
                                    RunTag("evaluator_test_accuracy", "0.987")])
     if artifacts:
@@ -151,30 +151,38 @@ def write_run(client: MlflowClient, experiment_id: str, config: ExperimentConfig
 
 
 def log_with_real_logger(tracking_uri: str, experiment: str, config: ExperimentConfig, accuracy: Accuracy,
-                         steps_per_task: int = 3, **callback_args: Any) -> str:
-    """Drive ``tracking.callback.MLflowCallback`` through a whole run, as the trainer would."""
-    from tracking.callback import MLflowCallback
+                         steps_per_task: int = 3, **target_args: Any) -> str:
+    """Drive the real ``mergan.record.RunRecord`` and ``tracking.mirror.MLflowMirror`` through a whole run."""
+    from mergan.record import RunRecord
+    from tests.support.fake_runs import FakeTrainer
+    from tracking.mirror import MLflowMirror, Target
 
     num_tasks = len(config.data.tasks.split("|"))
     out = Path(config.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    callback = MLflowCallback(tracking_uri, experiment, flush_interval_s=0, log_checkpoint=False, **callback_args)
-    trainer = types.SimpleNamespace(config=config, device="cpu")
-    callback.on_run_start(trainer)
-    results = []
+    save_yaml(config, out / "config.yaml")
+    callbacks = [RunRecord(), MLflowMirror(Target(tracking_uri, experiment, log_checkpoint=False, **target_args),
+                                           interval_s=0)]
+    trainer = FakeTrainer(config)
+    for callback in callbacks:
+        callback.on_run_start(trainer)
     for task in run_values(num_tasks, accuracy):
         t = task["task"]
         for s in range(1, steps_per_task + 1):
-            g = (t - 1) * steps_per_task + s
+            g = trainer.global_step = (t - 1) * steps_per_task + s
             losses = {k: float(g % 7) - 3.0 for k in STEP_KEYS if k != "steps_per_second"}
-            callback.on_step(trainer, StepInfo(t, s, steps_per_task, g, losses, steps_per_second=float(g % 7) - 3.0))
+            for callback in callbacks:
+                callback.on_step(trainer, StepInfo(t, s, steps_per_task, g, losses, steps_per_second=float(g % 7) - 3.0))
         result = TaskResult(task=t, num_tasks=num_tasks, classes=[t - 1], seen_classes=list(range(t)),
                             metrics=task["metrics"], accuracy_matrix=task["matrix"],
                             class_accuracy=task["class_accuracy"], samples_path=str(sample_grid(out / f"s{t}.png", t)),
                             train_seconds=1.0 * t, eval_seconds=0.5,
                             extra={"evaluator_cache_key": f"{config.data.dataset}-abc123",
                                    "evaluator_test_accuracy": 0.987})
-        callback.on_task_end(trainer, result)
-        results.append(result)
-    callback.on_run_end(trainer, results)
-    return callback.run_id
+        trainer.tasks_done = t
+        trainer.results.append(result)
+        for callback in callbacks:
+            callback.on_task_end(trainer, result)
+    for callback in callbacks:
+        callback.on_run_end(trainer, trainer.results)
+    return callbacks[1].run_id

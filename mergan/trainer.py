@@ -398,7 +398,7 @@ class Trainer:
             result.class_accuracy = {int(k): float(v) for k, v in evaluation.class_accuracy.items()}
             result.samples_path = str(evaluation.samples_path) if evaluation.samples_path else None
             self.accuracy_matrix.append([float(v) for v in evaluation.row])
-            result.extra = self.evaluator().result_fields()
+            result.extra.update(self.evaluator().result_fields())
         else:
             self.accuracy_matrix.append([None] * (t + 1))
             result.samples_path = self.save_samples(t)

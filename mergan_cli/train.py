@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shlex
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -27,6 +28,8 @@ from mergan.config import (
     resolve_key,
     section_knobs,
 )
+from mergan.record import CONFIG_FILE, RECORD_FILE
+from mergan.run_folder import MIRRORS
 from mergan.settings import Knob, value_text
 from tracking.store import DEFAULT_EXPERIMENT
 
@@ -327,12 +330,26 @@ def failure_cause(error: BaseException) -> str | None:
     return None
 
 
-def _forget_unsaved_run(trainer: Any) -> None:
-    """A new run that ends before its first task is saved leaves no config.yaml (so starting it again in the
-    same --out-dir is not refused as 'holds another run'); what MLflow logging wrote stays."""
-    if trainer.tasks_done == 0:
+def _forget_unsaved_run(trainer: Any, mirror: Any) -> None:
+    """A new run that ends before its first task is saved leaves nothing in its folder, so that starting it
+    again in the same --out-dir is not refused as 'holds another run'. Its record stays while MLflow has not
+    received all of it (``mergan sync`` can still send it); what MLflow holds stays there."""
+    if trainer.tasks_done > 0:
+        return
+    folder = Path(trainer.out_dir)
+    if mirror is not None:
+        from tracking.mirror import unsent
+
+        if unsent(folder):
+            names = [CONFIG_FILE]
+        else:
+            names = [CONFIG_FILE, RECORD_FILE, RECORD_FILE + ".tmp", MIRRORS]
+    else:
+        names = [CONFIG_FILE, RECORD_FILE, RECORD_FILE + ".tmp"]
+    for name in names:
         with contextlib.suppress(OSError):
-            (trainer.out_dir / "config.yaml").unlink()
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -354,7 +371,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 trainer.fit()
         except KeyboardInterrupt:
             printer.close()
-            _forget_unsaved_run(trainer)
+            _forget_unsaved_run(trainer, mirror)
             print(stopped_message(args, trainer, printer), file=sys.stderr)
             return EXIT_INTERRUPTED
         except (OSError, RuntimeError) as error:
@@ -362,7 +379,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if cause is None:
                 raise
             printer.close()
-            _forget_unsaved_run(trainer)
+            _forget_unsaved_run(trainer, mirror)
             print(stopped_message(args, trainer, printer, cause), file=sys.stderr)
             return EXIT_FAILED
     print(f"done: checkpoints and samples in {trainer.out_dir}", file=sys.stderr)

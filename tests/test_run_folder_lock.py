@@ -47,7 +47,8 @@ def test_two_runs_started_together_on_one_folder_one_is_refused_and_the_other_is
     # What is in the folder is the one run that went on, whole: its own seed, every task, no lock left.
     seed = 0 if first.returncode == 0 else 7
     assert load_checkpoint(out / "task_2" / "checkpoint.pt")["config"]["run"]["seed"] == seed
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "results.json", "samples", "task_1", "task_2"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "record.jsonl", "results.json", "samples",
+                                                    "task_1", "task_2"]
 
 
 def test_resume_is_refused_while_another_process_holds_the_run_and_goes_on_once_that_one_is_killed(in_tmp, capsys):

@@ -22,9 +22,10 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from mergan.config import ConfigError, ExperimentConfig, build_config, resolve_key, value_text
+from mergan.config import ConfigError, ExperimentConfig, build_config, resolve_key
 from mergan.methods import acting_knobs
 from mergan.naming import config_run_name
+from mergan.settings import value_text
 
 NOT_ACTING = "-"  # a knob the trial's method does not read
 NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"  # "0": Tune's older output, silent at verbose=0 (no start banner)

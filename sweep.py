@@ -31,6 +31,7 @@ from typing import Any
 from mergan.config import ConfigError
 from search_spaces import SpaceError, preset_names
 from tracking.provenance import mergan_import_problem
+from trainables.local_ray import keep_local_ray_on_loopback
 from trainables.plan import PlanError, SweepPlan, list_sweeps, make_plan
 
 # The main job's values where they differ from make_plan's (see the module docstring).
@@ -90,7 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "as Ctrl-C in its terminal would (its state is saved for --resume), and end the Ray "
                             "processes it started")
     where.add_argument("--dry-run", action="store_true", help="print the resolved plan and stop")
-    where.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune's progress output")
+    where.add_argument("--verbose", type=int, nargs="?", const=2, default=0, choices=[0, 1, 2], metavar="LEVEL",
+                       help="Ray's and Tune's own output besides the sweep's rows at task boundaries: --verbose "
+                            "for all of it (Tune's status table every 30 s, every worker's output); 1: the table "
+                            "and Ray's logs (default 0: none)")
     args = parser.parse_args(argv)
     if args.stop and args.resume:
         parser.error("--stop and --resume: give one (stop the sweep first, then resume it)")
@@ -172,7 +176,9 @@ def scheduler_text(plan: SweepPlan) -> str:
 
 
 def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
-    from trainables.sweeping import format_table, mlflow_hint
+    from trainables.sweeping import format_table, mlflow_hint, trial_labeller
+
+    labeller = trial_labeller(plan)
 
     print(f"\nSweep {plan.name}: {len(outcome.rows)} trials in {seconds / 60:.1f} min. {plan.question}\n")
     print(format_table(outcome.rows, plan))
@@ -181,7 +187,7 @@ def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
     elif len(plan.objective) == 1:
         best = outcome.best[0]
         metrics = ", ".join(f"{m} {best.value(m):.3f}" for m in plan.metrics)
-        print(f"\nBest: {best.trial_id} {json.dumps(best.params)}: {metrics}")
+        print(f"\nBest: {best.trial_id} ({labeller.label(best.params).name}): {metrics}")
         if plan.scheduler == "pbt":
             from trainables.pbt import format_schedule, winning_schedule
 
@@ -192,7 +198,7 @@ def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
     else:
         print(f"\nPareto front ({', '.join(f'{m} {mode}' for m, mode in plan.objective)}):")
         for row in outcome.best:
-            print(f"  {row.trial_id} {json.dumps(row.params)}: "
+            print(f"  {row.trial_id} ({labeller.label(row.params).name}): "
                   + ", ".join(f"{m} {row.value(m):.3g}" for m in plan.metrics))
     print()
     print(mlflow_hint(plan))
@@ -223,6 +229,7 @@ def stop(args: argparse.Namespace, plan: SweepPlan) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_local_ray_on_loopback(args.address)  # before anything imports Ray
     problem = mergan_import_problem()
     if problem:
         print(f"sweep.py: error: {problem}", file=sys.stderr)
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             for process in end_leftovers(plan):
                 print(f"sweep.py: ended process {process}, left running by the sweep's killed driver", file=sys.stderr)
         driver = mark_driver(plan)  # before Ray starts: its processes inherit the driver's token
-        where = connect_ray(args.address, plan)
+        where = connect_ray(args.address, plan, args.verbose)
         driver.save(plan)
     except (PlanError, SpaceError, ConfigError, TrackingServerError) as error:
         print(f"sweep.py: error: {error}", file=sys.stderr)

@@ -20,7 +20,6 @@ need no store and no MLflow: their records (``mergan.record``) are read as the r
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import re
@@ -350,16 +349,33 @@ def parse_values(values: pd.Series) -> pd.Series:
 
 
 def config_labels(runs: pd.DataFrame, param_names: Iterable[str]) -> pd.Series:
-    """Per run, ``"lambda_ra=0.001, replay_mode=fixed"``: the params that vary between runs of its
-    method, seeds and paths aside; "" when a method ran one configuration only."""
+    """Per run, ``"lambda_ra=0.001, replay_mode=fixed"``: the params that vary between runs of its method and
+    act in the run (as run names are: a JTR run with fresh replay has no replay_size_per_class), seeds and
+    paths aside; "" when a method ran one configuration only."""
     labels = pd.Series("", index=runs.index, dtype=object)
     candidates = [p for p in param_names if p not in RUN_SPECIFIC_PARAMS and "." in p]
-    for _, group in runs.groupby("method", dropna=False):
+    for method, group in runs.groupby("method", dropna=False):
         varying = [p for p in candidates if group[p].nunique(dropna=False) > 1]
-        if varying:
-            parts = [p.rsplit(".", 1)[-1] + "=" + group[p].map(value_text) for p in varying]
-            labels[group.index] = functools.reduce(lambda left, right: left + ", " + right, parts)
+        acting = [(p, group.apply(lambda row, name=p, of=method: param_acts(name, of, row), axis=1)) for p in varying]
+        parts = [(p.rsplit(".", 1)[-1] + "=" + group[p].map(value_text)).where(acts, "") for p, acts in acting]
+        if parts:
+            labels[group.index] = pd.concat(parts, axis=1).apply(lambda row: ", ".join(t for t in row if t), axis=1)
     return labels
+
+
+def param_acts(param: str, method: Any, params: Mapping[str, Any]) -> bool:
+    """Whether the logged ``param`` changed the training of a run of ``method`` with ``params``: a method field
+    acts only as a knob of one of the run's methods and under its condition (replay_size_per_class: fixed
+    replay); every other field acts."""
+    section, _, name = param.partition(".")
+    if section != "method" or not isinstance(method, str):
+        return True
+    from mergan.methods import METHODS, knob_condition  # imports torch: only when methods' knobs are asked
+
+    parts = [part for part in method.split("+") if part in METHODS]
+    if not any(name in METHODS[part].knobs for part in parts):
+        return not parts  # a method this version does not know: keep what it logged
+    return all(params.get(field) == value for field, value in knob_condition(name).items())
 
 
 # -- per-task history -------------------------------------------------------------------

@@ -1,18 +1,35 @@
-"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``, refused clearly when bad."""
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``, refused clearly when bad;
+and what a run resumed from one may change."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import zipfile
+from collections.abc import Iterable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mergan.config import ConfigError, EvalConfig, ExperimentConfig, resolve_key
+from mergan.settings import value_text
+
 FORMAT = 2  # 2: generators normalise per class group (no running statistics); optional optimizer state
 REQUIRED_KEYS = ("format", "config", "task", "tasks", "global_step", "generator", "critic", "method", "rng",
                  "accuracy_matrix", "results_json")
+
+
+# What a resumed run may change: where and on what it goes on, how it is measured, and how long its
+# remaining tasks train (each task's count is in results.json, ``extra.iterations``). Every other field
+# decides what the run trains (data, task stream, nets, method, optimisation, seed), which its checkpoint
+# fixes: the weights would not fit another architecture, and another method would continue under the
+# name of the first.
+RESUMABLE_FIELDS = frozenset({"run.device", "run.out_dir", "run.log_every", "run.save_checkpoints",
+                              "run.deterministic", "data.data_root", "optim.iterations_per_task",
+                              *(f"eval.{f.name}" for f in fields(EvalConfig))})
 
 
 class CheckpointError(ValueError):
@@ -20,12 +37,24 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
+    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves half a file, and a
+    failed write (a full disk) removes its temporary file rather than keep the disk full."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        # Through a Python file: a failed write is then an OSError (ENOSPC ...), not torch's opaque RuntimeError.
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(error.errno, error.strerror, str(error.filename or tmp)) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
@@ -52,9 +81,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a MeRGAN checkpoint; missing {', '.join(missing)}")
+    if not isinstance(state["config"], dict) or not all(isinstance(v, dict) for k, v in state["config"].items()
+                                                        if k != "preset"):
+        raise CheckpointError(f"{path}: its config is not a mapping of sections to fields (it was edited, or "
+                              f"written by another program); config: {str(state['config'])[:120]}")
     if state["format"] != FORMAT:
         reason = (" (format 1 came before the class-grouped batch norm: its generator's running statistics "
                   "and per-task replay counts no longer apply; train again)" if state["format"] == 1 else "")
         raise CheckpointError(f"{path}: checkpoint format {state['format']} is not supported (this version reads "
                               f"{FORMAT}){reason}")
     return state
+
+
+def check_resume_changes(saved: ExperimentConfig, resumed: ExperimentConfig, checkpoint: str | os.PathLike,
+                         may_change: Iterable[str] = ()) -> None:
+    """Refuse a resumed config that changes what the run trains (``RESUMABLE_FIELDS`` may change, and the
+    fields named in ``may_change``), naming the field, the checkpoint's value and the one asked for."""
+    allowed = RESUMABLE_FIELDS | {".".join(part for part in resolve_key(name) if part) for name in may_change}
+    before = saved.flat()
+    for key, value in resumed.flat().items():
+        if key not in allowed and value != before[key]:
+            raise ConfigError(f"{key}: the run in {checkpoint} was trained with {value_text(before[key])}; a resumed "
+                              f"run cannot change it to {value_text(value)} (a checkpoint fixes what its run "
+                              f"trains; only run.device, out_dir, log_every, save_checkpoints, deterministic, "
+                              f"data.data_root, optim.iterations_per_task and the eval settings may change). "
+                              f"Start a new run for that")

@@ -378,6 +378,11 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
             raw = yaml.safe_load(handle) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; name a YAML file of config fields") from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not text"
+        raise ConfigError(f"config file {path} cannot be read ({reason}); name a YAML file of config fields") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):

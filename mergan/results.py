@@ -3,6 +3,7 @@ run's, for intransigence)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict
@@ -17,16 +18,25 @@ def write_results(out_dir: Path, tasks: list[list[int]], accuracy_matrix: list[l
     """Write ``<out_dir>/results.json`` atomically: the tasks, the accuracy matrix and each task's result."""
     path = out_dir / RESULTS_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"tasks": tasks, "accuracy_matrix": accuracy_matrix,
-                               "results": [asdict(r) for r in results]}, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps({"tasks": tasks, "accuracy_matrix": accuracy_matrix,
+                                   "results": [asdict(r) for r in results]}, indent=1))
+        os.replace(tmp, path)
+    except OSError as error:  # a full disk: no half-written file left to keep it full
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(error.errno, error.strerror, str(error.filename or tmp)) from None
     return path
 
 
 def read_matrix(path: str | os.PathLike) -> list[list[float | None]]:
-    """The accuracy matrix of a run's results.json (or of a JSON list of rows)."""
-    payload = json.loads(Path(path).read_text())
+    """The accuracy matrix of a run's results.json (or of a JSON list of rows); a ValueError names the file."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else f"not JSON: {str(error).splitlines()[0]}"
+        raise ValueError(f"{path}: cannot be read as a run's results.json ({reason})") from None
     matrix = payload.get("accuracy_matrix") if isinstance(payload, dict) else payload
-    if isinstance(matrix, list):
+    if isinstance(matrix, list) and all(isinstance(row, list) for row in matrix):
         return matrix
     raise ValueError(f"{path}: no accuracy_matrix (a list of rows) in it")

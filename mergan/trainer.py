@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from mergan.callbacks import Callback, CallbackList, DivergenceError, StepInfo, TaskResult
-from mergan.checkpoint import FORMAT, find_checkpoint, load_checkpoint, save_checkpoint
+from mergan.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    check_resume_changes,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mergan.config import ConfigError, ExperimentConfig, config_from_dict, save_yaml, validate_config
 from mergan.data import ClassDataset, ImageSet, load_dataset, task_stream
 from mergan.losses import critic_loss, generator_loss
@@ -40,6 +47,29 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("run.device: 'cuda' was asked for but no CUDA device is available; use 'cpu' or 'auto'")
     return torch.device(name)
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on ``device`` (None where it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        import psutil
+
+        return psutil.virtual_memory().available
+    return None
+
+
+def check_batch_fits(batch_size: int, channels: int, image_size: int, device: torch.device) -> None:
+    """Refuse, before anything is written, a batch whose images alone exceed the free memory: every critic
+    step holds a real, a generated and an interpolated batch (the gradient penalty's) at once, and the
+    nets' activations come on top, so this floor never refuses a batch that fits."""
+    floor = 3 * batch_size * channels * image_size * image_size * 4  # float32
+    free = free_memory_bytes(device)
+    if free is not None and floor > free:
+        raise ConfigError(f"optim.batch_size: {batch_size} images of {channels}x{image_size}x{image_size} need at "
+                          f"least {floor / 2**30:.3g} GiB per step (real, generated and interpolated batches), more "
+                          f"than the {free / 2**30:.3g} GiB free on {device}; lower optim.batch_size")
 
 
 def make_cuda_deterministic() -> None:
@@ -138,6 +168,7 @@ class Trainer:
         self.out_dir = Path(config.run.out_dir)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, config.model.image_size)
         self.tasks = task_stream(self.dataset, config.data)
+        check_batch_fits(config.optim.batch_size, self.dataset.channels, config.model.image_size, self.device)
         self.method = build_method(config.method.method, config.method, config.method.modules)
         if self.method.needs_previous_task and len(self.tasks) < 2:
             raise ConfigError(f"method.method: {config.method.method!r} protects earlier tasks, but the task "
@@ -159,40 +190,50 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, callbacks: list[Callback] | None = None,
                         overrides: dict[str, Any] | None = None,
-                        dataset: ClassDataset | None = None) -> Trainer:
+                        dataset: ClassDataset | None = None, may_change: tuple[str, ...] = ()) -> Trainer:
         """A trainer at the end of the checkpoint's task; ``fit()`` continues with the next one.
 
-        ``overrides`` may change where and how the run goes on (device, out_dir, eval settings);
-        the checkpoint's own config is kept otherwise."""
+        ``overrides`` may change where and how the run goes on (``checkpoint.RESUMABLE_FIELDS``: device,
+        out_dir, eval settings ...) and the fields named in ``may_change`` (PBT's knobs); any other change
+        is refused, naming the field."""
         file = find_checkpoint(path)
         state = load_checkpoint(file)
         try:
-            config = config_from_dict(state["config"])
+            saved = config_from_dict(state["config"])
         except ConfigError as error:
             method = state["config"].get("method", {}).get("method")
             sources = "; ".join(f"{name}: {origin}" for name, origin in state.get("method_origins", {}).items())
             raise ConfigError(f"{file}: the checkpoint's run cannot be rebuilt here: {error}"
                               + (f". The run's method {method!r} came from: {sources}; install that plugin (or make "
                                  f"its module importable) to continue or evaluate it" if sources else "")) from None
+        config = saved.copy()
         for key, value in (overrides or {}).items():
             config.set(key, value)
+        check_resume_changes(saved, config, file, may_change)
         trainer = cls(config, callbacks=callbacks, dataset=dataset)
         if [list(t) for t in trainer.tasks] != state["tasks"]:
             raise ConfigError(f"{file}: the checkpoint's task stream {state['tasks']} differs from the "
                               f"config's {trainer.tasks}")
-        trainer.generator.load_state_dict(state["generator"])
-        trainer.critic.load_state_dict(state["critic"])
-        trainer.method.load_state_dict(state["method"], trainer)
-        if state.get("optimizers") is not None:  # a method that keeps its optimizers across tasks (JT)
-            trainer.optimizers = trainer.new_optimizers()
-            for optimizer, optimizer_state in zip(trainer.optimizers, state["optimizers"]):
-                optimizer.load_state_dict(optimizer_state)
-        trainer.record.adopt_checkpoint(file.parent)
-        trainer.tasks_done = int(state["task"])
-        trainer.global_step = int(state["global_step"])
-        trainer.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]
-        trainer.results = [_task_result_from_json(r) for r in json.loads(state["results_json"])]
-        set_rng_state(state["rng"])
+        try:
+            trainer.generator.load_state_dict(state["generator"])
+            trainer.critic.load_state_dict(state["critic"])
+            trainer.method.load_state_dict(state["method"], trainer)
+            if state.get("optimizers") is not None:  # a method that keeps its optimizers across tasks (JT)
+                trainer.optimizers = trainer.new_optimizers()
+                for optimizer, optimizer_state in zip(trainer.optimizers, state["optimizers"]):
+                    optimizer.load_state_dict(optimizer_state)
+            trainer.record.adopt_checkpoint(file.parent)
+            trainer.tasks_done = int(state["task"])
+            trainer.global_step = int(state["global_step"])
+            trainer.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]
+            trainer.results = [_task_result_from_json(r) for r in json.loads(state["results_json"])]
+            set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
+            # The state does not fit the config it carries: the file was edited, or mixed from two runs.
+            problem = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"{file}: its saved state does not fit the config it holds ({type(error).__name__}: "
+                                  f"{problem[:200]}); it was edited or is damaged: resume from another task's "
+                                  f"checkpoint") from None
         return trainer
 
     # -- the run ----------------------------------------------------------------------------
@@ -346,7 +387,9 @@ class Trainer:
 
     def finish_task(self, t: int, train_seconds: float) -> TaskResult:
         result = TaskResult(task=t + 1, num_tasks=len(self.tasks), classes=list(self.tasks[t]),
-                            seen_classes=self.seen_classes(), train_seconds=train_seconds)
+                            seen_classes=self.seen_classes(), train_seconds=train_seconds,
+                            # per task: a resumed run may train its later tasks longer or shorter
+                            extra={"iterations": self.config.optim.iterations_per_task})
         if self.should_evaluate(t):
             started = time.perf_counter()
             evaluation = self.evaluate(t)
@@ -355,7 +398,7 @@ class Trainer:
             result.class_accuracy = {int(k): float(v) for k, v in evaluation.class_accuracy.items()}
             result.samples_path = str(evaluation.samples_path) if evaluation.samples_path else None
             self.accuracy_matrix.append([float(v) for v in evaluation.row])
-            result.extra = self.evaluator().result_fields()
+            result.extra.update(self.evaluator().result_fields())
         else:
             self.accuracy_matrix.append([None] * (t + 1))
             result.samples_path = self.save_samples(t)

@@ -60,12 +60,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, overrides: dict[str, Any]
     from mergan.results import read_matrix
     from mergan.trainer import Trainer
 
+    jt_matrix = read_matrix(jt_results) if jt_results else None  # before any compute
     trainer = Trainer.from_checkpoint(checkpoint, overrides=overrides)
     task = int(trainer.tasks_done)
     if task < 1:
         raise ValueError(f"{checkpoint}: the checkpoint has no finished task to evaluate")
     evaluator = trainer.evaluator()
-    jt_matrix = read_matrix(jt_results) if jt_results else None
     result = evaluate_after_task(trainer.sampler(), trainer.dataset, trainer.tasks, task - 1, trainer.config.eval,
                                  evaluator, trainer.device, trainer.accuracy_matrix[: task - 1], jt_matrix,
                                  seed=trainer.config.run.seed, samples_dir=samples_dir)
@@ -84,7 +84,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.device:
         overrides["device"] = args.device
-    if args.samples_per_class:
+    if args.samples_per_class is not None:
+        if args.samples_per_class < 1:
+            raise ValueError(f"--samples-per-class {args.samples_per_class}: allowed: >= 1 (or leave it out for "
+                             f"the run's eval_samples_per_class)")
         overrides["eval_samples_per_class"] = args.samples_per_class
     if args.evaluator:
         overrides["evaluator"] = args.evaluator

@@ -108,6 +108,9 @@ def table1_plan(args: argparse.Namespace, jt_reference: bool = False):
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
+    from trainables.local_ray import keep_local_ray_on_loopback
+
+    keep_local_ray_on_loopback(args.address)  # before anything imports Ray
     from analysis.report import build_report
     from search_spaces.presets import PAPER_METHODS
     from trainables.plan import PlanError
@@ -126,7 +129,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
                 print(f"then {args.seeds} JT trials on the first {FIRST_COLUMN} tasks (Table 1's {FIRST_COLUMN}-task "
                       f"JT); sweep {extra.name}")
             return 0
-        where = connect_ray(args.address, plan)
+        where = connect_ray(args.address, plan, args.verbose)
     except PlanError as error:
         print(f"mergan reproduce: error: {error}", file=sys.stderr)
         return 2
@@ -183,5 +186,6 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     table1.add_argument("--name", help="the sweep's name (default: table1-<dataset>-<scale>-<time>)")
     table1.add_argument("--out", help="report folder (default: runs/reports/<name>)")
     table1.add_argument("--dry-run", action="store_true", help="print what would run and stop")
-    table1.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune's progress output")
+    table1.add_argument("--verbose", type=int, nargs="?", const=2, default=0, choices=[0, 1, 2], metavar="LEVEL",
+                        help="Ray's and Tune's own output besides the rows at task boundaries (as sweep.py's)")
     table1.set_defaults(handler=reproduce_command)

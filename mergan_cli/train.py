@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shlex
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -27,6 +28,8 @@ from mergan.config import (
     resolve_key,
     section_knobs,
 )
+from mergan.record import CONFIG_FILE, RECORD_FILE
+from mergan.run_folder import MIRRORS
 from mergan.settings import Knob, value_text
 from tracking.store import DEFAULT_EXPERIMENT
 
@@ -35,6 +38,9 @@ if TYPE_CHECKING:
 
 
 EXIT_INTERRUPTED = 130  # what shells report for a program ended by Ctrl-C (128 + SIGINT)
+EXIT_FAILED = 1  # the machine failed the run (disk full, out of memory); what is saved can be resumed
+# How PyTorch says it ran out of memory: CUDA's OutOfMemoryError, the CPU allocator's RuntimeError.
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory")
 
 
 # Flags whose name is not the field's own: --iterations is short, --method-module says whose module it is.
@@ -211,8 +217,9 @@ def _tracking_mirror(args: argparse.Namespace) -> MLflowMirror | None:
 
 
 def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter,
-                     mirror: MLflowMirror | None) -> Any:
-    """A trainer for a new run, in a folder of its own (see ``mergan.run_folder``)."""
+                     mirror: MLflowMirror | None, held: contextlib.ExitStack) -> Any:
+    """A trainer for a new run, in a folder of its own (see ``mergan.run_folder``) that ``held`` holds until
+    the run ends."""
     from mergan.run_folder import link_latest, prepare_out_dir
     from mergan.trainer import Trainer
 
@@ -221,12 +228,14 @@ def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter,
     named = named_out_dir(values) is not None
     if named and args.overwrite:
         _refuse_unsent_records(Path(config.run.out_dir))
-    folder = prepare_out_dir(config.run.out_dir, named=named, overwrite=args.overwrite)
+    lock = held.enter_context(prepare_out_dir(config.run.out_dir, named=named, overwrite=args.overwrite))
+    folder = lock.folder
     config.run.out_dir = str(folder)
     try:
         trainer = Trainer(config, callbacks=[printer, mirror])
     except BaseException:
-        if not named:
+        lock.release()
+        if lock.created:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # the fresh folder, still empty: no run started there
         raise
@@ -236,26 +245,33 @@ def _new_run_trainer(args: argparse.Namespace, printer: ProgressPrinter,
     return trainer
 
 
-def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter, mirror: MLflowMirror | None) -> Any:
-    """A trainer continuing ``--resume``'s run (in its own folder unless ``--out-dir`` names another); its
-    MLflow mirror finds the run's MLflow run again by the record's run key."""
+def _resumed_trainer(args: argparse.Namespace, printer: ProgressPrinter, mirror: MLflowMirror | None,
+                     held: contextlib.ExitStack) -> Any:
+    """A trainer continuing ``--resume``'s run (in its own folder unless ``--out-dir`` names another, held by
+    ``held`` until the run ends); its MLflow mirror finds the run's MLflow run again by the record's run key."""
     from mergan.checkpoint import find_checkpoint
-    from mergan.run_folder import prepare_out_dir, run_folder_of
+    from mergan.run_folder import RunFolderLock, make_folder, prepare_out_dir, run_folder_of
     from mergan.trainer import Trainer
 
     overrides = _overrides(args)
     checkpoint = find_checkpoint(args.resume)
     own_folder = run_folder_of(checkpoint)
     named = named_out_dir(overrides)
-    if named is None and own_folder is not None:
-        saved = load_yaml(own_folder / "config.yaml").get("run.out_dir")
-        if not saved or Path(saved).resolve() != own_folder:  # the run was moved, or is reached from elsewhere
-            overrides["out_dir"] = str(own_folder)
-    elif named is not None and (own_folder is None or Path(named).resolve() != own_folder):
+    if named is not None and (own_folder is None or Path(named).resolve() != own_folder):
         if args.overwrite:
             _refuse_unsent_records(Path(named))
-        prepare_out_dir(named, named=True, overwrite=args.overwrite)
+        held.enter_context(prepare_out_dir(named, named=True, overwrite=args.overwrite))
+    elif own_folder is not None:
+        # Held before its files are read: a run still going on there would change them under us.
+        held.enter_context(RunFolderLock(own_folder).acquire(
+            advice=f"continue it in a folder you can write: mergan train --resume {own_folder} --out-dir NEW_FOLDER"))
+        saved = load_yaml(own_folder / "config.yaml").get("run.out_dir")
+        if named is None and (not saved or Path(saved).resolve() != own_folder):  # moved, or reached from elsewhere
+            overrides["out_dir"] = str(own_folder)
     trainer = Trainer.from_checkpoint(checkpoint, overrides=overrides)
+    if own_folder is None and named is None:  # a checkpoint kept elsewhere goes on in the folder its config names
+        make_folder(trainer.out_dir)
+        held.enter_context(RunFolderLock(trainer.out_dir).acquire())
     trainer.callbacks.callbacks.extend(c for c in (printer, mirror) if c is not None)
     print(f"resuming after task {trainer.tasks_done}/{len(trainer.tasks)} from {checkpoint}", file=sys.stderr)
     return trainer
@@ -285,21 +301,55 @@ def resume_command(args: argparse.Namespace, out_dir: Path) -> str:
     return shlex.join(words)
 
 
-def stopped_message(args: argparse.Namespace, trainer: Any, printer: ProgressPrinter) -> str:
-    """One line for a run stopped by Ctrl-C: where it stopped, what is saved, how to continue."""
+def stopped_message(args: argparse.Namespace, trainer: Any, printer: ProgressPrinter,
+                    cause: str = "stopped by Ctrl-C") -> str:
+    """One line for a run that stopped before its end (Ctrl-C, or ``cause``): where, what is saved, how to go on."""
     saved = trainer.tasks_done if printer.tasks_saved is None else printer.tasks_saved
     where = f"task {saved + 1}/{len(trainer.tasks)}"
     step = printer.last_step
     if step is not None and step.task == saved + 1:
         where += f", step {step.step}/{step.steps_in_task}"
     if not trainer.config.run.save_checkpoints:
-        return f"mergan train: stopped by Ctrl-C in {where}; checkpoints were off, so there is nothing to resume"
+        return f"mergan train: {cause} in {where}; checkpoints were off, so there is nothing to resume"
     if saved == 0:
-        return (f"mergan train: stopped by Ctrl-C in {where}, before any task was saved; nothing to resume, "
-                f"start the run again")
+        return f"mergan train: {cause} in {where}, before any task was saved; nothing to resume, start the run again"
     done = "task 1 is" if saved == 1 else f"tasks 1-{saved} are"
-    return (f"mergan train: stopped by Ctrl-C in {where}; {done} saved in {trainer.out_dir}; "
+    return (f"mergan train: {cause} in {where}; {done} saved in {trainer.out_dir}; "
             f"continue with: {resume_command(args, trainer.out_dir)}")
+
+
+def failure_cause(error: BaseException) -> str | None:
+    """What stopped a run, in a few words, for the machine's faults (disk full, out of memory); None otherwise."""
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if error.filename else ""
+        return f"could not write{where} ({error.strerror or error})"
+    if isinstance(error, RuntimeError) and any(text in str(error) for text in OUT_OF_MEMORY):
+        first = str(error).strip().splitlines()[0]
+        return (f"ran out of memory ({first[:160]}); lower optim.batch_size or the nets' widths, or train on a "
+                f"device with more memory")
+    return None
+
+
+def _forget_unsaved_run(trainer: Any, mirror: Any) -> None:
+    """A new run that ends before its first task is saved leaves nothing in its folder, so that starting it
+    again in the same --out-dir is not refused as 'holds another run'. Its record stays while MLflow has not
+    received all of it (``mergan sync`` can still send it); what MLflow holds stays there."""
+    if trainer.tasks_done > 0:
+        return
+    folder = Path(trainer.out_dir)
+    if mirror is not None:
+        from tracking.mirror import unsent
+
+        if unsent(folder):
+            names = [CONFIG_FILE]
+        else:
+            names = [CONFIG_FILE, RECORD_FILE, RECORD_FILE + ".tmp", MIRRORS]
+    else:
+        names = [CONFIG_FILE, RECORD_FILE, RECORD_FILE + ".tmp"]
+    for name in names:
+        with contextlib.suppress(OSError):
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -309,19 +359,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')}: empty; give a value, or leave the flag out")
     printer = ProgressPrinter()
     mirror = _tracking_mirror(args)
-    trainer = (_resumed_trainer if args.resume is not None else _new_run_trainer)(args, printer, mirror)
-    config = trainer.config
-    print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
-          f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device {trainer.device}, "
-          f"out {trainer.out_dir}", file=sys.stderr)
-    try:
-        # The record (and its MLflow mirror) ends FINISHED, FAILED (divergence) or KILLED.
-        with mirror or contextlib.nullcontext(), trainer.record.ending():
-            trainer.fit()
-    except KeyboardInterrupt:
-        printer.close()
-        print(stopped_message(args, trainer, printer), file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with contextlib.ExitStack() as held:  # the run folder, held until the run ends
+        trainer = (_resumed_trainer if args.resume is not None else _new_run_trainer)(args, printer, mirror, held)
+        config = trainer.config
+        print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
+              f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device "
+              f"{trainer.device}, out {trainer.out_dir}", file=sys.stderr)
+        try:
+            # The record (and its MLflow mirror) ends FINISHED, FAILED (divergence) or KILLED.
+            with mirror or contextlib.nullcontext(), trainer.record.ending():
+                trainer.fit()
+        except KeyboardInterrupt:
+            printer.close()
+            _forget_unsaved_run(trainer, mirror)
+            print(stopped_message(args, trainer, printer), file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (OSError, RuntimeError) as error:
+            cause = failure_cause(error)
+            if cause is None:
+                raise
+            printer.close()
+            _forget_unsaved_run(trainer, mirror)
+            print(stopped_message(args, trainer, printer, cause), file=sys.stderr)
+            return EXIT_FAILED
     print(f"done: checkpoints and samples in {trainer.out_dir}", file=sys.stderr)
     return 0
 
@@ -358,8 +418,11 @@ def add_subcommands(commands: argparse._SubParsersAction, argv: list[str] | None
     train.add_argument("--paper-iterations", action="store_true",
                        help="the paper's iterations per task for the dataset (MNIST 4,000, SVHN 8,000, "
                             "LSUN 20,000); --iterations N on top raises it")
-    train.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint (file, task or run "
-                                                        "folder, e.g. runs/latest), in that run's folder")
+    train.add_argument("--resume", metavar="PATH",
+                       help="continue a run from its checkpoint (file, task or run folder, e.g. runs/latest), in "
+                            "that run's folder. It trains what the run trained: only --device, --out-dir, "
+                            "--log-every, --save-checkpoints, --deterministic, --data-root, the evaluation settings "
+                            "and --iterations (of the tasks still to train) may change; any other change is refused")
     train.add_argument("--overwrite", action="store_true",
                        help="let a new run use an --out-dir that holds another run, deleting that run's files first")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")

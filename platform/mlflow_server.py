@@ -50,6 +50,10 @@ AUTH_CONFIG = "basic_auth.ini"  # in ROOT, with the user store basic_auth.db bes
 SECRET_KEY_FILE = "flask_secret_key"  # in ROOT: the auth app's CSRF key, the same across restarts
 CREDENTIALS = Path("~/.mlflow/credentials")  # where MLflow clients read a user name and password
 MIN_PASSWORD = 12  # MLflow's basic-auth app refuses shorter passwords
+# The store (runs, password hashes, artifacts) is the server user's alone: its folders 0700, its files 0600,
+# and the server runs with umask 077, so whatever it creates later is private too.
+PRIVATE_FOLDER, PRIVATE_FILE, SERVER_UMASK = 0o700, 0o600, 0o077
+SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")  # what SQLite writes beside a database
 # What a running server was started with; `start` with other values must not pass for it.
 SETTINGS = ("url", "backend_store_uri", "artifacts_destination", "allowed_hosts", "auth")
 
@@ -137,6 +141,7 @@ def _auth_environment(root: Path) -> dict[str, str] | str:
     if len(password) < MIN_PASSWORD:
         return f"--auth: the password of {user!r} is shorter than {MIN_PASSWORD} characters, which MLflow refuses"
     config = root / AUTH_CONFIG
+    config.touch(mode=PRIVATE_FILE)
     config.write_text("[mlflow]\ndefault_permission = READ\n"
                       f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
@@ -147,6 +152,42 @@ def _auth_environment(root: Path) -> dict[str, str] | str:
     # The admin is created from these on the first start only; later starts keep its password.
     return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": user,
             "MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": secret.read_text().strip()}
+
+
+def make_private(path: Path, mode: int) -> str | None:
+    """Tighten ``path`` (if it exists) to ``mode`` when it is open to others; why it cannot be, or None."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    if not info.st_mode & 0o077:
+        return None
+    try:
+        path.chmod(mode)
+    except PermissionError:
+        return (f"{path} is readable by other users (mode {info.st_mode & 0o777:o}) and belongs to uid "
+                f"{info.st_uid}, not this user (uid {os.geteuid()}): the store must be private to the server's "
+                f"user; run the server as its owner, or give another --root")
+    return None
+
+
+def private_store(root: Path, backend: str, artifacts: str, other_files: tuple[Path, ...] = ()) -> str | None:
+    """Create ``root`` and a local artifact folder private to this user and tighten what exists of the store
+    (databases, auth files, ``other_files``: pid file, log); why that cannot be done, or None."""
+    folders = [root] + ([Path(artifacts)] if "://" not in artifacts else [])
+    files = [root / name for name in ("basic_auth.db", AUTH_CONFIG, SECRET_KEY_FILE)] + list(other_files)
+    if backend.startswith("sqlite:///"):
+        database = Path(backend[len("sqlite:///"):])
+        files += [database, *(database.with_name(database.name + side) for side in SQLITE_SIDE_FILES)]
+    files += [root / f"basic_auth.db{side}" for side in SQLITE_SIDE_FILES]
+    for folder in folders:
+        try:
+            folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+        except OSError as error:
+            return f"cannot create {folder} ({error.strerror})"
+    problems = [make_private(folder, PRIVATE_FOLDER) for folder in folders]
+    problems += [make_private(file, PRIVATE_FILE) for file in files]
+    return next((problem for problem in problems if problem), None)
 
 
 def _already_running(record: dict, wanted: dict, pid_file: Path, wait: float) -> int:
@@ -179,13 +220,21 @@ def start(args: argparse.Namespace) -> int:
     record = _read_pid_file(pid_file)
     if record and _group_members(record["pid"]):
         return _already_running(record, settings, pid_file, args.wait)
-    root.mkdir(parents=True, exist_ok=True)
+    problem = private_store(root, backend, artifacts, (pid_file, log_file))
+    if problem:
+        print(problem)
+        return 2
     command = [*_mlflow_command(), "server", "--backend-store-uri", backend,
                "--artifacts-destination", artifacts, "--serve-artifacts",
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     if args.allowed_hosts:
         command += ["--allowed-hosts", args.allowed_hosts]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false" if not args.jobs else "true"}
+    if not backend.startswith("sqlite:"):
+        # A database server takes many writers at once; SQLAlchemy's default pool (5, overflow 10) is fewer
+        # than a sweep's concurrent trials, and a request that waits 30 s for a connection is refused.
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(args.db_connections))
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(args.db_connections))
     if args.auth:
         auth = _auth_environment(root)
         if isinstance(auth, str):
@@ -196,12 +245,16 @@ def start(args: argparse.Namespace) -> int:
     command += args.mlflow_args
     if args.foreground:
         print(f"MLflow server at {url} (backend {backend}, artifacts {artifacts})", flush=True)
+        os.umask(SERVER_UMASK)
         os.execvpe(command[0], command, env)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
+    with open(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE), "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, start_new_session=True)  # its own group: stop ends all of it
+                                   env=env, start_new_session=True,  # its own group: stop ends all of it
+                                   umask=SERVER_UMASK)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
+    # The settings may hold a database password (--backend-store-uri postgresql://user:pass@...).
+    pid_file.touch(mode=PRIVATE_FILE)
     pid_file.write_text(json.dumps({"pid": process.pid, **settings, "log": str(log_file)}))
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
@@ -299,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                  "0.0.0.0 for a cluster)")
             sub.add_argument("--port", type=int, default=5000)
             sub.add_argument("--workers", type=int, default=1, help="request worker processes (default 1)")
+            sub.add_argument("--db-connections", type=int, default=32,
+                             help="database connections per worker kept open, as many again on demand, for a "
+                                  "backend other than SQLite (default 32: a sweep's concurrent trials; "
+                                  "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE/_MAX_OVERFLOW win when set)")
             sub.add_argument("--allowed-hosts",
                              help="the Host headers MLflow accepts, replacing its default (localhost and private IP "
                                   "addresses), e.g. 'head-node:5000,10.0.0.5:5000,localhost:5000'")

@@ -24,9 +24,10 @@ The file's text is kept with the sweep, so a resumed sweep uses the space it sta
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import importlib.util
+import linecache
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,15 @@ def _python_space(path: Path, text: str) -> SearchSpace:
     name = f"mergan_user_space_{digest}"
     module = sys.modules.get(name)
     if module is None:
-        # Load a copy named by content: the text a resumed sweep saved, never a since-edited file.
-        copy = Path(tempfile.gettempdir()) / "mergan_spaces" / f"{name}.py"
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        if not copy.is_file() or copy.read_text() != text:
-            copy.write_text(text)
-        spec = importlib.util.spec_from_file_location(name, copy)
-        module = importlib.util.module_from_spec(spec)
+        # Run the text itself (what a resumed sweep saved, never a since-edited file), with no copy on
+        # disk: a copy in a shared temporary folder could be replaced, or be a link, by another local user.
+        module = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(name, None, origin=str(path)))
+        module.__file__ = str(path)
+        # Tracebacks and inspect.getsource (the sweep's MLflow record) show the text that ran.
+        linecache.cache[str(path)] = (len(text), None, text.splitlines(True), str(path))
         sys.modules[name] = module
         try:
-            spec.loader.exec_module(module)
+            exec(compile(text, str(path), "exec"), module.__dict__)  # noqa: S102 - the user's own space file
         except Exception as error:
             del sys.modules[name]
             raise SpaceError(f"space file {path} failed to load: {type(error).__name__}: {error}") from error

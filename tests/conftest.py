@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest_plugins = ("tests.support.sweeps",)  # its fixture sweep_env: a sweep with a Ray of its own
+# sweeps: sweep_env, a sweep with a Ray of its own; read_only: folders a command cannot write (as root too);
+# runs: in_tmp, a command run from an empty folder
+pytest_plugins = ("tests.support.sweeps", "tests.support.read_only", "tests.support.runs")
 # One thread: the tests' tensors are tiny, and Ray workers and servers run beside the tests;
 # oversubscribed threads were measured several times slower than one here.
 torch.set_num_threads(1)

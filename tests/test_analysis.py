@@ -525,6 +525,27 @@ def overlapping_texts(figure) -> list[tuple[str, str]]:
     return pairs
 
 
+def test_configurations_are_labelled_by_the_knobs_that_act_in_them(tmp_path):
+    # JTR with fresh replay keeps replay_size_per_class at its default, which no fresh run reads: its label must
+    # not carry it (as its run name does not), in the loaded frame (which the figures' legends and the tables
+    # read) and in the report's page.
+    uri = empty_store(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("jtr", artifact_location=(tmp_path / "artifacts").as_uri())
+    for label, overrides in (("fresh", {"replay_mode": "fresh"}),
+                             ("131", {"replay_mode": "fixed", "replay_size_per_class": 131}),
+                             ("1424", {"replay_mode": "fixed", "replay_size_per_class": 1424})):
+        write_run(client, experiment, make_config("jtr", 0, 2, tmp_path / "runs" / label, **overrides),
+                  method_accuracy("jtr", 0))
+    write_run(client, experiment, make_config("sft", 0, 2, tmp_path / "runs" / "sft"), method_accuracy("sft", 0))
+    data = load_experiment("jtr", uri)
+    assert sorted(data.runs["config"]) == ["", "replay_mode=fixed, replay_size_per_class=131",
+                                           "replay_mode=fixed, replay_size_per_class=1424", "replay_mode=fresh"]
+    report = build_report("jtr", uri, tmp_path / "report")
+    page = report.html_path.read_text()
+    assert "replay_mode=fresh, replay_size_per_class" not in page and "replay_mode=fresh</td>" in page
+
+
 @pytest.fixture(scope="module")
 def long_names(tmp_path_factory):
     """Configurations with long names (RA over three knobs) and responses on short and long log ranges."""

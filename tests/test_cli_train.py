@@ -19,20 +19,8 @@ from mergan_cli.main import build_parser, main
 from tests.support.blocked_imports import attempted, without_packages
 from tests.support.fake_runs import empty_folders
 from tests.support.mlflow_process import free_port
+from tests.support.runs import TINY_RUN
 from tracking.mirror import run_id_of
-
-# A run of two 2-step tasks on tiny nets: seconds on a CPU.
-TINY_RUN = ["--dataset", "mnist5k", "--method", "sft", "--tasks", "0|1", "--iterations", "2", "--batch-size", "8",
-            "--critic-steps", "1", "--g-width", "8", "--d-width", "8", "--z-dim", "8", "--device", "cpu",
-            "--eval-when", "none"]
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    """Run from an empty folder (``runs/`` lands there), with a private evaluator cache."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MERGAN_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path
 
 
 def test_each_new_run_gets_its_own_folder_and_runs_latest_links_the_newest(in_tmp, capsys):
@@ -75,6 +63,31 @@ def test_a_named_folder_holding_a_run_is_refused_unless_overwrite_clears_it(in_t
     assert (out / "notes.txt").read_text() == "mine"  # only the old run's own files were deleted
 
 
+def test_a_new_run_stopped_before_its_first_task_leaves_the_folder_free_unless_mlflow_lacks_its_record(
+        in_tmp, monkeypatch, capsys):
+    from mergan.trainer import Trainer
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = in_tmp / "exp"
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "run_task", interrupted)
+        assert main(["train", *TINY_RUN, "--out-dir", str(out), "--no-mlflow"]) == 130
+    assert not (out / "config.yaml").exists() and not (out / "record.jsonl").exists()
+    assert main(["train", *TINY_RUN, "--tasks", "0", "--out-dir", str(out), "--no-mlflow"]) == 0  # not refused
+
+    # MLflow did not get the stopped run's record: it stays for `mergan sync`, and the folder says so.
+    dead = f"http://127.0.0.1:{free_port()}"
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "run_task", interrupted)
+        assert main(["train", *TINY_RUN, "--out-dir", str(in_tmp / "other"), "--tracking-uri", dead]) == 130
+    assert (in_tmp / "other" / "record.jsonl").is_file() and not (in_tmp / "other" / "config.yaml").exists()
+    capsys.readouterr()
+    assert main(["train", *TINY_RUN, "--out-dir", str(in_tmp / "other"), "--no-mlflow"]) == 2
+    assert "holds another run (mirrors, record.jsonl)" in capsys.readouterr().err
+
+
 def test_train_without_mlflow_imports_neither_mlflow_nor_ray_nor_optuna(tmp_path):
     """A GPU machine with PyTorch and no tracking stack trains (and keeps its record) all the same."""
     env = {**without_packages(tmp_path, {"mlflow", "ray", "optuna"}), "MERGAN_CACHE_DIR": str(tmp_path / "cache")}
@@ -89,7 +102,8 @@ def test_train_without_mlflow_imports_neither_mlflow_nor_ray_nor_optuna(tmp_path
 def test_a_tracking_uri_mlflow_cannot_use_is_refused_before_any_training(in_tmp, capsys):
     assert main(["train", *TINY_RUN, "--tracking-uri", "junk://x"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("mergan train: error: --tracking-uri: MLflow cannot use the tracking URI 'junk://x'")
+    assert line.startswith("mergan train: error: --tracking-uri: tracking URI junk://x: MLflow has no store for the "
+                           "scheme 'junk'") and line.endswith("(or train with --no-mlflow)")
     assert "sqlite:///" in line and "--no-mlflow" in line
     assert not (in_tmp / "runs").exists()  # refused before a folder was made
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -119,6 +121,27 @@ def test_a_resumed_sweep_uses_the_space_text_it_saved_not_the_edited_file(tmp_pa
     path.write_text('def space(trial):\n    """New?"""\n    trial.suggest_float("lr_d", 1e-5, 1e-3, log=True)\n')
     again = load_space(str(path), text=saved)
     assert again.question == "Old?" and set(sample_points(again, 2)[0]) == {"lr_g"}
+
+
+def test_a_python_space_runs_from_its_own_text_with_nothing_written_where_other_users_could_plant_links(
+        tmp_path, monkeypatch):
+    # Another local user can create folders and links in the shared temporary folder before the sweep runs.
+    shared, theirs = tmp_path / "shared_tmp", tmp_path / "their_folder"
+    shared.mkdir()
+    theirs.mkdir(mode=0o777)
+    (shared / "mergan_spaces").symlink_to(theirs, target_is_directory=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    path = tmp_path / "mine" / "space.py"
+    path.parent.mkdir()
+    path.write_text('import inspect\n\ndef space(trial):\n    """Which lr_g?"""\n'
+                    '    trial.suggest_float("lr_g", 1e-5, 1e-3, log=True)\n'
+                    '    assert trial is not None, inspect.getsourcefile(space)\n')
+    space = load_space(str(path))
+    assert set(sample_points(space, 2)[0]) == {"lr_g"}
+    assert list(theirs.iterdir()) == [] and sorted(p.name for p in shared.iterdir()) == ["mergan_spaces"]
+    assert list(path.parent.iterdir()) == [path]  # no copy beside the user's file either
+    assert inspect.getsource(space.define) == path.read_text().split("\n\n", 1)[1]  # what the sweep records
+    assert pickle.loads(pickle.dumps(space.define)) is space.define
 
 
 @pytest.mark.parametrize("text,message", [

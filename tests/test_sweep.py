@@ -5,6 +5,8 @@ Trials are tiny (two steps per task, 8-channel nets): these tests check the plat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 from mlflow import MlflowClient
@@ -106,6 +108,23 @@ def test_a_multi_objective_sweep_with_asha_never_stops_a_trial_before_two_tasks(
     for trial_id, run in runs.items():
         assert run.info.status == "FINISHED"  # an early stop is not a failure
         assert (run.data.tags.get("stopped_early") == "1") == (history[trial_id] == [1, 2])
+
+
+@pytest.mark.slow
+def test_a_trial_whose_configuration_cannot_run_is_reported_once_and_never_retried(local_ray, capsys):
+    # An image folder the driver cannot see may exist on a cluster's workers, so the plan lets it through;
+    # here it exists nowhere, and every attempt would fail the same way.
+    missing = local_ray / "no_such_images"
+    args = tiny_args(local_ray, "refused", "--space", "ra-lambda", "--dataset", "folder", "--set",
+                     f"data_root={missing}", "--tasks", "0|1", "--num-samples", "1", "--max-failures", "2")
+    assert sweep.main(args) == 1
+    out = capsys.readouterr().out
+    table = out[out.index("trial  "):]
+    assert table.count(" error ") == 1 and f"folder dataset: the folder does not exist (looked at {missing})" in table
+    plan = SweepPlan.load(str(local_ray / "sweeps"), "refused")
+    assert not list(Path(plan.experiment_path).rglob("error.txt"))  # Tune saw no failure: nothing retried
+    study = optuna.load_study(study_name="refused", storage=plan.optuna_storage)
+    assert [t.state.name for t in study.trials] == ["FAIL"]
 
 
 def test_a_searcher_restored_from_before_a_trial_finished_accepts_its_results_again(tmp_path):

@@ -127,12 +127,21 @@ def test_resource_requests_no_node_can_hold_are_refused():
     (["--space", "ra-lambda", "--set", "lambda_foo=1"], "unknown config field 'lambda_foo'"),
     (["--cpus-per-trial", "999"], "--cpus-per-trial 999: this machine has no node with that many CPUs"),
     (["--gpus-per-trial", str(torch.cuda.device_count() + 1)], "this machine has no node with that many GPUs"),
+    # The dataset's classes are known without reading an image (an image folder's: its sub-folders).
+    (["--tasks", "0|11", "--dry-run"], "--tasks/--set: data.tasks: class 11 is not in dataset 'mnist5k'; allowed: 0..9 "),
+    (["--dataset", "lsun", "--set", "data_root=.", "--tasks", "0|4", "--dry-run"],
+     "data.tasks: class 4 is not in dataset 'lsun'; allowed: 0..3 (0=bedroom, 1=kitchen, 2=church_outdoor, 3=tower)"),
+    (["--dataset", "folder", "--set", "data_root=classes", "--tasks", "0|2"],
+     "data.tasks: class 2 is not in dataset 'folder'; allowed: 0..1 (0=cats, 1=dogs)"),
 ])
 def test_sweep_refuses_bad_input_before_ray_starts(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for name in ("cats", "dogs"):  # an image folder's classes (its images are never read by the plan)
+        (tmp_path / "classes" / name).mkdir(parents=True)
     assert sweep.main([*args, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
-    assert message in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message in line
     assert not ray.is_initialized()
     assert not (tmp_path / "m.db").exists()  # nothing was written either
 
@@ -212,7 +221,7 @@ def test_the_table_and_the_best_trial_by_one_objective_or_a_pareto_front(tmp_pat
     multi = plan(tmp_path, objective="multi")
     assert [r.trial_id for r in best_rows(rows, multi)] == ["a", "b"]  # a is faster, b more accurate
     table = format_table(rows, single).splitlines()
-    assert table[0].split() == ["trial", "status", "tasks", "lambda_ra", "method", "avg_acc", "forgetting",
-                                "stream_avg_acc", "train_s", "total_s"]
-    assert table[3].split()[:5] == ["b", "finished", "3/3", "0.01", "ra"]
+    assert table[0].split() == ["trial", "status", "tasks", "method", "lambda_ra", "avg_acc", "forgetting",
+                                "stream_avg_acc", "train_s", "total_s", "name"]
+    assert table[3].split()[:5] == ["b", "finished", "3/3", "ra", "0.01"]
     assert table[-1] == "c: diverged: training diverged: loss_g became nan"

@@ -151,6 +151,54 @@ def test_a_sweep_whose_server_does_not_answer_stops_before_ray_saying_so(tmp_pat
     assert "Starting" not in done.stdout and not (tmp_path / "sweeps").exists()
 
 
+def test_a_sweep_with_a_tracking_uri_mlflow_has_no_store_for_stops_before_ray_leaving_nothing(tmp_path):
+    done = sweep(tmp_path, "junk://x")
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("sweep.py: error: tracking URI junk://x: MLflow has no store for the scheme 'junk'")
+    assert "Starting" not in done.stdout and not (tmp_path / "sweeps").exists()  # no driver.json, no Ray
+
+
+def modes(root: Path) -> dict[str, str]:
+    """The permission bits of everything under ``root`` (and of ``root`` itself, as '.')."""
+    return {str(p.relative_to(root)): f"{stat.S_IMODE(p.stat().st_mode):o}" for p in [root, *root.rglob("*")]}
+
+
+@pytest.mark.slow
+def test_the_team_servers_store_is_private_to_its_user_also_when_it_existed_open_to_all(tmp_path):
+    root = tmp_path / "mlflow"
+    (root / "mlartifacts" / "0").mkdir(parents=True)
+    (root / "mlartifacts" / "0" / "old.txt").write_text("an artifact of an earlier server")
+    (root / "mlflow.db").touch()  # an empty SQLite database, as an earlier start left it
+    for path in (root, root / "mlartifacts"):
+        path.chmod(0o755)
+    (root / "mlflow.db").chmod(0o644)
+    previous = os.umask(0o022)  # a usual login's: new files 0644, folders 0755
+    try:
+        server = start_mlflow_server(root, env=clean_env(tmp_path))
+        try:
+            assert MlflowClient(server.uri).create_experiment("team")  # the server writes its store
+        finally:
+            server.stop()
+    finally:
+        os.umask(previous)
+    found = modes(root)
+    assert found["."] == "700" and found["mlartifacts"] == "700" and found["mlflow.db"] == "600", found
+    assert found["server.log"] == "600", found
+    # What the server made itself (its umask 077) is private too; the rest is behind the 0700 root.
+    made = {name: mode for name, mode in found.items() if name not in (".", "mlartifacts", "mlartifacts/0",
+                                                                        "mlartifacts/0/old.txt")}
+    assert all(mode in ("600", "700") for mode in made.values()), made
+
+
+@pytest.mark.slow
+def test_the_login_store_of_an_auth_server_is_private(team_server):
+    server, _ = team_server
+    found = modes(server.root)
+    for name in (".", "basic_auth.db", "basic_auth.ini", "flask_secret_key", "mlflow.db", "mlflow.pid", "server.log"):
+        assert found[name] == ("700" if name == "." else "600"), (name, found)
+
+
 @pytest.mark.slow
 def test_mergan_train_without_the_login_of_an_auth_server_stops_before_training(team_server, tmp_path):
     server, _ = team_server

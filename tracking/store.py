@@ -78,6 +78,8 @@ def check_tracking_server(tracking_uri: str | None = None) -> None:
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
         return  # a file MLflow makes on first use: nothing to ask, and nothing is written before the run starts
+    if not uri.startswith(("http://", "https://")):
+        check_store_scheme(uri)  # a typo of a scheme, refused without opening anything
     from mlflow.exceptions import MlflowException
 
     configure_http_client()
@@ -94,6 +96,28 @@ def check_tracking_server(tracking_uri: str | None = None) -> None:
         raise TrackingServerDown(f"the MLflow server at {uri} does not answer ({short_error(error, 160)}): start it "
                                  f"(`python platform/mlflow_server.py start`), or give the URI of one that "
                                  f"runs with --tracking-uri or MLFLOW_TRACKING_URI") from None
+
+
+# The schemes of MLflow's own stores ('' and file: a folder); others come from plugins, if installed.
+BUILTIN_STORE_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+
+def check_store_scheme(tracking_uri: str) -> None:
+    """Raise :class:`TrackingServerError` for a URI whose scheme no MLflow store takes (a typo such as
+    ``junk://x``), without opening the store (an SQLite one would be created)."""
+    scheme = urllib.parse.urlsplit(tracking_uri).scheme.split("+")[0]
+    if scheme in BUILTIN_STORE_SCHEMES or len(scheme) == 1:  # a Windows drive letter is a path
+        return
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri)  # a plugin's store, if one is installed for the scheme
+    except MlflowException:
+        raise TrackingServerError(
+            f"tracking URI {tracking_uri}: MLflow has no store for the scheme {scheme!r}; give a server "
+            f"(http://host:5000), a database (sqlite:///path/mlflow.db, postgresql://user@host/db) or a folder "
+            f"(--tracking-uri or MLFLOW_TRACKING_URI)") from None
 
 
 def refusal_advice(tracking_uri: str, error: BaseException) -> str:

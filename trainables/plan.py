@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergan.config import ConfigError, build_config, is_module_key, parse_assignment, parse_tasks, resolve_key
+from mergan.config import ConfigError, build_config, is_module_key, parse_assignment, resolve_key
+from mergan.data import planned_task_stream
 from mergan.evaluation.metrics import TASK_METRICS
 from mergan.methods import REGISTRY, build_method
 from mergan.methods.registry import module_spec
@@ -40,7 +41,6 @@ OBJECTIVES = {
 METRICS = ("stream_avg_acc", *TASK_METRICS, "train_seconds_total", "eval_seconds_total")
 # The main job on a 2-core laptop (small preset only): short tasks, fewer evaluation samples.
 LAPTOP_DEFAULTS = {"iterations_per_task": 300, "eval_samples_per_class": 200}
-DATASET_CLASSES = {"mnist5k": 10, "mnist": 10, "svhn": 10}
 SAMPLES_CHECKED = 64
 
 
@@ -215,13 +215,13 @@ def _same_field(a: str, b: str) -> bool:
 
 
 def _count_tasks(config) -> int | None:
-    if config.data.tasks:
-        count = len(parse_tasks(config.data.tasks))
-    else:
-        count = DATASET_CLASSES.get(config.data.dataset)
-    if count is not None and config.data.num_tasks:
-        count = min(count, config.data.num_tasks)
-    return count
+    """The number of tasks of a trial's stream (None when its dataset's classes cannot be known here: an image
+    folder on the workers only); a PlanError names a class the dataset lacks, before Ray starts."""
+    try:
+        tasks = planned_task_stream(config.data)
+    except ConfigError as error:
+        raise PlanError(f"--tasks/--set: {error}") from None
+    return None if tasks is None else len(tasks)
 
 
 def check_space(space: SearchSpace, preset: str, defaults: dict[str, Any], fixed: dict[str, Any],
@@ -285,6 +285,7 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
         probe = build_config(preset, {**defaults, **fixed})
     except ConfigError as error:
         raise PlanError(f"--set/--dataset/--tasks: the trainer's config refuses {fixed}: {error}") from None
+    _count_tasks(probe)  # a class the dataset lacks, refused here rather than by every trial
     if probe.data.dataset == "mnist5k" and not probe.data.tasks and not any(_same_field(k, "tasks") for k in fixed):
         defaults["tasks"] = "0|1|2"
     pairs = parse_objective(objective)

@@ -46,7 +46,9 @@ from tracking.sweep_run import (
 from trainables import pbt
 from trainables.gpu_sharing import sharing_warning
 from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials, is_uri
-from trainables.trainable import TrialSettings, train_trial
+from trainables.progress import TaskBoundaryReport, TrialLabeller, quiet_tune, trial_dirname
+from trainables.progress import format_table as progress_table
+from trainables.trainable import CONFIGURATION_ERROR, TrialSettings, train_trial
 
 logger = logging.getLogger("trainables.sweeping")
 
@@ -63,9 +65,9 @@ LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves an SQLite sto
 class SweepOptunaSearch(OptunaSearch):
     """OptunaSearch for sweeps that diverge and resume.
 
-    A diverged trial is recorded as FAILED in the study instead of scored: it reports what it had
-    learned (so that Tune's table shows it), but that is not the value of its hyperparameters, and
-    telling Optuna a score would pull the sampler toward them.
+    A diverged trial, or one whose configuration cannot run, is recorded as FAILED in the study instead of
+    scored: it reports what it had learned (so that Tune's table shows it), but that is not the value of
+    its hyperparameters, and telling Optuna a score would pull the sampler toward them.
 
     A resumed sweep may re-run the last tasks of a trial that the study already holds as finished
     (the driver died after the trial ended but before Tune saved its state): its reports are then
@@ -73,6 +75,8 @@ class SweepOptunaSearch(OptunaSearch):
     """
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get(CONFIGURATION_ERROR):
+            return  # no score to report: the trial could not run
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -80,7 +84,7 @@ class SweepOptunaSearch(OptunaSearch):
                         trial_id, result.get("tasks_done"))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if result and result.get("diverged"):
+        if result and (result.get("diverged") or result.get(CONFIGURATION_ERROR)):
             super().on_trial_complete(trial_id, result=None, error=True)
         else:
             super().on_trial_complete(trial_id, result=result, error=error)
@@ -104,9 +108,14 @@ def check_ray_answers(address: str, flag: str, timeout_s: float = RAY_CONNECT_TI
                         f"{timeout_s:g} s); {advice}") from None
 
 
-def connect_ray(address: str | None, plan: SweepPlan) -> str:
-    """Start or join Ray after checking the plan's resources fit; returns a description of where."""
+def connect_ray(address: str | None, plan: SweepPlan, verbose: int = 0) -> str:
+    """Start or join Ray after checking the plan's resources fit; returns a description of where.
+
+    ``verbose`` 0: Ray's INFO logs and the workers' output stay out of the terminal (Tune keeps every
+    trial's error, and the sweep prints it)."""
     import ray
+
+    logs = {"log_to_driver": verbose > 0, "logging_level": logging.INFO if verbose else logging.ERROR}
 
     if ray.is_initialized():
         where = "the running Ray"
@@ -115,7 +124,7 @@ def connect_ray(address: str | None, plan: SweepPlan) -> str:
         if target != "auto":
             check_ray_answers(target, flag)
         try:
-            ray.init(address=target, log_to_driver=True)
+            ray.init(address=target, **logs)
         except ConnectionError as error:  # 'auto' with no cluster on this machine, or a cluster that went away
             raise PlanError(f"{flag} {target}: no Ray cluster answers ({error}); start one with `ray start --head`, "
                             f"or leave out {'--address' if address else 'RAY_ADDRESS'} for a local Ray") from None
@@ -125,7 +134,7 @@ def connect_ray(address: str | None, plan: SweepPlan) -> str:
 
         local = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
         check_resources(plan, [local], "this machine")  # refused before Ray starts
-        ray.init(address="local", num_cpus=int(local["CPU"]), include_dashboard=False)
+        ray.init(address="local", num_cpus=int(local["CPU"]), include_dashboard=False, **logs)
         where = "a local Ray"
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     check_resources(plan, nodes, where)
@@ -217,7 +226,7 @@ def trial_settings(plan: SweepPlan) -> TrialSettings:
                          experiment=plan.experiment, parent_run_id=plan.parent_run_id, sweep_id=plan.sweep_id,
                          name_keys=tuple(plan.name_keys) or None, crash_after_task=int(crash) if crash else None,
                          pbt_knobs=tuple(k.name for k in pbt.space_knobs(plan.load_space(), plan.seed)[0])
-                         if plan.scheduler == pbt.SCHEDULER else ())
+                         if plan.scheduler == pbt.SCHEDULER else (), objective=tuple(plan.metrics))
 
 
 def trainable(plan: SweepPlan):
@@ -238,7 +247,8 @@ class CloseStoppedRuns(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
-        if not self.parent_run_id or result.get("diverged") or "tasks_done" not in result:
+        if (not self.parent_run_id or result.get("diverged") or result.get(CONFIGURATION_ERROR)
+                or "tasks_done" not in result):
             return
         if result["tasks_done"] >= result.get("num_tasks", math.inf):
             return
@@ -248,18 +258,26 @@ class CloseStoppedRuns(tune.Callback):
             logger.warning("could not close the MLflow run of stopped trial %s: %s", trial.trial_id, error)
 
 
-def new_tuner(plan: SweepPlan, verbose: int = 1) -> tune.Tuner:
+def trial_labeller(plan: SweepPlan) -> TrialLabeller:
+    """How the plan's trials are named and shown (as MLflow names their runs)."""
+    return TrialLabeller(plan.preset, dict(plan.defaults), dict(plan.fixed), tuple(plan.name_keys))
+
+
+def new_tuner(plan: SweepPlan, verbose: int = 0) -> tune.Tuner:
+    """``verbose`` is Tune's own verbosity (0: only this sweep's rows at task boundaries, see trainables.progress)."""
     space = plan.load_space()
     population = plan.scheduler == pbt.SCHEDULER
+    labeller = trial_labeller(plan)
     run_config = tune.RunConfig(
         name=plan.name, storage_path=plan.storage_path, verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=pbt.CHECKPOINTS_KEPT if population else CHECKPOINTS_KEPT),
         sync_config=tune.SyncConfig(sync_artifacts=True),  # each trial's run folder (its record) to the storage
         stop=pbt.stop_after_last_task(plan.num_tasks) if population else None,
-        callbacks=[CloseStoppedRuns(plan.tracking_uri, plan.parent_run_id)])
+        callbacks=[CloseStoppedRuns(plan.tracking_uri, plan.parent_run_id), TaskBoundaryReport(labeller, plan.metrics)])
     tune_config = tune.TuneConfig(search_alg=build_searcher(plan, space), scheduler=build_scheduler(plan),
                                   num_samples=plan.num_samples, reuse_actors=True,
+                                  trial_name_creator=labeller, trial_dirname_creator=trial_dirname,
                                   # PBT runs what the CPUs hold; the rest of the population waits, paused
                                   max_concurrent_trials=None if population else plan.max_concurrent)
     return tune.Tuner(trainable(plan), param_space=pbt.param_space(space, plan.seed) if population
@@ -288,9 +306,10 @@ class TrialRow:
 
     @property
     def complete(self) -> bool:
-        """Nothing left to run: every task reported, or the trial diverged."""
-        return bool(self.metrics.get("diverged")) or 0 < self.metrics.get("num_tasks", 0) <= self.metrics.get(
-            "tasks_done", 0)
+        """Nothing left to run: every task reported, or the trial diverged or could not run."""
+        if self.metrics.get("diverged") or self.metrics.get(CONFIGURATION_ERROR):
+            return True
+        return 0 < self.metrics.get("num_tasks", 0) <= self.metrics.get("tasks_done", 0)
 
     def value(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
@@ -302,7 +321,7 @@ def summarize(results: tune.ResultGrid) -> list[TrialRow]:
     for result in results:
         metrics = dict(result.metrics or {})
         trial_id = str(metrics.get("trial_id") or Path(result.path).name)
-        if result.error is not None:
+        if result.error is not None or metrics.get(CONFIGURATION_ERROR):
             status = "error"
         elif metrics.get("diverged"):
             status = "diverged"
@@ -310,7 +329,8 @@ def summarize(results: tune.ResultGrid) -> list[TrialRow]:
             status = "stopped early"
         else:
             status = "finished"
-        error = str(result.error).strip().splitlines()[-1] if result.error is not None else metrics.get("divergence")
+        error = (str(result.error).strip().splitlines()[-1] if result.error is not None
+                 else metrics.get(CONFIGURATION_ERROR) or metrics.get("divergence"))
         rows.append(TrialRow(trial_id, status, dict(result.config or {}), metrics, error))
     return sorted(rows, key=lambda r: r.trial_id)
 
@@ -333,33 +353,9 @@ def best_rows(rows: list[TrialRow], plan: SweepPlan) -> list[TrialRow]:
     return [r for r in candidates if not dominated(r)]
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "-" if value is None else str(value)
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.3f}".rstrip("0").rstrip(".")
-    return str(value)
-
-
 def format_table(rows: list[TrialRow], plan: SweepPlan) -> str:
-    """A plain-text table: trial, status, tasks, searched parameters, final metrics, time."""
-    params = sorted({k for r in rows for k in r.params})
-    metrics = ["avg_acc", "forgetting", *[m for m in plan.metrics if m not in ("avg_acc", "forgetting",
-                                                                            "train_seconds_total")]]
-    header = ["trial", "status", "tasks", *params, *metrics, "train_s", "total_s"]
-    lines = [header]
-    for row in rows:
-        tasks = f"{row.metrics.get('tasks_done', 0)}/{row.metrics.get('num_tasks', '?')}"
-        lines.append([row.trial_id, row.status, tasks, *[_cell(row.params.get(p)) for p in params],
-                      *[_cell(row.value(m)) for m in metrics], _cell(row.value("train_seconds_total")),
-                      _cell(row.value("time_total_s"))])
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    text = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
-    text.insert(1, "  ".join("-" * width for width in widths))
-    for row in rows:
-        if row.error:
-            text.append(f"{row.trial_id}: {row.status}: {row.error}")
-    return "\n".join(text)
+    """The sweep's outcome, one row per trial (see :func:`trainables.progress.format_table`)."""
+    return progress_table(rows, trial_labeller(plan), plan.metrics)
 
 
 # -- running -----------------------------------------------------------------------------
@@ -455,14 +451,19 @@ def start_tracking(plan: SweepPlan) -> str:
     return run_id
 
 
-def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 1,
+def run_sweep(plan: SweepPlan, resume: bool = False, verbose: int = 0,
               build_report: ReportBuilder | None = None) -> SweepOutcome:
     """Run (or resume) the planned sweep to the end; every trial's row, the best, where it all is.
 
     Ctrl-C stops it with its state saved (``SweepOutcome.interrupted``); a second Ctrl-C raises
     KeyboardInterrupt. Either way the sweep's MLflow runs end KILLED, and ``--resume`` continues them.
-    ``build_report``: see :func:`record_summary`.
+    ``build_report``: see :func:`record_summary`. ``verbose``: Tune's own output (see :func:`quiet_tune`).
     """
+    with quiet_tune(verbose):
+        return _run_sweep(plan, resume, verbose, build_report)
+
+
+def _run_sweep(plan: SweepPlan, resume: bool, verbose: int, build_report: ReportBuilder | None) -> SweepOutcome:
     plan.parent_run_id = start_tracking(plan)  # on resume: the same parent run, continued
     if not resume:
         plan.save()  # before any trial starts: --resume needs it even if this driver dies at once

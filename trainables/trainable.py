@@ -5,7 +5,8 @@ After every task the trial calls ``tune.report`` with the evaluation metrics (na
 restarts resumes from its last task's checkpoint (``tune.get_checkpoint`` ->
 ``Trainer.from_checkpoint``); its record's run key is made of the sweep and Tune trial ids, so its
 MLflow child run is continued. A trial that diverges reports ``diverged=1`` with the message and ends
-as finished, not retried.
+as finished, not retried; one whose configuration cannot run (``CONFIGURATION_ERRORS``) reports
+``configuration_error`` and ends the same way.
 
 The trial's run folder is ``run/`` in Tune's trial working directory, which Tune's artifact sync
 (``SyncConfig(sync_artifacts=True)``) copies to the sweep's storage after every task and at the end:
@@ -36,7 +37,9 @@ import torch
 from ray import tune
 
 from mergan.callbacks import Callback, DivergenceError, TaskResult
-from mergan.config import ExperimentConfig, build_config
+from mergan.checkpoint import CheckpointError
+from mergan.config import ConfigError, ExperimentConfig, build_config
+from mergan.data import DatasetError
 from mergan.naming import config_run_name
 from mergan.record import RunRecord
 from mergan.trainer import Trainer
@@ -45,6 +48,10 @@ from tracking.store import DEFAULT_EXPERIMENT, resolve_tracking_uri
 from trainables import pbt
 
 logger = logging.getLogger("trainables.trainable")
+# A trial's configuration that cannot run (a class or file its node lacks, a refused value, a checkpoint
+# that does not fit): retrying it would fail the same way.
+CONFIGURATION_ERRORS = (ConfigError, DatasetError, CheckpointError)
+CONFIGURATION_ERROR = "configuration_error"  # the report key that says why
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class TrialSettings:
     name_keys: tuple[str, ...] | None = None
     crash_after_task: int | None = None
     pbt_knobs: tuple[str, ...] = ()  # --scheduler pbt: the knobs a restored trial takes from Tune, not its checkpoint
+    objective: tuple[str, ...] = ("stream_avg_acc",)  # the metrics the searcher and scheduler read
 
 
 class SimulatedCrash(RuntimeError):
@@ -143,6 +151,16 @@ def divergence_report(trainer: Trainer, error: DivergenceError, last_report: dic
             "diverged": 1, "divergence": str(error)}
 
 
+def refusal_report(error: Exception, objective: tuple[str, ...], trainer: Trainer | None,
+                   last_report: dict[str, Any]) -> dict[str, Any]:
+    """The final report of a trial whose configuration cannot run: ``configuration_error`` says why, and the
+    objective's metrics are NaN (Tune wants them in every report; the searcher records the trial FAILED)."""
+    done = trainer.tasks_done if trainer is not None else 0
+    return {**last_report, **{metric: float("nan") for metric in objective},
+            "tasks_done": done, "num_tasks": len(trainer.tasks) if trainer is not None else max(done, 1),
+            "diverged": 0, CONFIGURATION_ERROR: str(error)}
+
+
 def scratch_dir(trial_id: str) -> Path:
     """The trial's run folder: in Tune's per-trial working directory (the current one), which Tune's artifact
     sync copies to the sweep's storage; else (``RAY_CHDIR_TO_TRIAL_DIR=0``) a node-local temporary folder."""
@@ -162,36 +180,47 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
     context = tune.get_context()
     trial_id = context.get_trial_id()
     out_dir = scratch_dir(trial_id)
-    config = trial_config(settings, params, out_dir)
     checkpoint = tune.get_checkpoint()
     knobs = settings.pbt_knobs
+    reporter = TuneReporter(settings.crash_after_task)
+    try:
+        config = trial_config(settings, params, out_dir)
+    except CONFIGURATION_ERRORS as error:  # nothing was started: the report says why, once
+        tune.report(refusal_report(error, settings.objective, None, reporter.last_report))
+        return
     labels = {"trial_id": trial_id, "trial_name": context.get_trial_name(),
               **({"sweep_id": settings.sweep_id} if settings.sweep_id else {})}
     record = RunRecord(trial_run_key(settings, trial_id), config_run_name(config, settings.name_keys), labels)
     mirror = MLflowMirror(Target(resolve_tracking_uri(settings.tracking_uri), settings.experiment,
                                  settings.parent_run_id))
-    reporter = TuneReporter(settings.crash_after_task)
     recorder = pbt.ScheduleRecorder(trial_id, knobs, record.set_labels) if knobs else None
     # The recorder adds knob values to each task's result before the record writes it; Tune gets the
     # checkpoint after the record has put its copy in.
     callbacks = [*([recorder] if recorder else []), record, mirror, reporter]
     with mirror, record.ending(), contextlib.closing(reporter):
-        if checkpoint is None:
-            trainer = Trainer(config, callbacks=callbacks)
-        else:
-            with checkpoint.as_directory() as folder:
-                # The checkpoint's own config wins; only where and on what the run goes on may change,
-                # and under PBT the knobs Tune handed in (perhaps perturbed after copying another trial).
-                overrides = {"out_dir": str(out_dir), "device": config.run.device,
-                             **pbt.knob_overrides(config, knobs)}
-                trainer = Trainer.from_checkpoint(folder, callbacks=callbacks, overrides=overrides)
-                if recorder:
-                    pbt.check_same_run(trainer.config, config, knobs)
-                    record.set_labels(recorder.on_restore(trainer, folder))
-            reporter.resumed_from_task = trainer.tasks_done
-            logger.info("trial %s resumes after task %d", trial_id, trainer.tasks_done)
+        trainer = None
         try:
+            if checkpoint is None:
+                trainer = Trainer(config, callbacks=callbacks)
+            else:
+                with checkpoint.as_directory() as folder:
+                    # The checkpoint's own config wins; only where and on what the run goes on may change,
+                    # and under PBT the knobs Tune handed in (perhaps perturbed after copying another trial).
+                    overrides = {"out_dir": str(out_dir), "device": config.run.device,
+                                 **pbt.knob_overrides(config, knobs)}
+                    trainer = Trainer.from_checkpoint(folder, callbacks=callbacks, overrides=overrides,
+                                                      may_change=knobs)
+                    if recorder:
+                        pbt.check_same_run(trainer.config, config, knobs)
+                        record.set_labels(recorder.on_restore(trainer, folder))
+                reporter.resumed_from_task = trainer.tasks_done
+                logger.info("trial %s resumes after task %d", trial_id, trainer.tasks_done)
             trainer.fit()
+        except CONFIGURATION_ERRORS as error:
+            # The same configuration fails the same way on every attempt: reported once, never retried.
+            tune.report(refusal_report(error, settings.objective, trainer, reporter.last_report))
+            record.set_labels({CONFIGURATION_ERROR: str(error)})
+            record.end("FAILED", str(error))
         except DivergenceError as error:
             tune.report(divergence_report(trainer, error, reporter.last_report))
             record.set_labels({"diverged": "1", "divergence": str(error)})

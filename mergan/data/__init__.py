@@ -6,9 +6,9 @@ See docs/interfaces.md ("Data").
 from mergan.data.dataset import ClassDataset
 from mergan.data.errors import DatasetError
 from mergan.data.imageset import ImageSet, TensorImageSet
-from mergan.data.load import load_dataset
+from mergan.data.load import dataset_class_names, load_dataset, planned_task_stream
 from mergan.data.lsun import LMDBImageSet
 from mergan.data.tasks import task_stream
 
-__all__ = ["ClassDataset", "DatasetError", "ImageSet", "LMDBImageSet", "TensorImageSet", "load_dataset",
-           "task_stream"]
+__all__ = ["ClassDataset", "DatasetError", "ImageSet", "LMDBImageSet", "TensorImageSet", "dataset_class_names",
+           "load_dataset", "planned_task_stream", "task_stream"]

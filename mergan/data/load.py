@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from mergan.config import DATASETS, ConfigError, DataConfig
 from mergan.data.dataset import ClassDataset
-from mergan.data.folder import load_folder
-from mergan.data.lsun import load_lsun
-from mergan.data.mnist import load_mnist, load_mnist5k
+from mergan.data.errors import DatasetError
+from mergan.data.folder import class_folders, load_folder
+from mergan.data.lsun import CATEGORIES, load_lsun
+from mergan.data.mnist import DIGITS, load_mnist, load_mnist5k
 from mergan.data.svhn import load_svhn
+from mergan.data.tasks import tasks_of
 
 LOADERS: dict[str, Callable[[DataConfig, int], ClassDataset]] = {
     "mnist5k": load_mnist5k,
@@ -18,6 +21,29 @@ LOADERS: dict[str, Callable[[DataConfig, int], ClassDataset]] = {
     "lsun": load_lsun,
     "folder": load_folder,
 }
+
+
+# The classes of the datasets whose classes are fixed (an image folder's are its sub-folders).
+FIXED_CLASSES = {"mnist5k": DIGITS, "mnist": DIGITS, "svhn": DIGITS, "lsun": CATEGORIES}
+
+
+def dataset_class_names(data_config: DataConfig) -> list[str] | None:
+    """The dataset's classes without reading an image; None for an image folder this machine cannot see
+    (on a cluster it may exist on the workers only)."""
+    if data_config.dataset in FIXED_CLASSES:
+        return list(FIXED_CLASSES[data_config.dataset])
+    root = Path(data_config.data_root or "")
+    try:
+        return [p.name for p in class_folders(root / "train" if (root / "train").is_dir() else root)]
+    except (DatasetError, OSError):
+        return None
+
+
+def planned_task_stream(data_config: DataConfig) -> list[list[int]] | None:
+    """The task stream :func:`~mergan.data.task_stream` will make, checked the same way, before the dataset is
+    loaded (None when its classes cannot be known here)."""
+    names = dataset_class_names(data_config)
+    return None if names is None else tasks_of(data_config.dataset, names, data_config)
 
 
 def load_dataset(data_config: DataConfig, image_size: int) -> ClassDataset:

@@ -40,16 +40,21 @@ def task_stream(ds: ClassDataset, data_config: DataConfig) -> list[list[int]]:
     Refuses, with a ``ConfigError``, a class the dataset lacks, an order that is not one of the stream's
     classes, or more tasks than the stream has.
     """
+    return tasks_of(ds.name, ds.class_names, data_config)
+
+
+def tasks_of(dataset: str, class_names: list[str], data_config: DataConfig) -> list[list[int]]:
+    """:func:`task_stream` for a dataset known by its class names only (e.g. before its images are read)."""
     if data_config.tasks is not None:
         tasks = parse_tasks(data_config.tasks)
     else:
-        tasks = [[c] for c in range(ds.num_classes)]
+        tasks = [[c] for c in range(len(class_names))]
     for task in tasks:
         for cls in task:
-            if not 0 <= cls < ds.num_classes:
-                names = ", ".join(f"{i}={n}" for i, n in enumerate(ds.class_names))
-                raise ConfigError(f"data.tasks: class {cls} is not in dataset {ds.name!r}; allowed: "
-                                  f"0..{ds.num_classes - 1} ({names})")
+            if not 0 <= cls < len(class_names):
+                names = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
+                raise ConfigError(f"data.tasks: class {cls} is not in dataset {dataset!r}; allowed: "
+                                  f"0..{len(class_names) - 1} ({names})")
     tasks = ordered_tasks(tasks, data_config.task_order, data_config.order_seed)
     if data_config.num_tasks is not None:
         if not 0 < data_config.num_tasks <= len(tasks):

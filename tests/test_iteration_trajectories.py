@@ -103,7 +103,7 @@ def record() -> None:
 
     torch.set_num_threads(1)
     dataset = load_dataset(DataConfig(dataset="mnist5k"), image_size=32)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     cases = {}
     with tempfile.TemporaryDirectory() as tmp:

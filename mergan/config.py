@@ -32,6 +32,7 @@ EVALUATORS = ("cnn", "paper")
 LSUN_RESIZES = ("center-crop", "squash")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+CUDA_GRAPH_MODES = ("off", "on", "auto")  # mergan.graphs
 PAPER_EVALUATOR_DATASETS = ("mnist5k", "mnist", "svhn", "lsun")  # datasets the authors trained an evaluator for
 RUNS_FOLDER = "runs"  # where a run without run.out_dir gets its own folder
 TASK_ORDERS = ("label", "random")  # or an explicit order of the stream's classes
@@ -87,6 +88,8 @@ class OptimConfig:
     lambda_cls: float = setting(1.0, "weight of the AC-GAN classification loss", NON_NEGATIVE)
     precision: str = setting("fp32", "bf16: autocast on CUDA (never fp16: gradient penalties overflow)",
                              Allowed(PRECISIONS))
+    cuda_graph: str = setting("auto", "capture each task's training iteration in a CUDA graph and replay it: auto "
+                                      "(on CUDA; eager on CPU), on (CUDA only), off", Allowed(CUDA_GRAPH_MODES))
 
 
 def method_registry() -> MethodRegistry:

@@ -11,9 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """mean over samples of (||grad_x D(x_hat)||_2 - 1)^2 at random interpolates x_hat of real and fake."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """mean over samples of (||grad_x D(x_hat)||_2 - 1)^2 at random interpolates x_hat of real and fake.
+
+    ``alpha`` [n, 1, 1, 1]: the interpolation weights (default: drawn uniform in [0, 1) here)."""
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     interpolates = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     score, _ = critic(interpolates)
     (grad,) = torch.autograd.grad(score.sum(), interpolates, create_graph=True)
@@ -21,17 +25,18 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
 
 
 def critic_loss(critic: nn.Module, real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Tensor,
-                lambda_gp: float, lambda_cls: float, penalty_real: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                lambda_gp: float, lambda_cls: float, penalty_real: torch.Tensor | None = None,
+                alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The critic's loss and its parts. ``real`` may include replayed images (scored and classified
-    as real); the penalty interpolates only ``penalty_real`` (the task's true real images) with fake."""
+    as real); the penalty interpolates only ``penalty_real`` (the task's true real images) with fake,
+    with weights ``alpha`` (see ``gradient_penalty``)."""
     penalty_real = real if penalty_real is None else penalty_real
     both = torch.cat([real, fake])
     score, logits = critic(both)
     real_score, fake_score = score[: real.shape[0]], score[real.shape[0]:]
     wasserstein = real_score.mean() - fake_score.mean()
     cls_real = F.cross_entropy(logits[: real.shape[0]], real_labels) if lambda_cls else real.new_zeros(())
-    gp = gradient_penalty(critic, penalty_real, fake[: penalty_real.shape[0]]) if lambda_gp else real.new_zeros(())
+    gp = gradient_penalty(critic, penalty_real, fake[: penalty_real.shape[0]], alpha) if lambda_gp else real.new_zeros(())
     loss = -wasserstein + lambda_gp * gp + lambda_cls * cls_real
     return loss, {"wasserstein": wasserstein.detach(), "gp": gp.detach(), "cls_real": cls_real.detach()}
 

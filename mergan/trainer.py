@@ -4,8 +4,10 @@ Each task (``run_task``): its context (``mergan.methods.context``, built once: c
 replay counts and labels); the method's ``before_task``; fresh Adam optimizers (the paper resets them per
 task); ``iterations_per_task`` generator steps, each after ``critic_steps`` critic steps on a real batch
 of the task's classes (plus the method's replay); the method's ``after_task``. Then (``finish_task``)
-evaluation, a checkpoint and the callbacks' ``on_task_end``. The loop never syncs with the device except
-every ``log_every`` steps, when losses are read, checked for NaN/inf and handed to ``on_step``.
+evaluation, a checkpoint and the callbacks' ``on_task_end``. The iteration is capturable (``mergan.iteration``:
+static draw buffers, loss sums on the device) and, on CUDA, captured once per task in a CUDA graph and replayed
+(``mergan.graphs``, ``optim.cuda_graph``). The loop never syncs with the device except every ``log_every``
+steps, when losses are read, checked for NaN/inf and handed to ``on_step``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from mergan.checkpoint import (
 )
 from mergan.config import ConfigError, ExperimentConfig, config_from_dict, save_yaml, validate_config
 from mergan.data import ClassDataset, ImageSet, load_dataset, task_stream
-from mergan.losses import critic_loss, generator_loss
+from mergan.graphs import GraphedIteration, check_graph_mode, graph_blocker, uses_graphs
+from mergan.iteration import Draws, TaskIteration
 from mergan.methods import REGISTRY, TaskContext, build_method
 from mergan.methods.context import task_context
 from mergan.models import build_models
@@ -114,7 +117,9 @@ def preserved_rng():
 
 
 class RealBatches:
-    """Random batches of real images of some classes; indices and labels live where the images do."""
+    """Random batches of real images of some classes; indices and labels live where the images do.
+
+    The indices are drawn into a static buffer (``Draws``), so that a captured iteration redraws them."""
 
     def __init__(self, images: ImageSet, classes: list[int], batch_size: int, device: torch.device,
                  conditional: bool = True):
@@ -127,9 +132,10 @@ class RealBatches:
         self.members = members.to(index_device)
         self.member_labels = labels[members].to(device)
         self.device = device
+        self.draws = Draws(index_device)
 
     def _draw(self, n: int) -> torch.Tensor:
-        return torch.randint(self.members.shape[0], (n,), device=self.members.device)
+        return self.draws.integers("index", self.members.shape[0], (n,))
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         picks = self._draw(self.batch_size)
@@ -155,6 +161,7 @@ class Trainer:
         validate_config(config)
         self.config = config
         self.device = resolve_device(config.run.device)
+        check_graph_mode(config.optim.cuda_graph, self.device)
         if self.device.type == "cuda" and config.run.deterministic:
             make_cuda_deterministic()
         # The run folder's durable record comes first unless the caller placed it (after callbacks that add
@@ -175,6 +182,12 @@ class Trainer:
                               f"stream has only {len(self.tasks)} task ({self.tasks}); give at least two tasks")
         seed_everything(config.run.seed)
         self.train_set = self.dataset.train.to(self.device)
+        # Why the iterations cannot be captured (None: they can), and whether they will be.
+        self.graph_blocker = graph_blocker(self.method, self.train_set, config.data.dataset)
+        self.cuda_graph = uses_graphs(config.optim.cuda_graph, self.device, self.graph_blocker)
+        self.draws = Draws(self.device)  # the static buffers of the methods' random draws (``training.draws``)
+        self.captured_tasks: list[int] = []  # tasks (1-based) whose iteration ran as a replayed CUDA graph
+        self.graph_failures: dict[int, str] = {}  # task -> why its capture failed (it then ran eagerly)
         num_classes = self.dataset.num_classes if self.method.conditional else 1
         generator, critic = build_models(config.model, num_classes, self.dataset.channels)
         self.generator, self.critic = generator.to(self.device), critic.to(self.device)
@@ -236,6 +249,13 @@ class Trainer:
                                   f"checkpoint") from None
         return trainer
 
+    @property
+    def graph_note(self) -> str | None:
+        """One line when CUDA graphs were asked for (or would be, by ``auto``) but this run cannot use them."""
+        if self.config.optim.cuda_graph == "off" or self.device.type != "cuda" or self.graph_blocker is None:
+            return None
+        return f"optim.cuda_graph: training runs eagerly, without CUDA graphs: {self.graph_blocker}"
+
     # -- the run ----------------------------------------------------------------------------
     def fit(self) -> list[TaskResult]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -258,9 +278,13 @@ class Trainer:
         return RealBatches(self.train_set, classes, self.config.optim.batch_size, self.device, conditional)
 
     def new_optimizers(self) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+        """Adam for the generator and the critic; ``capturable`` (step counts on the device) under CUDA graphs."""
         cfg = self.config.optim
-        return (torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
-                torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)))
+        capturable = self.cuda_graph
+        return (torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2),
+                                 capturable=capturable),
+                torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2),
+                                 capturable=capturable))
 
     def run_task(self, t: int) -> float:
         """Train task t (0-based): the method's ``before_task``, ``iterations_per_task`` generator steps (each
@@ -275,75 +299,47 @@ class Trainer:
         self.tasks_done = t + 1
         return time.perf_counter() - started
 
+    def task_iteration(self, task: TaskContext) -> TaskIteration:
+        """Task t's training iteration over static state (its optimizers, real batches and draw buffers)."""
+        cfg = self.config.optim
+        if self.method.resets_optimizers or self.optimizers is None:
+            self.optimizers = self.new_optimizers()
+        batches = self.real_batches(self.method.real_classes(self, task))
+        # Autocast's cache of cast weights would live across a capture's end: off under graphs.
+        autocast = ((lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graph))
+                    if cfg.precision == "bf16" else contextlib.nullcontext)
+        self.draws = Draws(self.device)
+        return TaskIteration(self, self.method, task, batches, self.optimizers, self.draws, autocast)
+
     def _train_steps(self, task: TaskContext) -> None:
         cfg = self.config.optim
-        generator, critic, method = self.generator, self.critic, self.method
         t = task.index
-        if method.resets_optimizers or self.optimizers is None:
-            self.optimizers = self.new_optimizers()
-        optimizer_g, optimizer_d = self.optimizers
-        batches = self.real_batches(method.real_classes(self, task))
-        z_dim = self.config.model.z_dim
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
-                    else contextlib.nullcontext())
-        generator.train()
-        critic.train()
-        sums: dict[str, torch.Tensor] = {}
+        iteration = self.task_iteration(task)
+        run_iteration = GraphedIteration(iteration) if self.cuda_graph else iteration
+        self.generator.train()
+        self.critic.train()
         since, window_start = 0, time.perf_counter()
         log_every = self.config.run.log_every
         for step in range(1, cfg.iterations_per_task + 1):
-            critic.requires_grad_(True)
-            for _ in range(cfg.critic_steps):
-                real, labels = batches.next()
-                replay = method.replay(self, task)
-                scored, scored_labels = ((torch.cat([real, replay[0]]), torch.cat([labels, replay[1]]))
-                                         if replay is not None else (real, labels))
-                z = torch.randn(scored_labels.shape[0], z_dim, device=self.device)
-                with autocast:
-                    with torch.no_grad():
-                        fake = generator(z, scored_labels, method.norm_groups(self, scored_labels))
-                    loss_d, parts = critic_loss(critic, scored, scored_labels, fake, cfg.lambda_gp, cfg.lambda_cls,
-                                                penalty_real=real)
-                    extra_d = method.critic_terms(self, task)
-                    total_d = loss_d + sum(extra_d.values()) if extra_d else loss_d
-                optimizer_d.zero_grad(set_to_none=True)
-                total_d.backward()
-                optimizer_d.step()
-            critic.requires_grad_(False)  # the generator step needs no critic weight gradients
-            replay_labels = method.replay_labels(self, task)
-            labels = batches.labels(cfg.batch_size)
-            if replay_labels is not None:
-                labels = torch.cat([labels, replay_labels])
-            z = torch.randn(labels.shape[0], z_dim, device=self.device)
-            with autocast:
-                fake = generator(z, labels, method.norm_groups(self, labels))
-                loss_g, parts_g = generator_loss(critic, fake, labels, cfg.lambda_cls)
-                extra_g = method.generator_terms(self, task)
-                total_g = loss_g + sum(extra_g.values()) if extra_g else loss_g
-            optimizer_g.zero_grad(set_to_none=True)
-            total_g.backward()
-            optimizer_g.step()
+            run_iteration()
             self.global_step += 1
             since += 1
-            for name, value in {"loss_d": total_d, "loss_g": total_g, **parts, **parts_g, **extra_d,
-                                **extra_g}.items():
-                value = value.detach().float()
-                sums[name] = sums[name] + value if name in sums else value
             if step % log_every == 0 or step == cfg.iterations_per_task:
-                losses = self._read_losses(sums, since, t, step)
+                losses = self._read_losses(iteration.sums.take(since), t, step)
                 now = time.perf_counter()
                 info = StepInfo(task=t + 1, step=step, steps_in_task=cfg.iterations_per_task,
                                 global_step=self.global_step, losses=losses,
                                 steps_per_second=since / max(now - window_start, 1e-9))
                 self.callbacks.on_step(self, info)
-                sums, since, window_start = {}, 0, time.perf_counter()
-        critic.requires_grad_(True)
+                since, window_start = 0, time.perf_counter()
+        if isinstance(run_iteration, GraphedIteration):
+            if run_iteration.captured:
+                self.captured_tasks.append(t + 1)
+            elif run_iteration.failure is not None:
+                self.graph_failures[t + 1] = run_iteration.failure
 
-    def _read_losses(self, sums: dict[str, torch.Tensor], count: int, t: int, step: int) -> dict[str, float]:
-        """Mean of each loss since the last read; the loop's only host sync. NaN/inf stops the run."""
-        names = list(sums)
-        values = (torch.stack([sums[n] for n in names]) / count).tolist()
-        losses = dict(zip(names, values))
+    def _read_losses(self, losses: dict[str, float], t: int, step: int) -> dict[str, float]:
+        """The mean losses since the last read (the loop's only host sync), checked: NaN/inf stops the run."""
         bad = [n for n, v in losses.items() if not np.isfinite(v)]
         if bad:
             raise DivergenceError(f"training diverged: {', '.join(bad)} became {losses[bad[0]]} in task {t + 1} "

@@ -361,6 +361,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     mirror = _tracking_mirror(args)
     with contextlib.ExitStack() as held:  # the run folder, held until the run ends
         trainer = (_resumed_trainer if args.resume is not None else _new_run_trainer)(args, printer, mirror, held)
+        if trainer.graph_note is not None:
+            print(f"note: {trainer.graph_note}", file=sys.stderr)
         config = trainer.config
         print(f"mergan train: {config.method.method} on {config.data.dataset}, preset {config.preset}, "
               f"tasks {trainer.tasks}, {config.optim.iterations_per_task} iterations per task, device "

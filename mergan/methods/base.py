@@ -21,6 +21,12 @@ per task):
 - ``sampler``: how the evaluation draws images of a class;
 - ``state_dict`` / ``load_state_dict``: what a checkpoint keeps.
 Its knob values are ``self.config`` (the run's ``method`` section: ``self.config.lambda_ra``).
+
+The hooks called inside an iteration (``replay``, ``replay_labels``, ``*_terms``, ``norm_groups``) are captured in
+a CUDA graph on CUDA (``mergan.graphs``): they draw their random numbers on the device, best through
+``training.draws`` (``training.draws.normal("my.z", (n, z_dim))``, a static buffer refilled at each draw), never
+with Python's or numpy's generators (a capture would freeze them), and never read a tensor on the host
+(``.item()``, ``if tensor``). A method whose hooks must do either sets ``capturable = False`` and runs eagerly.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class Method:
     conditional: bool = True  # False: the generator and critic are unconditional (one class)
     needs_previous_task: bool = False  # True: refuses a stream of one task (there is nothing to protect)
     resets_optimizers: bool = True  # fresh Adam state at every task (the authors' mergan.py); JT keeps one
+    capturable: bool = True  # False: its iteration hooks read tensors on the host; never captured in a CUDA graph
 
     def __init__(self, config: MethodConfig | Any = None):
         # The run's method section, shared; any object with the knobs as attributes will do.
@@ -191,6 +198,7 @@ class CompositeMethod(Method):
         self.conditional = all(m.conditional for m in methods)
         self.needs_previous_task = any(m.needs_previous_task for m in methods)
         self.resets_optimizers = all(m.resets_optimizers for m in methods)
+        self.capturable = all(m.capturable for m in methods)
 
     def setup(self, training: Training) -> None:
         for method in self.methods:

@@ -20,6 +20,7 @@ from torch import nn
 if TYPE_CHECKING:  # type hints only: the methods stand below the config and the data
     from mergan.config import ExperimentConfig
     from mergan.data import ClassDataset, ImageSet
+    from mergan.iteration import Draws
 
 
 class Batches(Protocol):
@@ -42,6 +43,7 @@ class Training(Protocol):
     tasks: list[list[int]]  # the task stream: classes of each task, in training order
     dataset: ClassDataset
     train_set: ImageSet  # the dataset's training images, on the device when they fit in memory
+    draws: Draws  # static buffers for the random draws of an iteration (see mergan.iteration.Draws)
 
     def real_batches(self, classes: list[int], conditional_labels: bool | None = None) -> Batches:
         """Batches of the training images of ``classes``."""

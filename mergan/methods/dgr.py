@@ -74,10 +74,12 @@ class DeepGenerativeReplay(PreviousGeneratorMethod):
         labels = self.replay_labels(training, task)
         if labels is None:
             return None
-        return self._draw_previous(training, labels.shape[0]), labels
+        z = training.draws.normal("dgr.z", (labels.shape[0], training.config.model.z_dim))
+        return self._draw_previous(training, labels.shape[0], z), labels
 
-    def _draw_previous(self, training: Training, n: int) -> torch.Tensor:
-        z = torch.randn(n, training.config.model.z_dim, device=training.device)
+    def _draw_previous(self, training: Training, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        if z is None:
+            z = torch.randn(n, training.config.model.z_dim, device=training.device)
         with torch.no_grad():
             return self.previous_generator(z, torch.zeros(n, dtype=torch.long, device=training.device))
 

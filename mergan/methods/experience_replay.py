@@ -59,14 +59,15 @@ class ExperienceReplay(Method):
 
     def replayed_images(self, training: Training) -> torch.Tensor:
         """One step's real images of the earlier classes, grouped by class as ``task.replay_labels``."""
-        offsets = (torch.rand(self.rows.shape, device=self.rows.device) * self.block_sizes).long()
+        offsets = (training.draws.uniform("er.offsets", tuple(self.rows.shape), self.rows.device)
+                   * self.block_sizes).long()
         return training.train_set.get(self.stacked[self.rows, offsets]).to(training.device, non_blocking=True)
 
     def critic_terms(self, training: Training, task: TaskContext) -> dict[str, torch.Tensor]:
         if self.rows is None:
             return {}
         real = self.replayed_images(training)
-        z = torch.randn(task.replay_labels.shape[0], training.config.model.z_dim, device=training.device)
+        z = training.draws.normal("er.critic.z", (task.replay_labels.shape[0], training.config.model.z_dim))
         with torch.no_grad():
             generated = training.generator(z, task.replay_labels)
         loss = per_class_replay_loss(training.critic, generated, task.replay_labels, len(task.earlier_classes),
@@ -76,7 +77,7 @@ class ExperienceReplay(Method):
     def generator_terms(self, training: Training, task: TaskContext) -> dict[str, torch.Tensor]:
         if self.rows is None:
             return {}
-        z = torch.randn(task.replay_labels.shape[0], training.config.model.z_dim, device=training.device)
+        z = training.draws.normal("er.generator.z", (task.replay_labels.shape[0], training.config.model.z_dim))
         loss = per_class_replay_loss(training.critic, training.generator(z, task.replay_labels), task.replay_labels,
                                      len(task.earlier_classes), training.config.optim.lambda_cls)
         return {"loss_er_g": loss if task.reduces_batch else loss / len(task.earlier_classes)}

@@ -111,16 +111,18 @@ class JointRetraining(PreviousGeneratorMethod):
 
     def replay_pairs(self, training: Training, task: TaskContext, with_previous: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(labels, z, G_{t-1}(z, labels) or None) for one step, grouped by earlier class."""
+        """(labels, z, G_{t-1}(z, labels) or None) for one step, grouped by earlier class. The critic's side
+        (``with_previous``) and the generator's draw into buffers of their own."""
         labels = task.replay_labels
+        side = "critic" if with_previous else "generator"
         if self.replay_set is None:
-            z = torch.randn(labels.shape[0], training.config.model.z_dim, device=training.device)
+            z = training.draws.normal(f"jtr.{side}.z", (labels.shape[0], training.config.model.z_dim))
             if not with_previous:
                 return labels, z, None
             with torch.no_grad():
                 return labels, z, self.previous_generator(z, labels)
-        rows = self.set_rows + torch.randint(self.config.replay_size_per_class, self.set_rows.shape,
-                                             device=training.device)
+        rows = self.set_rows + training.draws.integers(f"jtr.{side}.rows", self.config.replay_size_per_class,
+                                                       tuple(self.set_rows.shape))
         set_z, set_images = self.replay_set
         return labels, set_z[rows], set_images[rows]
 

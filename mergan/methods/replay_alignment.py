@@ -60,7 +60,7 @@ class ReplayAlignment(PreviousGeneratorMethod):
     def generator_terms(self, training: Training, task: TaskContext) -> dict[str, torch.Tensor]:
         if self.previous_generator is None:
             return {}
-        z = torch.randn(self.labels.shape[0], training.config.model.z_dim, device=training.device)
+        z = training.draws.normal("ra.z", (self.labels.shape[0], training.config.model.z_dim))
         with torch.no_grad():
             target = self.previous_generator(z, self.labels)
         loss = replay_alignment_loss(training.generator(z, self.labels), target, len(task.earlier_classes),

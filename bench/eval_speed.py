@@ -3,9 +3,11 @@
 On mnist5k with the trainer's own generator (freshly initialised: timing only, its accuracy is
 meaningless): trains the evaluator in a fresh cache (its real test accuracy and seconds), then
 times ``evaluate_after_task`` with the preset's default sample count after the first task (1
-class) and after the tenth (10 classes), with and without reverse accuracy, and times the
-training of one task by the trainer (a few iterations, scaled to the preset's iterations per
-task). Writes bench/results/eval_speed.json.
+class) and after the tenth (10 classes), with and without reverse accuracy, and after the tenth
+with each ``eval.quality`` level (none, fast, full: ``quality_overhead`` is what fast and full add
+to an evaluation without them; the target is at most 25% for full), and times the training of one
+task by the trainer (a few iterations, scaled to the preset's iterations per task). Writes
+bench/results/eval_speed.json.
 
     python bench/eval_speed.py [--preset small] [--device auto] [--train-iterations 40] [--rounds 2] [--threads N]
 """
@@ -57,6 +59,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+        try:  # and numpy's BLAS (the Frechet distances' matrix roots): oversubscribed, it is many times slower
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(args.threads)
+        except ImportError:
+            pass
 
     with tempfile.TemporaryDirectory() as work:
         config = build_config(args.preset, overrides={
@@ -69,12 +77,18 @@ def main() -> None:
         evaluator = get_evaluator(trainer.dataset, config.eval, trainer.device)
         evaluator_seconds = time.perf_counter() - started
 
+        last = len(trainer.tasks) - 1
         evaluation = {
             "after_task_1": time_evaluation(trainer, evaluator, 0, args.rounds, reverse_accuracy=False),
-            "after_task_10": time_evaluation(trainer, evaluator, len(trainer.tasks) - 1, args.rounds),
-            "after_task_10_with_reverse_accuracy": time_evaluation(trainer, evaluator, len(trainer.tasks) - 1, 1,
+            "after_task_10": time_evaluation(trainer, evaluator, last, args.rounds),
+            **{f"after_task_10_quality_{level}": time_evaluation(trainer, evaluator, last, args.rounds, quality=level)
+               for level in ("none", "fast", "full")},
+            "after_task_10_with_reverse_accuracy": time_evaluation(trainer, evaluator, last, 1,
                                                                    reverse_accuracy=True),
         }
+        without = evaluation["after_task_10_quality_none"]["seconds"]
+        quality_overhead = {level: round(evaluation[f"after_task_10_quality_{level}"]["seconds"] / without - 1, 4)
+                            for level in ("fast", "full")}
 
         trainer.config.optim.iterations_per_task = args.train_iterations
         trainer.run_task(0)  # warm-up (first-call allocations), not timed
@@ -94,6 +108,7 @@ def main() -> None:
         "evaluator": {"train_seconds": round(evaluator_seconds, 2), "real_test_accuracy": evaluator.test_accuracy,
                       "cache_key": evaluator.cache_key},
         "evaluation": evaluation,
+        "quality_overhead": quality_overhead,  # share added to an evaluation after task 10 (target: full <= 0.25)
         "training": {"preset": args.preset, "method": config.method.method,
                      "iterations_per_task": iterations_per_task,
                      "seconds_per_iteration": round(seconds_per_iteration, 4),

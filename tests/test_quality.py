@@ -19,8 +19,8 @@ import torch
 
 from mergan.callbacks import TaskResult
 from mergan.config import ConfigError, EvalConfig, build_config
-from mergan.evaluation.evaluate import evaluate_after_task, quality_rows
-from mergan.evaluation.frechet import frechet_distance
+from mergan.evaluation.evaluate import RealReference, evaluate_after_task, quality_rows
+from mergan.evaluation.frechet import FeatureStats, frechet_distance
 from mergan.evaluation.metrics import (
     TASK_METRICS,
     average_final_quality,
@@ -30,7 +30,11 @@ from mergan.evaluation.metrics import (
     forgetting_rate,
     quality_summaries,
 )
-from mergan.evaluation.quality import kernel_inception_distance, precision_recall_density_coverage
+from mergan.evaluation.quality import (
+    kernel_inception_distance,
+    kernel_within,
+    precision_recall_density_coverage,
+)
 from mergan.record import RunRecord, read_record
 from tests.support.evaluation_fixtures import LinearGenerator, toy_config, toy_dataset
 
@@ -134,7 +138,14 @@ def test_fid_per_task_is_the_pooled_formula_on_that_tasks_features():
     tasks = [[0], [1, 2]]
     real = {c: features(40, seed=20 + c, shift=c) for c in range(3)}
     fake = {c: [features(20, seed=30 + c, shift=c + 0.3), features(15, seed=40 + c)] for c in range(3)}
-    rows, metrics = quality_rows(real, fake, tasks, ("fid", "kid"), "classifier")
+
+    def reference(classes):
+        pooled = torch.cat([real[c] for c in classes])
+        stats = FeatureStats(pooled.shape[1])
+        stats.add(pooled)
+        return RealReference(pooled, stats, kernel_within(pooled), None)
+
+    rows, metrics = quality_rows(reference, fake, tasks, ("fid", "kid"), "classifier")
 
     def fid(r, f):
         r, f = r.double().numpy(), f.double().numpy()
@@ -327,3 +338,83 @@ def test_drift_alarms_are_tagged_on_the_mlflow_run(tmp_path):
 
 def test_eval_config_has_quality_fields():
     assert EvalConfig().quality == "full" and EvalConfig().drift_alarm == 0.5
+
+
+# -- the report --------------------------------------------------------------------------------------
+def recall(method: str, seed: int, i: int, j: int) -> float:
+    """The hand-made recall matrix: SFT loses each earlier task's variety, RA keeps most of it."""
+    kept = {"sft": 0.1, "ra": 0.8}[method]
+    return round((0.9 if i == j else 0.9 * kept) - 0.01 * seed, 4)
+
+
+class WithQuality(RunRecord):
+    """Adds hand-made quality matrices (as the evaluation reports them) to each task before recording it."""
+
+    def __init__(self, method: str, seed: int):
+        super().__init__()
+        self.method, self.seed = method, seed
+
+    def on_task_end(self, trainer, result):
+        t = result.task
+        matrices = {"recall_classifier": [[recall(self.method, self.seed, i, j) for j in range(1, i + 1)]
+                                          for i in range(1, t + 1)],
+                    "fid_classifier": [[10.0 * (i - j + 1) + self.seed for j in range(1, i + 1)]
+                                       for i in range(1, t + 1)]}
+        result.quality_matrices = matrices
+        for name, matrix in matrices.items():
+            result.metrics.update({f"{name}_task_{j + 1}": v for j, v in enumerate(matrix[-1])})
+        result.metrics.update(quality_summaries(matrices))
+        history = [{f"recall_classifier_class_{j - 1}": recall(self.method, self.seed, i, j) for j in range(1, i + 1)}
+                   for i in range(1, t + 1)]
+        result.drift_alarms = drift_alarms(history, [[c] for c in range(result.num_tasks)], 0.5)
+        result.metrics["drift_alarms"] = float(len(result.drift_alarms))
+        super().on_task_end(trainer, result)
+
+
+@pytest.fixture
+def quality_runs(tmp_path):
+    from tests.support.fake_runs import fake_run
+
+    for method in ("sft", "ra"):
+        for seed in (0, 1):
+            config = build_config("small", {"method": method, "seed": seed, "tasks": "0|1|2",
+                                            "out_dir": str(tmp_path / "runs" / f"{method}-{seed}")})
+            fake_run([WithQuality(method, seed)], config, num_tasks=3)
+    return tmp_path / "runs"
+
+
+def test_run_folders_load_quality_matrices_and_summaries(quality_runs):
+    from analysis.load import load_run_folders
+
+    data = load_run_folders([quality_runs])
+    assert data.quality_measures == ["fid_classifier", "recall_classifier"]
+    run = data.runs.loc[(data.runs["method"] == "ra") & (data.runs["seed"] == 1), "run_id"].item()
+    expected = np.full((3, 3), np.nan)
+    for i in range(1, 4):
+        for j in range(1, i + 1):
+            expected[i - 1, j - 1] = recall("ra", 1, i, j)
+    np.testing.assert_allclose(data.matrix(run, "recall_classifier"), expected)
+    final = data.task_metrics[(data.task_metrics["run_id"] == run) & (data.task_metrics["after_task"] == 3)]
+    assert final["fr_recall_classifier"].item() == pytest.approx(forgetting_rate(expected.tolist()))
+
+
+def test_report_has_a_quality_section_with_heatmaps_curves_table_and_drift_alarms(quality_runs, tmp_path):
+    from analysis.report import build_report
+
+    report = build_report(None, None, tmp_path / "report", runs=[quality_runs])
+    section = next(s for s in report.sections if s.title.startswith("Quality and variety"))
+    assert set(section.figures) == {"quality_matrices", "quality_forgetting"}
+    assert not section.notes
+    captions = dict(section.tables)
+    table = next(frame for caption, frame in section.tables if caption.startswith("CLoG"))
+    assert list(table.index) == ["SFT", "MeRGAN-RA"]
+    # FR of recall after task 3, in points, mean ± std over the two seeds: SFT lost 90% of it, RA 20%
+    sft = [100 * forgetting_rate([[recall("sft", s, i, j) for j in range(1, i + 1)] for i in range(1, 4)])
+           for s in (0, 1)]
+    assert table.loc["SFT", "FR recall (%)"] == f"{np.mean(sft):.2f} ± {np.std(sft, ddof=1):.2f}"
+    alarms = next(frame for caption, frame in captions.items() if caption.startswith("Drift alarms"))
+    assert sorted(alarms["first alarm after task"]) == ["2", "2"]  # only SFT's runs, from task 2 on
+    assert all(name.startswith("sft") for name in alarms.index)
+    page = report.html_path.read_text()
+    assert "Quality and variety" in page and "FR recall (%)" in page and "class 0 recall_classifier" in page
+    assert (tmp_path / "report" / "tables" / "quality.md").is_file()

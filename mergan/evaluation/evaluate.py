@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,12 @@ from mergan.evaluation.metrics import (
     summarize,
     task_accuracy,
 )
-from mergan.evaluation.quality import kernel_inception_distance, precision_recall_density_coverage
+from mergan.evaluation.quality import (
+    kernel_inception_distance,
+    kernel_within,
+    kth_neighbour_radii,
+    precision_recall_density_coverage,
+)
 from mergan.evaluation.reverse import reverse_accuracy, to_uint8
 from mergan.evaluation.seeding import derive_seed
 
@@ -69,40 +74,55 @@ def real_reference_index(ds: Any, cls: int, per_class: int) -> torch.Tensor:
     return index[torch.randperm(len(index), generator=generator)[:per_class]]
 
 
-def real_class_features(extractor: Any, ds: Any, cls: int, per_class: int) -> torch.Tensor:
-    """Features of the same fixed real images of ``cls`` that ``real_feature_stats`` uses (memoised)."""
+@dataclass
+class RealReference:
+    """The fixed real images of some classes in one feature space, and what every comparison with them reuses."""
+
+    features: torch.Tensor
+    stats: FeatureStats
+    kernel_within: float  # KID's real-real term
+    radii: torch.Tensor | None  # k-nearest-neighbour radii (precision ... coverage); None for ``fast``
+
+
+def real_reference(extractor: Any, ds: Any, classes: Sequence[int], per_class: int, radii: bool) -> RealReference:
+    """The real reference of ``classes`` (the same fixed images ``real_feature_stats`` uses), memoised per
+    extractor, so a class's reference is embedded and measured once per run."""
     memo: dict[Any, Any] = extractor.real_stats_memo
-    key = ("features", extractor.key, ds.fingerprint, int(cls), per_class)
+    key = ("reference", extractor.key, ds.fingerprint, tuple(int(c) for c in classes), per_class, radii)
     if key not in memo:
-        memo[key] = torch.cat([extractor(ds.train.get(chunk)) for chunk in real_reference_index(ds, cls, per_class)
-                               .split(1000)])
+        index = torch.cat([real_reference_index(ds, c, per_class) for c in classes])
+        features = torch.cat([extractor(ds.train.get(chunk)) for chunk in index.split(1000)])
+        stats = FeatureStats(features.shape[1], features.device)
+        stats.add(features)
+        memo[key] = RealReference(features, stats, kernel_within(features),
+                                  kth_neighbour_radii(features.float()) if radii else None)
     return memo[key]
 
 
-def quality_of(real: torch.Tensor, fake: torch.Tensor, names: Sequence[str]) -> dict[str, float]:
-    """The quality metrics ``names`` (of ``QUALITY_METRICS``) of generated features against real ones."""
-    real_stats, fake_stats = FeatureStats(real.shape[1], real.device), FeatureStats(fake.shape[1], fake.device)
-    real_stats.add(real)
+def quality_of(real: RealReference, fake: torch.Tensor, names: Sequence[str]) -> dict[str, float]:
+    """The quality metrics ``names`` (of ``QUALITY_METRICS``) of generated features against a real reference."""
+    fake_stats = FeatureStats(fake.shape[1], fake.device)
     fake_stats.add(fake)
-    values = {"fid": fid_from_stats(fake_stats, real_stats), "kid": kernel_inception_distance(real, fake)}
+    values = {"fid": fid_from_stats(fake_stats, real.stats),
+              "kid": kernel_inception_distance(real.features, fake, real.kernel_within)}
     if "precision" in names:
-        values.update(precision_recall_density_coverage(real, fake))
+        values.update(precision_recall_density_coverage(real.features, fake, real_radii=real.radii))
     return {name: values[name] for name in names}
 
 
-def quality_rows(real: dict[int, torch.Tensor], fake: dict[int, list[torch.Tensor]], tasks: Sequence[Sequence[int]],
-                 names: Sequence[str], space: str) -> tuple[dict[str, list[float]], dict[str, float]]:
+def quality_rows(reference: Callable[[Sequence[int]], RealReference], fake: dict[int, list[torch.Tensor]],
+                 tasks: Sequence[Sequence[int]], names: Sequence[str], space: str
+                 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Per task j of ``tasks`` and per class: the quality of the class's (or task's pooled) generated features
-    against its real reference. Returns ({``quality_key``: row over tasks}, {metric name: value})."""
-    by_class = {c: quality_of(real[c], torch.cat(fake[c]), names) for task in tasks for c in task}
+    against ``reference(classes)``. Returns ({``quality_key``: row over tasks}, {metric name: value})."""
+    by_class = {c: quality_of(reference([c]), torch.cat(fake[c]), names) for task in tasks for c in task}
     rows: dict[str, list[float]] = {quality_key(name, space): [] for name in names}
     metrics: dict[str, float] = {}
     for j, task in enumerate(tasks):
         if len(task) == 1:
             values = by_class[task[0]]
         else:
-            values = quality_of(torch.cat([real[c] for c in task]), torch.cat([f for c in task for f in fake[c]]),
-                                names)
+            values = quality_of(reference(task), torch.cat([f for c in task for f in fake[c]]), names)
         for name, value in values.items():
             rows[quality_key(name, space)].append(value)
             metrics[f"{quality_key(name, space)}_task_{j + 1}"] = value
@@ -216,8 +236,11 @@ def evaluate_after_task(sampler: Sampler, ds: Any, tasks: Sequence[Sequence[int]
     for space, fake in class_features.items():
         tic = time.perf_counter()
         extractor = classifier_space if space == "classifier" else inception
-        real = {c: real_class_features(extractor, ds, c, per_class) for c in seen_classes}
-        rows, values = quality_rows(real, fake, seen_tasks, quality_names, space)
+
+        def reference(classes: Sequence[int], extractor: Any = extractor) -> RealReference:
+            return real_reference(extractor, ds, classes, per_class, radii="precision" in quality_names)
+
+        rows, values = quality_rows(reference, fake, seen_tasks, quality_names, space)
         metrics.update(values)
         for key, quality_row in rows.items():
             quality_matrices[key] = _previous_rows((previous_quality or {}).get(key), task_index0) + [quality_row]

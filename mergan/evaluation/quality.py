@@ -21,24 +21,25 @@ NEAREST_K = 5  # k of the k-nearest-neighbour balls (Naeem et al. 2020 recommend
 CHUNK = 4096  # rows of a distance matrix computed at once
 
 
-def kernel_inception_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """Unbiased MMD^2 between ``real`` [m, d] and ``fake`` [n, d] with k(x, y) = (x.y / d + 1)^3."""
-    if len(real) < 2 or len(fake) < 2:
-        raise ValueError(f"KID needs at least 2 samples per set, have {len(real)} real and {len(fake)} generated")
-    real, fake = real.double(), fake.double()
-    dim = real.shape[1]
-    m, n = len(real), len(fake)
+def _kernel_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a @ b.T) / a.shape[1] + 1.0).pow(3).sum()
 
-    def kernel_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return ((a @ b.T) / dim + 1.0).pow(3).sum()
 
-    def kernel_trace(a: torch.Tensor) -> torch.Tensor:  # sum of k(x_i, x_i): the diagonal the estimator drops
-        return ((a * a).sum(1) / dim + 1.0).pow(3).sum()
+def kernel_within(features: torch.Tensor) -> float:
+    """Mean of k(x_i, x_j) over the pairs i != j of one set: its term of the unbiased MMD^2 (float64)."""
+    if len(features) < 2:
+        raise ValueError(f"KID needs at least 2 samples per set, have {len(features)}")
+    x = features.double()
+    diagonal = ((x * x).sum(1) / x.shape[1] + 1.0).pow(3).sum()  # the k(x_i, x_i) the estimator leaves out
+    return float((_kernel_sum(x, x) - diagonal) / (len(x) * (len(x) - 1)))
 
-    within_real = (kernel_sum(real, real) - kernel_trace(real)) / (m * (m - 1))
-    within_fake = (kernel_sum(fake, fake) - kernel_trace(fake)) / (n * (n - 1))
-    between = kernel_sum(real, fake) / (m * n)
-    return float(within_real + within_fake - 2.0 * between)
+
+def kernel_inception_distance(real: torch.Tensor, fake: torch.Tensor, real_within: float | None = None) -> float:
+    """Unbiased MMD^2 between ``real`` [m, d] and ``fake`` [n, d] with k(x, y) = (x.y / d + 1)^3;
+    ``real_within``: ``kernel_within(real)`` when already known (a fixed reference)."""
+    within_real = kernel_within(real) if real_within is None else real_within
+    between = _kernel_sum(real.double(), fake.double()) / (len(real) * len(fake))
+    return float(within_real + kernel_within(fake) - 2.0 * between)
 
 
 def kth_neighbour_radii(features: torch.Tensor, k: int = NEAREST_K) -> torch.Tensor:
@@ -52,16 +53,17 @@ def kth_neighbour_radii(features: torch.Tensor, k: int = NEAREST_K) -> torch.Ten
     return torch.cat(radii)
 
 
-def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor,
-                                      k: int = NEAREST_K) -> dict[str, float]:
+def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = NEAREST_K,
+                                      real_radii: torch.Tensor | None = None) -> dict[str, float]:
     """{"precision", "recall", "density", "coverage"} of ``fake`` [n, d] against ``real`` [m, d].
 
     precision: share of generated samples inside some real sample's k-NN ball; recall: share of real
     samples inside some generated sample's k-NN ball; density: mean number of real balls holding a
     generated sample, divided by k; coverage: share of real balls holding at least one generated sample.
+    ``real_radii``: ``kth_neighbour_radii(real, k)`` when already known (a fixed reference).
     """
     real, fake = real.float(), fake.float()
-    real_radii = kth_neighbour_radii(real, k)
+    real_radii = kth_neighbour_radii(real, k) if real_radii is None else real_radii
     fake_radii = kth_neighbour_radii(fake, k)
     in_real_ball_count = torch.zeros(len(fake), device=fake.device)
     recalled = torch.zeros(len(real), dtype=torch.bool, device=real.device)

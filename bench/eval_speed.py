@@ -81,11 +81,16 @@ def main() -> None:
         evaluation = {
             "after_task_1": time_evaluation(trainer, evaluator, 0, args.rounds, reverse_accuracy=False),
             "after_task_10": time_evaluation(trainer, evaluator, last, args.rounds),
-            **{f"after_task_10_quality_{level}": time_evaluation(trainer, evaluator, last, args.rounds, quality=level)
-               for level in ("none", "fast", "full")},
-            "after_task_10_with_reverse_accuracy": time_evaluation(trainer, evaluator, last, 1,
-                                                                   reverse_accuracy=True),
         }
+        # The quality levels take turns round by round (best of each kept), so a load that comes and goes on a
+        # shared machine falls on all three alike.
+        levels = ("none", "fast", "full")
+        timed = [{level: time_evaluation(trainer, evaluator, last, 1, quality=level) for level in levels}
+                 for _ in range(args.rounds)]
+        for level in levels:
+            evaluation[f"after_task_10_quality_{level}"] = min((r[level] for r in timed), key=lambda e: e["seconds"])
+        evaluation["after_task_10_with_reverse_accuracy"] = time_evaluation(trainer, evaluator, last, 1,
+                                                                            quality="full", reverse_accuracy=True)
         without = evaluation["after_task_10_quality_none"]["seconds"]
         quality_overhead = {level: round(evaluation[f"after_task_10_quality_{level}"]["seconds"] / without - 1, 4)
                             for level in ("fast", "full")}

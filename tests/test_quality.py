@@ -418,3 +418,29 @@ def test_report_has_a_quality_section_with_heatmaps_curves_table_and_drift_alarm
     page = report.html_path.read_text()
     assert "Quality and variety" in page and "FR recall (%)" in page and "class 0 recall_classifier" in page
     assert (tmp_path / "report" / "tables" / "quality.md").is_file()
+
+
+@pytest.mark.slow
+def test_walkthrough_notebook_shows_quality_and_drift_alarms(quality_runs, tmp_path):
+    """The sweep walkthrough's quality section, on an MLflow store holding the hand-made runs."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from tests.support.mlflow_stores import empty_store
+    from tracking.mirror import Target, mirror_folder
+
+    uri = empty_store(tmp_path / "mlflow.db")
+    for folder in sorted(quality_runs.iterdir()):
+        mirror_folder(folder, Target(uri, "quality"))
+    notebook = nbformat.read(Path(__file__).parents[1] / "analysis" / "notebooks" / "sweep_walkthrough.ipynb", 4)
+    parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    parameters.source = "\n".join(f"{k} = {v!r}" for k, v in {"TRACKING_URI": uri, "EXPERIMENT": "quality",
+                                                               "SWEEP_RUN": None, "DATASET": None,
+                                                               "OUT_DIR": str(tmp_path / "walk")}.items())
+    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+                   ).execute()
+    shown = "\n".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "")
+                      for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "FR recall (%)" in shown and "first alarm after task" in shown
+    for name in ("quality_matrices_mnist5k", "quality_forgetting_mnist5k"):
+        assert (tmp_path / "walk" / f"{name}.png").is_file() and (tmp_path / "walk" / f"{name}.pdf").is_file()

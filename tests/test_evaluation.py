@@ -346,3 +346,10 @@ def test_eval_command_evaluates_a_checkpoint(mnist_evaluator, evaluator_cache, t
     assert {"acc_task_1", "acc_task_2", "avg_acc", "bwt", "forgetting", "fid_classifier"} <= set(written["metrics"])
     assert written["evaluator"]["cache_key"] == mnist_evaluator.cache_key
     assert written["samples_path"].endswith("samples_task_2.png")
+    # the run's quality matrices go on: row 1 as the run measured it, row 2 measured now
+    run_recall = json.loads((tmp_path / "run" / "results.json").read_text())["quality_matrices"]["recall_classifier"]
+    assert written["quality_matrices"]["recall_classifier"][0] == run_recall[0]
+    assert written["quality_matrices"]["recall_classifier"][1] == [written["metrics"]["recall_classifier_task_1"],
+                                                                   written["metrics"]["recall_classifier_task_2"]]
+    assert main(["eval", str(tmp_path / "run"), "--quality", "none", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["quality_matrices"] == {}

@@ -444,3 +444,19 @@ def test_walkthrough_notebook_shows_quality_and_drift_alarms(quality_runs, tmp_p
     assert "FR recall (%)" in shown and "first alarm after task" in shown
     for name in ("quality_matrices_mnist5k", "quality_forgetting_mnist5k"):
         assert (tmp_path / "walk" / f"{name}.png").is_file() and (tmp_path / "walk" / f"{name}.pdf").is_file()
+
+
+def test_a_sweep_objective_that_the_trials_would_never_measure_is_refused(tmp_path, monkeypatch):
+    from trainables.plan import PlanError, make_plan
+
+    monkeypatch.delenv("MERGAN_INCEPTION_WEIGHTS", raising=False)
+    common = {"space": "ra-lambda", "storage_path": str(tmp_path / "sweeps"),
+              "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    with pytest.raises(PlanError, match="fr_recall_classifier is measured with eval.quality full"):
+        make_plan(objective="fr_recall_classifier:min", sets=["quality=fast"], **common)
+    with pytest.raises(PlanError, match="afq_fid_classifier"):
+        make_plan(objective="quality", sets=["quality=none"], **common)
+    with pytest.raises(PlanError, match="Inception weights"):
+        make_plan(objective="aiq_fid_inception:min", **common)
+    plan = make_plan(objective="quality", **common)
+    assert plan.objective == [("stream_avg_acc", "max"), ("afq_fid_classifier", "min")]

@@ -460,3 +460,16 @@ def test_a_sweep_objective_that_the_trials_would_never_measure_is_refused(tmp_pa
         make_plan(objective="aiq_fid_inception:min", **common)
     plan = make_plan(objective="quality", **common)
     assert plan.objective == [("stream_avg_acc", "max"), ("afq_fid_classifier", "min")]
+
+
+def test_classes_with_too_few_real_images_for_neighbours_go_without_them(tmp_path):
+    """Four real images per class: FID and KID are measured, precision ... coverage (k = 5) stay unmeasured for
+    a class alone; task 2's two classes pool eight, enough."""
+    ds = toy_dataset(per_class=4)
+    result = evaluate_after_task(LinearGenerator(3, 8), ds, [[0], [1, 2]], 1, toy_config(tmp_path), None, "cpu",
+                                 previous_matrix=None)
+    recall = result.quality_matrices["recall_classifier"]
+    assert recall[0] == [None] and recall[1][0] is None and recall[1][1] == result.metrics["recall_classifier_task_2"]
+    assert all(v is not None for v in result.quality_matrices["fid_classifier"][1])
+    assert "kid_classifier_class_2" in result.metrics and "recall_classifier_class_2" not in result.metrics
+    assert "fr_recall_classifier" not in result.metrics

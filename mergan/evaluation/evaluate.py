@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from mergan.evaluation.metrics import (
     task_accuracy,
 )
 from mergan.evaluation.quality import (
+    NEAREST_K,
     kernel_inception_distance,
     kernel_within,
     kth_neighbour_radii,
@@ -94,38 +96,45 @@ def real_reference(extractor: Any, ds: Any, classes: Sequence[int], per_class: i
         features = torch.cat([extractor(ds.train.get(chunk)) for chunk in index.split(1000)])
         stats = FeatureStats(features.shape[1], features.device)
         stats.add(features)
-        memo[key] = RealReference(features, stats, kernel_within(features),
-                                  kth_neighbour_radii(features.float()) if radii else None)
+        count = len(features)
+        memo[key] = RealReference(features, stats, kernel_within(features) if count >= 2 else math.nan,
+                                  kth_neighbour_radii(features.float()) if radii and count > NEAREST_K else None)
     return memo[key]
 
 
 def quality_of(real: RealReference, fake: torch.Tensor, names: Sequence[str]) -> dict[str, float]:
-    """The quality metrics ``names`` (of ``QUALITY_METRICS``) of generated features against a real reference."""
-    fake_stats = FeatureStats(fake.shape[1], fake.device)
-    fake_stats.add(fake)
-    values = {"fid": fid_from_stats(fake_stats, real.stats),
-              "kid": kernel_inception_distance(real.features, fake, real.kernel_within)}
-    if "precision" in names:
+    """The quality metrics ``names`` (of ``QUALITY_METRICS``) of generated features against a real reference.
+
+    A class with too few real images for a metric (2 for FID and KID, more than k for the k-NN ones) goes
+    without it: the entry stays unmeasured rather than made up."""
+    values: dict[str, float] = {}
+    if len(real.features) >= 2:
+        fake_stats = FeatureStats(fake.shape[1], fake.device)
+        fake_stats.add(fake)
+        values.update(fid=fid_from_stats(fake_stats, real.stats),
+                      kid=kernel_inception_distance(real.features, fake, real.kernel_within))
+    if "precision" in names and real.radii is not None:
         values.update(precision_recall_density_coverage(real.features, fake, real_radii=real.radii))
-    return {name: values[name] for name in names}
+    return {name: values[name] for name in names if name in values}
 
 
 def quality_rows(reference: Callable[[Sequence[int]], RealReference], fake: dict[int, list[torch.Tensor]],
                  tasks: Sequence[Sequence[int]], names: Sequence[str], space: str
-                 ) -> tuple[dict[str, list[float]], dict[str, float]]:
+                 ) -> tuple[dict[str, list[float | None]], dict[str, float]]:
     """Per task j of ``tasks`` and per class: the quality of the class's (or task's pooled) generated features
     against ``reference(classes)``. Returns ({``quality_key``: row over tasks}, {metric name: value})."""
     by_class = {c: quality_of(reference([c]), torch.cat(fake[c]), names) for task in tasks for c in task}
-    rows: dict[str, list[float]] = {quality_key(name, space): [] for name in names}
+    rows: dict[str, list[float | None]] = {quality_key(name, space): [] for name in names}
     metrics: dict[str, float] = {}
     for j, task in enumerate(tasks):
         if len(task) == 1:
             values = by_class[task[0]]
         else:
             values = quality_of(reference(task), torch.cat([f for c in task for f in fake[c]]), names)
-        for name, value in values.items():
-            rows[quality_key(name, space)].append(value)
-            metrics[f"{quality_key(name, space)}_task_{j + 1}"] = value
+        for name in names:
+            rows[quality_key(name, space)].append(values.get(name))
+            if name in values:
+                metrics[f"{quality_key(name, space)}_task_{j + 1}"] = values[name]
     for cls, values in by_class.items():
         metrics.update({f"{quality_key(name, space)}_class_{cls}": value for name, value in values.items()})
     return rows, metrics

@@ -126,9 +126,7 @@ def _dataset_section(data: ExperimentData, out: Path, dataset_suffix: str, selec
     (out / "tables" / f"results{suffix}.tex").write_text(section.table.to_latex(), encoding="utf-8")
     orders = orders_table(data)
     if orders is not None:
-        section.tables.append((ORDERS_CAPTION, orders))
-        (out / "tables" / f"orders{suffix}.md").write_text(f"{ORDERS_CAPTION}\n\n{markdown_table(orders)}",
-                                                          encoding="utf-8")
+        _table(section, out, f"orders{suffix}", ORDERS_CAPTION, orders)
     _figure(section, out, f"forgetting_curves{suffix}", "Forgetting curves: accuracy on task 1 and average "
             "accuracy vs. tasks trained", figures.forgetting_curves, data, select)
     _figure(section, out, f"accuracy_matrices{suffix}", "Accuracy matrices R[i][j] (%), averaged over seeds",
@@ -141,6 +139,12 @@ def _dataset_section(data: ExperimentData, out: Path, dataset_suffix: str, selec
     if section.notes:
         section.notes.sort()
     return section
+
+
+def _table(section: Section, out: Path, name: str, caption: str, frame: pd.DataFrame) -> None:
+    """A table of text cells beside the section's figures, also written as ``tables/<name>.md``."""
+    section.tables.append((caption, frame))
+    (out / "tables" / f"{name}.md").write_text(f"{caption}\n\n{markdown_table(frame)}", encoding="utf-8")
 
 
 def _quality_section(data: ExperimentData, out: Path, dataset_suffix: str, select: str) -> Section | None:
@@ -156,9 +160,7 @@ def _quality_section(data: ExperimentData, out: Path, dataset_suffix: str, selec
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for caption, frame, name in ((QUALITY_CAPTION, table, "quality"), (DRIFT_CAPTION, alarms, "drift_alarms")):
         if frame is not None:
-            section.tables.append((caption, frame))
-            (out / "tables" / f"{name}{suffix}.md").write_text(f"{caption}\n\n{markdown_table(frame)}",
-                                                                encoding="utf-8")
+            _table(section, out, f"{name}{suffix}", caption, frame)
     _figure(section, out, f"quality_matrices{suffix}", "Accuracy, FID and recall matrices per method (row: after "
             "task i, column: task j), averaged over seeds", figures.quality_heatmaps, data, select)
     _figure(section, out, f"quality_forgetting{suffix}", "Forgetting of recognisability, quality and variety: "

@@ -239,6 +239,7 @@ def test_bad_quality_settings_are_refused_naming_the_field(values, field):
 
 
 def test_quality_defaults_to_full_and_fast_runs_with_few_samples():
+    assert EvalConfig().drift_alarm == 0.5
     assert build_config("small").eval.quality == "full" and build_config("paper-mnist", {"data_root": "."},
                                                                            validate=False).eval.quality == "full"
     assert build_config("small", {"quality": "fast", "eval_samples_per_class": 2}).eval.quality == "fast"
@@ -334,10 +335,6 @@ def test_drift_alarms_are_tagged_on_the_mlflow_run(tmp_path):
     tags = MlflowClient(uri).get_run(run_id).data.tags
     assert tags["drift_alarm_first_task"] == "2"
     assert tags["drift_alarms"] == "after task 2: class 0 recall_classifier 0.8->0.1"
-
-
-def test_eval_config_has_quality_fields():
-    assert EvalConfig().quality == "full" and EvalConfig().drift_alarm == 0.5
 
 
 # -- the report --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import MixedDatasetsError
-from analysis.load import ExperimentData, accuracy_matrix
+from analysis.load import ExperimentData
 from analysis.paper import method_sort_key
 
 GROUP = ["method", "config"]  # a configuration: the method plus the params that vary between its runs
@@ -176,11 +176,22 @@ def curves(data: ExperimentData) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).sort_values([*GROUP, "measure", "after_task"], ignore_index=True)
 
 
-def mean_matrices(data: ExperimentData) -> dict[tuple[str, str], np.ndarray]:
-    """Per (method, config): the element-wise mean of its runs' accuracy matrices (NaN where none measured)."""
+def metric_curves(data: ExperimentData, metrics: list[str]) -> pd.DataFrame:
+    """Per method/config and tasks trained: each of ``metrics`` (task-level summaries such as
+    ``fr_recall_classifier``) over seeds. Columns: method, config, after_task, measure, mean, std, n."""
+    parts = [seed_stats(data.task_metrics, [*GROUP, "after_task"], name).assign(measure=name)
+             for name in metrics if name in data.task_metrics]
+    if not parts:
+        return pd.DataFrame(columns=[*GROUP, "after_task", "mean", "std", "n", "ci_low", "ci_high", "measure"])
+    return pd.concat(parts, ignore_index=True).sort_values([*GROUP, "measure", "after_task"], ignore_index=True)
+
+
+def mean_matrices(data: ExperimentData, measure: str = "accuracy") -> dict[tuple[str, str], np.ndarray]:
+    """Per (method, config): the element-wise mean of its runs' accuracy matrices (or quality matrices
+    ``measure``, e.g. "fid_classifier"), NaN where none measured."""
     out: dict[tuple[str, str], np.ndarray] = {}
     for (method, config), group in data.runs.groupby(GROUP, sort=False):
-        matrices = [accuracy_matrix(data.accuracy, run_id) for run_id in group["run_id"]]
+        matrices = [data.matrix(run_id, measure) for run_id in group["run_id"]]
         matrices = [m for m in matrices if m.size]
         if not matrices:
             continue

@@ -26,6 +26,7 @@ from analysis.aggregate import (
     complete_runs,
     curves,
     mean_matrices,
+    metric_curves,
     select_best,
     single_dataset,
     value_at,
@@ -223,6 +224,106 @@ def accuracy_heatmaps(data: ExperimentData, select: str = "best") -> Figure:
     if image is not None:
         figure.colorbar(image, ax=list(grid[:count]), label="accuracy (%)", shrink=0.85)
     figure.suptitle(f"{data.experiment} · {dataset}: accuracy matrices ({_seeds_note(data, spread=False)})")
+    return figure
+
+
+QUALITY_PANELS = {"accuracy": "accuracy (%)", "fid_classifier": "FID (evaluator space)",
+                  "recall_classifier": "recall (%)"}
+QUALITY_FORGETTING = {"fr_acc": "accuracy (FR, points)", "fr_fid_classifier": "FID (FR: rise)",
+                      "fr_recall_classifier": "recall (FR, points)", "fr_coverage_classifier": "coverage (FR, points)"}
+
+
+def _quality_data(data: ExperimentData, select: str, what: str) -> tuple[ExperimentData, str]:
+    data, dataset = _prepare(data, select, what)
+    if data.quality.empty:
+        raise NothingToPlotError(f"experiment {data.experiment!r}: no run measured per-task quality (eval.quality "
+                                 f"fast or full)")
+    return data, dataset
+
+
+@styled
+def quality_heatmaps(data: ExperimentData, select: str = "best") -> Figure:
+    """Per method (rows), its accuracy, FID and recall matrices (row: after task i, column: task j), seed-averaged."""
+    data, dataset = _quality_data(data, select, "a quality-matrix figure")
+    measures = [m for m in QUALITY_PANELS if m == "accuracy" or m in data.quality_measures]
+    means = {measure: mean_matrices(data, measure) for measure in measures}
+    labels = {(m, c): label for m, c, label, _ in _configurations(data)}
+    keys = list(means["accuracy"])
+    panel_inches = 1.9
+    figure = Figure(figsize=(panel_inches * len(measures) + 1.2, 1.9 * len(keys) + 0.6), layout="constrained")
+    grid = figure.subplots(len(keys), len(measures), squeeze=False)
+    for column, measure in enumerate(measures):
+        scale = 100.0 if measure != "fid_classifier" else 1.0
+        finite = [m[np.isfinite(m)] for m in means[measure].values()]
+        values = np.concatenate(finite) * scale if finite else np.array([0.0])
+        low, high = (0.0, 100.0) if scale == 100.0 else (float(np.nanmin(values)), float(np.nanmax(values)))
+        image = None
+        for row, key in enumerate(keys):
+            axes = grid[row][column]
+            matrix = means[measure].get(key)
+            axes.grid(False)
+            if matrix is None:
+                axes.set_visible(False)
+                continue
+            image = axes.imshow(matrix * scale, vmin=low, vmax=high, cmap="viridis" if scale == 100 else "magma_r")
+            size = len(matrix)
+            ticks = range(0, size, 1 if size <= 12 else math.ceil(size / 10))
+            axes.set_xticks(list(ticks), [str(t + 1) for t in ticks])
+            axes.set_yticks(list(ticks), [str(t + 1) for t in ticks])
+            axes.set_title(wrap_to_width(f"{labels.get(key, key[0])}: {QUALITY_PANELS[measure]}", panel_inches, 8),
+                           fontsize=7)
+            if row == len(keys) - 1:
+                axes.set_xlabel("task j")
+            if column == 0:
+                axes.set_ylabel("after task i")
+            if size <= 10:
+                for (i, j), value in np.ndenumerate(matrix * scale):
+                    if np.isfinite(value):
+                        share = (value - low) / max(high - low, 1e-12)
+                        dark_cell = share < 0.6 if scale == 100.0 else share > 0.5  # viridis vs. magma_r
+                        axes.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=max(4, 8 - size // 2),
+                                  color="white" if dark_cell else "black")
+        if image is not None:
+            figure.colorbar(image, ax=[grid[r][column] for r in range(len(keys))], shrink=0.8,
+                            label=QUALITY_PANELS[measure])
+    figure.suptitle(f"{data.experiment} · {dataset}: accuracy, quality and variety matrices "
+                    f"({_seeds_note(data, spread=False)})")
+    return figure
+
+
+@styled
+def quality_forgetting_curves(data: ExperimentData, select: str = "best") -> Figure:
+    """Forgetting of recognisability, quality and variety vs. tasks trained: CLoG's forgetting rate of the
+    accuracy, FID, recall and coverage matrices after each task; mean and ±std band over seeds per method."""
+    data, dataset = _quality_data(data, select, "a quality-forgetting figure")
+    measures = [m for m in QUALITY_FORGETTING if m in data.task_metrics and data.task_metrics[m].notna().any()]
+    stats = metric_curves(data, measures)
+    configurations = _configurations(data)
+    width_inches = 2.3 * len(measures)
+    columns = legend_columns([label for _, _, label, _ in configurations], width_inches, STYLE["legend.fontsize"])
+    legend_inches = math.ceil(len(configurations) / columns) * STYLE["legend.fontsize"] * 1.6 / 72
+    figure = Figure(figsize=(width_inches, 2.6 + legend_inches), layout="constrained")
+    panels = np.atleast_1d(figure.subplots(1, len(measures)))
+    for axes, measure in zip(panels, measures):
+        scale = 1.0 if measure == "fr_fid_classifier" else 100.0
+        for method, config, label, style in configurations:
+            rows = stats[(stats["method"] == method) & (stats["config"] == config) & (stats["measure"] == measure)]
+            if rows.empty:
+                continue
+            x, mean, std = rows["after_task"].to_numpy(), rows["mean"].to_numpy() * scale, rows["std"].to_numpy() * scale
+            axes.plot(x, mean, marker="o", label=label, **style)
+            if np.isfinite(std).any():
+                axes.fill_between(x, mean - np.nan_to_num(std), mean + np.nan_to_num(std), color=style["color"],
+                                  alpha=0.15, linewidth=0)
+        axes.axhline(0.0, color="#bbbbbb", linewidth=0.6)
+        axes.set_title(QUALITY_FORGETTING[measure])
+        axes.set_xlabel("tasks trained")
+        _task_axis(axes, data.num_tasks)
+    panels[0].set_ylabel("forgetting (higher: more lost)")
+    handles, labels = panels[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=columns, frameon=False)
+    figure.suptitle(f"{data.experiment} · {dataset}: forgetting of recognisability, quality and variety "
+                    f"({_seeds_note(data)})")
     return figure
 
 

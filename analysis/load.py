@@ -6,7 +6,9 @@ data = load_run_folders(["runs/"])                               # the same fram
 data.runs          # one row per run: ids, method, dataset, seed, config, params (dotted names), final metrics
 data.accuracy      # one row per (run, after_task i, task j): accuracy = R[i][j], a fraction in [0, 1]
 data.task_metrics  # one row per (run, after_task): avg_acc, bwt, forgetting ... as logged at step = task
+data.quality       # one row per (run, measure, after_task i, task j): value = Q[i][j] of e.g. "fid_classifier"
 data.matrix(run_id)                                   # R as a T x T array, NaN where not measured
+data.matrix(run_id, "recall_classifier")              # a quality matrix the same way
 ```
 
 Cost: one ``search_runs`` call per page of 1,000 runs (params, tags and latest metrics together),
@@ -40,7 +42,7 @@ from analysis.errors import (
     NoTaskMetricsError,
     TrackingStoreNotFoundError,
 )
-from mergan.evaluation.metrics import SUMMARIES, TASK_METRICS  # pure Python: no torch
+from mergan.evaluation.metrics import FEATURE_SPACES, QUALITY_METRICS, SUMMARIES, TASK_METRICS  # pure Python
 from mergan.record import Record, read_record, run_folders
 from mergan.settings import value_text
 from tracking.history import metric_history_rows
@@ -48,6 +50,8 @@ from tracking.store import resolve_tracking_uri
 
 # Metrics logged once per task (step = task number); names as in mergan/callbacks.py.
 TASK_ACCURACY = re.compile(r"^acc_task_(\d+)$")
+# A quality matrix's entries (eval.quality): fid_classifier_task_3 is Q[i][3] of the matrix "fid_classifier".
+TASK_QUALITY = re.compile(rf"^((?:{'|'.join(QUALITY_METRICS['full'])})_(?:{'|'.join(FEATURE_SPACES)}))_task_(\d+)$")
 SUMMARY_METRICS = TASK_METRICS  # the per-task metrics besides acc_task_{j}, as mergan's evaluation names them
 # Params that differ between runs of one configuration (seed, task order, paths, machine): never part of its
 # label. Runs of one configuration over several task orders are its replicates, as its seeds are (the
@@ -90,6 +94,7 @@ class ExperimentData:
     runs: pd.DataFrame
     accuracy: pd.DataFrame
     task_metrics: pd.DataFrame
+    quality: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUALITY_COLUMNS))
     sweep: dict[str, Any] | None = None  # the sweep parent run: run_id, name, params, tags, metrics
     folders: dict[str, Path] = field(default_factory=dict)  # run id -> run folder, for runs read from folders
     load_seconds: float = 0.0
@@ -116,14 +121,41 @@ class ExperimentData:
         return replace(self, runs=self.runs[self.runs["run_id"].isin(keep)].reset_index(drop=True),
                        accuracy=self.accuracy[self.accuracy["run_id"].isin(keep)].reset_index(drop=True),
                        task_metrics=self.task_metrics[self.task_metrics["run_id"].isin(keep)]
-                       .reset_index(drop=True))
+                       .reset_index(drop=True),
+                       quality=self.quality[self.quality["run_id"].isin(keep)].reset_index(drop=True))
 
     def for_dataset(self, dataset: str) -> ExperimentData:
         return self.subset(self.runs.loc[self.runs["dataset"] == dataset, "run_id"])
 
-    def matrix(self, run_id: str) -> np.ndarray:
-        """R of one run as a ``tasks_done x tasks_done`` array (row: after task i, column: task j)."""
-        return accuracy_matrix(self.accuracy, run_id)
+    def matrix(self, run_id: str, measure: str = "accuracy") -> np.ndarray:
+        """R of one run (or its quality matrix ``measure``, e.g. "fid_classifier") as a ``tasks_done x
+        tasks_done`` array (row: after task i, column: task j)."""
+        if measure == "accuracy":
+            return accuracy_matrix(self.accuracy, run_id)
+        return accuracy_matrix(quality_rows_of(self.quality, measure), run_id)
+
+    @property
+    def quality_measures(self) -> list[str]:
+        """The quality matrices some run logged ("fid_classifier", "recall_classifier" ...)."""
+        return sorted(self.quality["measure"].unique()) if len(self.quality) else []
+
+
+QUALITY_COLUMNS = ["run_id", "measure", "after_task", "task", "value"]
+
+
+def quality_rows_of(quality: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """The rows of one quality matrix in the accuracy frame's shape (``accuracy`` holds the value)."""
+    return quality[quality["measure"] == measure].rename(columns={"value": "accuracy"})
+
+
+def quality_frame(history: pd.DataFrame) -> pd.DataFrame:
+    """History rows of ``{measure}_task_{j}`` -> run_id, measure, after_task (the step), task (j), value."""
+    parts = history["key"].str.extract(TASK_QUALITY)
+    rows = history[parts[0].notna()]
+    parts = parts[parts[0].notna()]
+    return pd.DataFrame({"run_id": rows["run_id"].to_numpy(), "measure": parts[0].to_numpy(),
+                         "after_task": rows["step"].to_numpy(int), "task": parts[1].astype(int).to_numpy(),
+                         "value": rows["value"].to_numpy(float)}, columns=QUALITY_COLUMNS)
 
 
 def accuracy_matrix(accuracy: pd.DataFrame, run_id: str) -> np.ndarray:
@@ -167,8 +199,7 @@ def load_experiment(experiment: str | None, tracking_uri: str | None = None, *,
     search_seconds = time.perf_counter() - tic
     if not mlflow_runs:
         raise NoRunsError(f"{what} at {uri} holds no runs")
-    wanted = {r.info.run_id: [k for k in r.data.metrics if TASK_ACCURACY.match(k) or k in SUMMARY_METRICS]
-              for r in mlflow_runs}
+    wanted = {r.info.run_id: [k for k in r.data.metrics if is_task_metric(k)] for r in mlflow_runs}
     _require_task_metrics(mlflow_runs, what)
     tic = time.perf_counter()
     history = fetch_metric_histories(client, wanted, workers=workers)
@@ -195,11 +226,16 @@ def load_run_folders(paths: Sequence[str | os.PathLike]) -> ExperimentData:
     records = list(by_key.values())
     runs = [record_as_run(record) for record in records]
     _require_task_metrics(runs, what)
-    rows = [(str(record.folder), *row) for record in records for row in record.metric_rows()
-            if TASK_ACCURACY.match(row[0]) or row[0] in SUMMARY_METRICS]
+    rows = [(str(record.folder), *row) for record in records for row in record.metric_rows() if is_task_metric(row[0])]
     data = _experiment_data(", ".join(map(str, paths)), "", runs, _history_frame(rows), what, started=started)
     data.folders = {str(record.folder): record.folder for record in records}
     return data
+
+
+def is_task_metric(key: str) -> bool:
+    """A metric the frames read at every task: accuracy and quality matrix entries and the summaries (not the
+    per-class values or the training losses)."""
+    return bool(TASK_ACCURACY.match(key) or TASK_QUALITY.match(key) or key in SUMMARY_METRICS)
 
 
 def record_as_run(record: Record) -> Any:
@@ -236,9 +272,11 @@ def _experiment_data(name: str, uri: str, mlflow_runs: Sequence[Any], history: p
     if missing:
         warnings.warn(f"{len(missing)} runs of {what} have no per-task metrics yet: {', '.join(missing[:10])}",
                       stacklevel=3)
+    quality = quality_frame(history).merge(ids, on="run_id", how="left")
     return ExperimentData(
         experiment=name, tracking_uri=uri, runs=runs,
         accuracy=_ordered(accuracy, ["after_task", "task"]), task_metrics=_ordered(task_metrics, ["after_task"]),
+        quality=_ordered(quality, ["measure", "after_task", "task"]),
         sweep=sweep, load_seconds=time.perf_counter() - started, timings=timings or {})
 
 
@@ -414,7 +452,7 @@ def task_metrics_frame(history: pd.DataFrame, accuracy: pd.DataFrame) -> pd.Data
     wide = wide.rename(columns={"step": "after_task"}).rename_axis(columns=None)
     steps = accuracy[["run_id", "after_task"]].drop_duplicates()
     frame = steps.merge(wide, on=["run_id", "after_task"], how="outer")
-    for name in ("avg_acc", "bwt", "forgetting"):
+    for name in SUMMARIES:
         if name not in frame:
             frame[name] = np.nan
     gaps = frame[["avg_acc", "bwt", "forgetting"]].isna().any(axis=1)

@@ -32,13 +32,24 @@ from analysis.load import (
     load_run_folders,
 )
 from analysis.paper import method_label, method_sort_key
-from analysis.tables import ORDERS_CAPTION, ResultTable, markdown_table, orders_table, results_table
+from analysis.tables import (
+    ORDERS_CAPTION,
+    QUALITY_CAPTION,
+    ResultTable,
+    drift_alarm_table,
+    markdown_table,
+    orders_table,
+    quality_table,
+    results_table,
+)
 
 # Sweep settings (params of the sweep's parent run) that may name its Optuna storage and study.
 STORAGE_PARAMS = ("optuna_storage", "storage", "study_storage")
 STUDY_PARAMS = ("study_name", "study")
 RUN_COLUMNS = ["run_name", "method", "config", "seed", "order", "status", "tasks_done", "avg_acc", "bwt",
-               "forgetting", "fid_classifier", "run_id"]
+               "forgetting", "fid_classifier", "afq_fid_classifier", "fr_recall_classifier", "drift_alarms", "run_id"]
+DRIFT_CAPTION = ("Drift alarms: after a task, a replayed class's recall or coverage fell by more than eval.drift_alarm "
+                 "of its value right after the class was learned (the first task where a collapse shows).")
 
 
 @dataclass
@@ -78,8 +89,13 @@ def build_report(experiment: str | None, tracking_uri: str | None, out_dir: str 
     data.accuracy.to_csv(out / "data" / "accuracy.csv", index=False)
     data.task_metrics.to_csv(out / "data" / "task_metrics.csv", index=False)
 
-    sections = [_dataset_section(data.for_dataset(d), out, d if len(data.datasets) > 1 else "", select)
-                for d in data.datasets]
+    sections = []
+    for dataset in data.datasets:
+        suffix = dataset if len(data.datasets) > 1 else ""
+        sections.append(_dataset_section(data.for_dataset(dataset), out, suffix, select))
+        quality = _quality_section(data.for_dataset(dataset), out, suffix, select)
+        if quality is not None:
+            sections.append(quality)
     study_section = _study_section(data, out, optuna_storage, study_name)
     if study_section is not None:
         sections.append(study_section)
@@ -110,9 +126,7 @@ def _dataset_section(data: ExperimentData, out: Path, dataset_suffix: str, selec
     (out / "tables" / f"results{suffix}.tex").write_text(section.table.to_latex(), encoding="utf-8")
     orders = orders_table(data)
     if orders is not None:
-        section.tables.append((ORDERS_CAPTION, orders))
-        (out / "tables" / f"orders{suffix}.md").write_text(f"{ORDERS_CAPTION}\n\n{markdown_table(orders)}",
-                                                          encoding="utf-8")
+        _table(section, out, f"orders{suffix}", ORDERS_CAPTION, orders)
     _figure(section, out, f"forgetting_curves{suffix}", "Forgetting curves: accuracy on task 1 and average "
             "accuracy vs. tasks trained", figures.forgetting_curves, data, select)
     _figure(section, out, f"accuracy_matrices{suffix}", "Accuracy matrices R[i][j] (%), averaged over seeds",
@@ -124,6 +138,34 @@ def _dataset_section(data: ExperimentData, out: Path, dataset_suffix: str, selec
             f"after the last task")
     if section.notes:
         section.notes.sort()
+    return section
+
+
+def _table(section: Section, out: Path, name: str, caption: str, frame: pd.DataFrame) -> None:
+    """A table of text cells beside the section's figures, also written as ``tables/<name>.md``."""
+    section.tables.append((caption, frame))
+    (out / "tables" / f"{name}.md").write_text(f"{caption}\n\n{markdown_table(frame)}", encoding="utf-8")
+
+
+def _quality_section(data: ExperimentData, out: Path, dataset_suffix: str, select: str) -> Section | None:
+    """Quality and variety beside recognisability: heatmaps, forgetting curves, CLoG's table, drift alarms;
+    None when no run measured per-task quality."""
+    alarms = drift_alarm_table(data)
+    if data.quality.empty and alarms is None:
+        return None
+    suffix = f"_{dataset_suffix}" if dataset_suffix else ""
+    section = Section(title=f"Quality and variety · {data.datasets[0]}")
+    data, _ = split_joint_references(data)
+    table = quality_table(data, select)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for caption, frame, name in ((QUALITY_CAPTION, table, "quality"), (DRIFT_CAPTION, alarms, "drift_alarms")):
+        if frame is not None:
+            _table(section, out, f"{name}{suffix}", caption, frame)
+    _figure(section, out, f"quality_matrices{suffix}", "Accuracy, FID and recall matrices per method (row: after "
+            "task i, column: task j), averaged over seeds", figures.quality_heatmaps, data, select)
+    _figure(section, out, f"quality_forgetting{suffix}", "Forgetting of recognisability, quality and variety: "
+            "CLoG's forgetting rate of accuracy, FID, recall and coverage vs. tasks trained",
+            figures.quality_forgetting_curves, data, select)
     return section
 
 

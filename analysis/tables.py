@@ -207,6 +207,55 @@ def results_table(data: ExperimentData, select: str = "best") -> ResultTable:
                        caption=caption)
 
 
+# CLoG's summaries (arXiv 2406.04584) of the accuracy and FID matrices, and forgetting of variety.
+QUALITY_TABLE_COLUMNS = {"aiq_acc": "AIQ acc (%)", "afq_acc": "AFQ acc (%)", "fr_acc": "FR acc (%)",
+                         "aiq_fid_classifier": "AIQ FID", "afq_fid_classifier": "AFQ FID", "fr_fid_classifier": "FR FID",
+                         "fr_recall_classifier": "FR recall (%)", "fr_coverage_classifier": "FR coverage (%)"}
+QUALITY_CAPTION = ("CLoG's summaries (Zhang et al. 2024, arXiv 2406.04584) after the last task: AIQ (average "
+                   "incremental quality), AFQ (average final quality), FR (forgetting rate: how far each earlier "
+                   "task fell from its value right after it was learned; a rise for FID) of the accuracy and FID "
+                   "matrices, and FR of recall and coverage (variety lost). FID in the evaluator's feature space "
+                   "(comparable between runs of one evaluator only). Mean ± std over seeds.")
+
+
+def quality_table(data: ExperimentData, select: str = "best") -> pd.DataFrame | None:
+    """Table-1-style AIQ/AFQ/FR of accuracy and FID, FR of recall and coverage, per method (mean ± std over
+    seeds, after each run's last task); None when no run measured per-task quality."""
+    if data.quality.empty:
+        return None
+    data, _ = split_joint_references(data)
+    if select == "best":
+        data = select_best(data)
+    shown = [name for name in QUALITY_TABLE_COLUMNS if name in data.task_metrics]
+    runs = data.runs[[*GROUP, "run_id"]]
+    cells: dict[str, dict[str, str]] = {}
+    for name in shown:
+        percent = "(%)" in QUALITY_TABLE_COLUMNS[name]
+        values = runs.assign(value=runs["run_id"].map(value_at(data, name)) * (100 if percent else 1))
+        for _, row in seed_stats(values, GROUP, "value").iterrows():
+            label = method_label(row["method"]) + (f" ({row['config']})" if row["config"] else "")
+            cells.setdefault(label, {})[QUALITY_TABLE_COLUMNS[name]] = format_cell(row["mean"], row["std"])
+    order = sorted(set(zip(runs["method"], runs["config"])), key=lambda p: (method_sort_key(p[0]), p[1]))
+    labels = [method_label(m) + (f" ({c})" if c else "") for m, c in order]
+    table = pd.DataFrame.from_dict(cells, orient="index").reindex(index=labels,
+                                                                  columns=[QUALITY_TABLE_COLUMNS[n] for n in shown])
+    table.index.name = "method"
+    return table.fillna(MISSING)
+
+
+def drift_alarm_table(data: ExperimentData) -> pd.DataFrame | None:
+    """The runs whose drift alarm fired (``eval.drift_alarm``): first task and what lost its variety."""
+    column = "tag.drift_alarms"
+    if column not in data.runs or data.runs[column].isna().all():
+        return None
+    fired = data.runs[data.runs[column].notna()].sort_values(["method", "config", "seed"])
+    first = fired.get("tag.drift_alarm_first_task", "")
+    table = pd.DataFrame({"run": fired["run_name"].astype(str).to_numpy(),
+                          "first alarm after task": pd.Series(first, index=fired.index).astype(str).to_numpy(),
+                          "alarms": fired[column].astype(str).to_numpy()}).set_index("run")
+    return table
+
+
 def evaluator_caption(data: ExperimentData) -> str:
     """"Accuracy judged by <architecture> (real test accuracy 97.1%, 10 classes, chance 10.0%)." from the
     runs' evaluator params; runs that predate those params were judged by the small CNN."""

@@ -11,6 +11,11 @@ Metric names (shared by the CLI, MLflow, Tune and analysis; task numbers are 1-b
 - ``avg_acc``, ``bwt``, ``forgetting``, ``intransigence`` (when a JT reference is given),
   ``reverse_acc``, ``fid_classifier`` (Frechet distance in the evaluator's feature space),
   ``fid_inception`` (standard FID, only with Inception weights).
+- quality (``eval.quality``; ``{space}`` is ``classifier``, or ``inception`` with Inception weights):
+  ``{m}_{space}_task_{j}`` and ``{m}_{space}_class_{c}`` for m in fid, kid (fast) and precision, recall,
+  density, coverage (full); CLoG's summaries ``aiq_acc``, ``afq_acc``, ``fr_acc``, ``aiq_fid_{space}``,
+  ``afq_fid_{space}``, ``fr_fid_{space}``, ``fr_recall_{space}``, ``fr_coverage_{space}``; ``drift_alarms``
+  (how many replayed classes lost more than ``eval.drift_alarm`` of their recall or coverage).
 - unconditional generators (DGR) also: ``coverage_acc``, ``coverage_class_{c}``, ``coverage_unseen``
   (the evaluator's labels of unconditional samples; no solver involved).
 - training (reported per step): ``loss_d``, ``loss_g``, ``wasserstein``, ``gp``, ``cls_real``,
@@ -47,6 +52,9 @@ class TaskResult:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. evaluator identity
+    # Quality matrices so far by name (``fid_classifier``, ``recall_inception`` ...), rows as accuracy_matrix's.
+    quality_matrices: dict[str, list[list[float | None]]] = field(default_factory=dict)
+    drift_alarms: list[dict[str, Any]] = field(default_factory=list)  # mergan.evaluation.metrics.drift_alarms
 
 
 class Callback:

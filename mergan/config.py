@@ -29,6 +29,8 @@ DATASETS = ("mnist5k", "mnist", "svhn", "lsun", "folder")
 ARCHITECTURES = ("small", "dcgan", "resnet")
 EVAL_WHEN = ("every", "final", "none")
 EVALUATORS = ("cnn", "paper")
+QUALITY_LEVELS = ("none", "fast", "full")  # mergan.evaluation.metrics.QUALITY_METRICS names what each measures
+NEAREST_K = 5  # the k of precision, recall, density and coverage (mergan.evaluation.quality)
 LSUN_RESIZES = ("center-crop", "squash")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -176,6 +178,12 @@ class EvalConfig:
     jt_results: str | None = setting(None, "a JT run's results.json: its matrix gives intransigence")
     cache_dir: str | None = setting(None, "evaluator cache (empty: $MERGAN_CACHE_DIR, else ~/.cache/mergan)")
     grid_per_class: int = setting(8, "sample-grid columns per class", POSITIVE)
+    quality: str = setting("full", "per-task quality matrices from the accuracy's generated pass: full (FID, KID, "
+                                   "precision, recall, density, coverage with k=5), fast (FID and KID), none",
+                           Allowed(QUALITY_LEVELS))
+    drift_alarm: float = setting(0.5, "warn when a replayed class's recall or coverage falls by more than this "
+                                      "share of its value right after it was learned (needs quality full; 1: never)",
+                                 Allowed(above=0))
 
 
 @dataclass
@@ -469,6 +477,15 @@ def validate_config(config: ExperimentConfig) -> ExperimentConfig:
     if ev.evaluator == "paper" and data.dataset not in PAPER_EVALUATOR_DATASETS:
         raise ConfigError(f"eval.evaluator: 'paper' means the authors' evaluator of the dataset, and they published "
                           f"one for {', '.join(PAPER_EVALUATOR_DATASETS)} only, not {data.dataset!r}; use 'cnn'")
+    if ev.drift_alarm > 1:
+        raise ConfigError(f"eval.drift_alarm: {ev.drift_alarm} is not allowed; allowed: in (0, 1], the share of a "
+                          f"class's first recall or coverage it may lose before the alarm (1: never)")
+    wanted = {"fast": 2, "full": NEAREST_K + 1}.get(ev.quality, 0)
+    if ev.eval_when != "none" and ev.eval_samples_per_class < wanted:
+        raise ConfigError(f"eval.eval_samples_per_class: eval.quality {ev.quality} needs at least {wanted} generated "
+                          f"images per class (a covariance{', and k=5 nearest neighbours' if ev.quality == 'full' else ''})"
+                          f", not {ev.eval_samples_per_class}; raise it or set eval.quality to "
+                          f"{'fast or ' if ev.quality == 'full' else ''}none")
     for name in ("inception_weights", "evaluator_weights", "jt_results"):
         path = getattr(ev, name)
         if path and not os.path.isfile(path):

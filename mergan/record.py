@@ -284,8 +284,18 @@ class Record:
                 "out_dir": str(self.folder.resolve())}
         for line in self.tasks:
             tags.update({k: v for k, v in flatten(line.get("extra") or {}).items() if not isinstance(v, (list, dict))})
+        alarms = self.drift_alarms
+        if alarms:  # the first task where a replayed class lost its variety, and what lost it
+            tags["drift_alarm_first_task"] = alarms[0]["after_task"]
+            tags["drift_alarms"] = "; ".join(f"after task {a['after_task']}: class {a['class']} {a['metric']} "
+                                             f"{a['first']:.3g}->{a['now']:.3g}" for a in alarms)
         tags.update(self.labels)
         return {k: str(v) for k, v in tags.items() if v is not None}
+
+    @property
+    def drift_alarms(self) -> list[dict[str, Any]]:
+        """Every task's drift alarms (``TaskResult.drift_alarms``), in task order."""
+        return [alarm for line in self.tasks for alarm in line.get("drift_alarms") or []]
 
     @staticmethod
     def task_values(line: Line) -> dict[str, float]:

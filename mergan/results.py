@@ -14,12 +14,14 @@ RESULTS_FILE = "results.json"
 
 
 def write_results(out_dir: Path, tasks: list[list[int]], accuracy_matrix: list[list[float | None]],
-                  results: list[Any]) -> Path:
-    """Write ``<out_dir>/results.json`` atomically: the tasks, the accuracy matrix and each task's result."""
+                  results: list[Any], quality_matrices: dict[str, list[list[float | None]]] | None = None) -> Path:
+    """Write ``<out_dir>/results.json`` atomically: the tasks, the accuracy matrix, the quality matrices (by
+    name, rows as the accuracy matrix's) and each task's result."""
     path = out_dir / RESULTS_FILE
     tmp = path.with_suffix(".json.tmp")
     try:
         tmp.write_text(json.dumps({"tasks": tasks, "accuracy_matrix": accuracy_matrix,
+                                   "quality_matrices": quality_matrices or {},
                                    "results": [asdict(r) for r in results]}, indent=1))
         os.replace(tmp, path)
     except OSError as error:  # a full disk: no half-written file left to keep it full

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import time
@@ -42,6 +43,8 @@ from mergan.methods.context import task_context
 from mergan.models import build_models
 from mergan.record import RunRecord
 from mergan.results import read_matrix, write_results
+
+drift_log = logging.getLogger("mergan.drift")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -195,6 +198,7 @@ class Trainer:
         self.tasks_done = 0
         self.global_step = 0
         self.accuracy_matrix: list[list[float | None]] = []
+        self.quality_matrices: dict[str, list[list[float | None]]] = {}  # by name, rows as the accuracy matrix's
         self.results: list[TaskResult] = []
         self.optimizers: tuple[torch.optim.Adam, torch.optim.Adam] | None = None  # (generator's, critic's)
         self._evaluator = None
@@ -240,6 +244,8 @@ class Trainer:
             trainer.global_step = int(state["global_step"])
             trainer.accuracy_matrix = [list(row) for row in state["accuracy_matrix"]]
             trainer.results = [_task_result_from_json(r) for r in json.loads(state["results_json"])]
+            trainer.quality_matrices = {name: [list(row) for row in matrix]
+                                        for name, matrix in state.get("quality_matrices", {}).items()}
             set_rng_state(state["rng"])
         except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
             # The state does not fit the config it carries: the file was edited, or mixed from two runs.
@@ -379,7 +385,8 @@ class Trainer:
             return evaluate_after_task(self.sampler(), self.dataset, self.tasks, t, self.config.eval,
                                        self.evaluator(), self.device, self.accuracy_matrix,
                                        jt_matrix=read_matrix(jt_results) if jt_results else None,
-                                       seed=self.config.run.seed, samples_dir=self.out_dir / "samples")
+                                       seed=self.config.run.seed, samples_dir=self.out_dir / "samples",
+                                       previous_quality=self.quality_matrices)
 
     def finish_task(self, t: int, train_seconds: float) -> TaskResult:
         result = TaskResult(task=t + 1, num_tasks=len(self.tasks), classes=list(self.tasks[t]),
@@ -394,17 +401,38 @@ class Trainer:
             result.class_accuracy = {int(k): float(v) for k, v in evaluation.class_accuracy.items()}
             result.samples_path = str(evaluation.samples_path) if evaluation.samples_path else None
             self.accuracy_matrix.append([float(v) for v in evaluation.row])
+            self.quality_matrices = evaluation.quality_matrices or self._pad_quality(t)
             result.extra.update(self.evaluator().result_fields())
+            result.drift_alarms = self.drift_alarms(result.metrics)
+            result.metrics["drift_alarms"] = float(len(result.drift_alarms))
         else:
             self.accuracy_matrix.append([None] * (t + 1))
+            self.quality_matrices = self._pad_quality(t)
             result.samples_path = self.save_samples(t)
         result.accuracy_matrix = [list(row) for row in self.accuracy_matrix]
+        result.quality_matrices = {name: [list(row) for row in matrix] for name, matrix in self.quality_matrices.items()}
         self.results.append(result)
         if self.config.run.save_checkpoints:
             result.checkpoint_path = str(self.save_checkpoint())
         self._write_results()
         self.callbacks.on_task_end(self, result)
         return result
+
+    def _pad_quality(self, t: int) -> dict[str, list[list[float | None]]]:
+        """The quality matrices with an unmeasured row for task t (0-based), as the accuracy matrix gets one."""
+        return {name: [list(row) for row in matrix[:t]] + [[None] * (t + 1)]
+                for name, matrix in self.quality_matrices.items()}
+
+    def drift_alarms(self, metrics: dict[str, float]) -> list[dict[str, Any]]:
+        """Replayed classes that lost more than ``eval.drift_alarm`` of their first recall or coverage, each
+        warned about in one line (``mergan.drift`` logger)."""
+        from mergan.evaluation.metrics import drift_alarm_message, drift_alarms
+
+        threshold = self.config.eval.drift_alarm
+        alarms = drift_alarms([r.metrics for r in self.results] + [metrics], self.tasks, threshold)
+        for alarm in alarms:
+            drift_log.warning("%s", drift_alarm_message(alarm, threshold))
+        return alarms
 
     def save_samples(self, t: int) -> str:
         """The per-class sample grid (same fixed z every task) when no evaluation made one."""
@@ -430,6 +458,7 @@ class Trainer:
                            else [optimizer.state_dict() for optimizer in self.optimizers]),
             "rng": rng_state(),
             "accuracy_matrix": self.accuracy_matrix,
+            "quality_matrices": self.quality_matrices,
             "results_json": json.dumps([asdict(r) for r in self.results]),
         }
 
@@ -441,4 +470,4 @@ class Trainer:
         return directory
 
     def _write_results(self) -> None:
-        write_results(self.out_dir, self.tasks, self.accuracy_matrix, self.results)
+        write_results(self.out_dir, self.tasks, self.accuracy_matrix, self.results, self.quality_matrices)

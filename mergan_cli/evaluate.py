@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mergan.config import DATASETS, DEVICES, EVALUATORS, LSUN_RESIZES, DataConfig, EvalConfig
+from mergan.config import DATASETS, DEVICES, EVALUATORS, LSUN_RESIZES, QUALITY_LEVELS, DataConfig, EvalConfig
 
 
 def add_subcommands(subparsers: Any) -> None:
@@ -28,6 +28,8 @@ def add_subcommands(subparsers: Any) -> None:
                           help="judge with this evaluator instead of the run's (cnn, or paper: the authors' for "
                                "the dataset); the same checkpoint can so be scored by both")
     evaluate.add_argument("--data-root", default=None, help="where the dataset is now (default: the run's)")
+    evaluate.add_argument("--quality", choices=QUALITY_LEVELS, default=None,
+                          help="per-task quality matrices: full, fast or none (default: the run's eval.quality)")
     evaluate.set_defaults(handler=cmd_eval)
 
     classifier = subparsers.add_parser(
@@ -68,12 +70,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, overrides: dict[str, Any]
     evaluator = trainer.evaluator()
     result = evaluate_after_task(trainer.sampler(), trainer.dataset, trainer.tasks, task - 1, trainer.config.eval,
                                  evaluator, trainer.device, trainer.accuracy_matrix[: task - 1], jt_matrix,
-                                 seed=trainer.config.run.seed, samples_dir=samples_dir)
+                                 seed=trainer.config.run.seed, samples_dir=samples_dir,
+                                 previous_quality={name: matrix[: task - 1]
+                                                   for name, matrix in trainer.quality_matrices.items()})
     return {
         "checkpoint": str(checkpoint), "task": task, "tasks": trainer.tasks,
         "method": trainer.config.method.method, "dataset": trainer.config.data.dataset, "seed": trainer.config.run.seed,
         "samples_per_class": trainer.config.eval.eval_samples_per_class,
-        "accuracy_matrix": result.matrix, "row": result.row,
+        "accuracy_matrix": result.matrix, "row": result.row, "quality_matrices": result.quality_matrices,
         "class_accuracy": {str(c): v for c, v in result.class_accuracy.items()},
         "metrics": result.metrics, "samples_path": result.samples_path, "seconds": round(result.seconds, 3),
         "evaluator": evaluator.describe(),
@@ -93,6 +97,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides["evaluator"] = args.evaluator
     if args.data_root:
         overrides["data_root"] = args.data_root
+    if args.quality:
+        overrides["quality"] = args.quality
     report = evaluate_checkpoint(args.checkpoint, overrides, args.jt_results, args.samples_dir)
     text = json.dumps(report, indent=2)
     print(text)

@@ -183,7 +183,7 @@ class ProgressPrinter(Callback):
                 f"train {result.train_seconds:.1f}s eval {result.eval_seconds:.1f}s")
         if metrics:
             line += f" | acc per task [{accuracies}] avg_acc {metrics.get('avg_acc', float('nan')):.3f}"
-            for name in ("forgetting", "bwt", "fid_classifier", "fid_inception", "reverse_acc"):
+            for name in ("forgetting", "bwt", "fid_classifier", "fid_inception", "fr_recall_classifier", "reverse_acc"):
                 if name in metrics:
                     line += f" {name} {metrics[name]:.3g}"
         if result.samples_path:

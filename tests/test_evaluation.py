@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from mergan.config import EvalConfig
-from mergan.data import ClassDataset, TensorImageSet
 from mergan.evaluation import classifier as classifier_module
 from mergan.evaluation import frechet
 from mergan.evaluation.classifier import (
@@ -27,6 +26,8 @@ from mergan.evaluation.classifier import (
 )
 from mergan.evaluation.evaluate import evaluate_after_task
 from mergan.evaluation.grids import class_grid
+from mergan.evaluation.metrics import quality_summary_names
+from tests.support.evaluation_fixtures import LinearGenerator, toy_config, toy_dataset
 
 DIGIT_TASKS = [[c] for c in range(10)]
 
@@ -60,43 +61,6 @@ class Noise:
     def sample(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator().manual_seed(int(z.abs().sum() * 1000))
         return torch.rand(len(labels), *self.shape, generator=generator) * 2 - 1
-
-
-class LinearGenerator:
-    """A deterministic conditional generator: images depend on z and the class."""
-
-    z_dim = 8
-
-    def __init__(self, num_classes: int, size: int):
-        weights = torch.Generator().manual_seed(1)
-        self.size = size
-        self.project = torch.randn(self.z_dim, size * size, generator=weights)
-        self.embed = torch.randn(num_classes, size * size, generator=weights)
-
-    def sample(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(z @ self.project + self.embed[labels]).view(-1, 1, self.size, self.size)
-
-
-# -- datasets and evaluators -----------------------------------------------------------------
-def toy_dataset(per_class: int = 24, size: int = 8, seed: int = 0) -> ClassDataset:
-    """Three classes of 8x8 images: a bright horizontal band at a class-specific height, plus noise."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def split(count: int) -> TensorImageSet:
-        labels = torch.arange(3).repeat_interleave(count)
-        images = torch.rand(len(labels), 1, size, size, generator=generator) * 80
-        for i, cls in enumerate(labels.tolist()):
-            images[i, :, 2 * cls + 1: 2 * cls + 3] += 170
-        return TensorImageSet(images.clamp(0, 255).to(torch.uint8), labels)
-
-    return ClassDataset(name="toy", class_names=["a", "b", "c"], channels=1, image_size=size,
-                        train=split(per_class), test=split(per_class // 2), fingerprint=f"toy-{seed}")
-
-
-def toy_config(tmp_path, **values) -> EvalConfig:
-    defaults = {"cache_dir": str(tmp_path / "cache"), "evaluator_epochs": 1, "eval_samples_per_class": 12,
-                "grid_per_class": 3}
-    return EvalConfig(**{**defaults, **values})
 
 
 @pytest.fixture(scope="module")
@@ -287,8 +251,11 @@ def test_evaluate_after_task_reports_the_callback_metric_names(tmp_path):
     sampler = RealImages(ds.test)
     tasks = [[0], [1, 2]]
     first = evaluate_after_task(sampler, ds, tasks, 0, config, evaluator, "cpu", [], samples_dir=tmp_path / "s")
+    quality = {f"{m}_classifier_{where}" for m in ("fid", "kid", "precision", "recall", "density", "coverage")
+               for where in ("task_1", "class_0")}  # eval.quality full (tests/test_quality.py)
     assert set(first.metrics) == {"acc_task_1", "acc_class_0", "avg_acc", "bwt", "forgetting", "reverse_acc",
-                                  "fid_classifier"}
+                                  "fid_classifier", "aiq_acc", "afq_acc", "fr_acc", *quality,
+                                  *quality_summary_names("classifier")}
     before = torch.get_rng_state()
     second = evaluate_after_task(sampler, ds, tasks, 1, config, evaluator, "cpu", first.matrix,
                                  jt_matrix=[[1.0], [1.0, 1.0]], seed=3, samples_dir=tmp_path / "s")
@@ -334,10 +301,14 @@ def test_inception_fid_comes_with_weights_from_the_environment(tmp_path, monkeyp
     monkeypatch.setenv(frechet.INCEPTION_ENV, str(weights))
     monkeypatch.setattr(frechet, "INCEPTION_SIZE", 75)  # the smallest input Inception takes: fast on CPU
     ds = toy_dataset()
-    config = toy_config(tmp_path, eval_samples_per_class=4)
+    config = toy_config(tmp_path, eval_samples_per_class=6)  # the fewest that k=5 nearest neighbours take
     result = evaluate_after_task(RealImages(ds.test), ds, [[0, 1]], 0, config, None, "cpu", None)
     assert torch.isfinite(torch.tensor(result.metrics["fid_inception"]))
     assert "fid_classifier" in result.metrics
+    # the quality matrices in Inception's space too, from the same pass
+    assert set(result.quality_matrices) == {f"{m}_{space}" for m in ("fid", "kid", "precision", "recall", "density",
+                                                                     "coverage") for space in ("classifier", "inception")}
+    assert {"recall_inception_task_1", "fid_inception_class_1", "afq_fid_inception"} <= set(result.metrics)
     monkeypatch.setenv(frechet.INCEPTION_ENV, str(tmp_path / "absent.pth"))
     with pytest.raises(frechet.InceptionWeightsError, match="no such file"):
         evaluate_after_task(RealImages(ds.test), ds, [[0, 1]], 0, config, None, "cpu", None)
@@ -375,3 +346,10 @@ def test_eval_command_evaluates_a_checkpoint(mnist_evaluator, evaluator_cache, t
     assert {"acc_task_1", "acc_task_2", "avg_acc", "bwt", "forgetting", "fid_classifier"} <= set(written["metrics"])
     assert written["evaluator"]["cache_key"] == mnist_evaluator.cache_key
     assert written["samples_path"].endswith("samples_task_2.png")
+    # the run's quality matrices go on: row 1 as the run measured it, row 2 measured now
+    run_recall = json.loads((tmp_path / "run" / "results.json").read_text())["quality_matrices"]["recall_classifier"]
+    assert written["quality_matrices"]["recall_classifier"][0] == run_recall[0]
+    assert written["quality_matrices"]["recall_classifier"][1] == [written["metrics"]["recall_classifier_task_1"],
+                                                                   written["metrics"]["recall_classifier_task_2"]]
+    assert main(["eval", str(tmp_path / "run"), "--quality", "none", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["quality_matrices"] == {}

@@ -1,4 +1,4 @@
-"""Files the MLflow logger writes for a run: the accuracy matrix as CSV, JSON and a heatmap PNG."""
+"""Files the MLflow logger writes for a run: the accuracy and quality matrices as CSV, JSON and heatmap PNGs."""
 
 from __future__ import annotations
 
@@ -32,14 +32,16 @@ def write_matrix_csv(matrix: Matrix, path: Path) -> Path:
     return path
 
 
-def write_matrix_json(matrix: Matrix, path: Path, **extra: Any) -> Path:
+def write_matrix_json(matrix: Matrix, path: Path, *, matrix_key: str = "accuracy_matrix", **extra: Any) -> Path:
     with open(path, "w") as handle:
-        json.dump({"accuracy_matrix": matrix, **extra}, handle, indent=1)
+        json.dump({matrix_key: matrix, **extra}, handle, indent=1)
     return path
 
 
-def write_matrix_png(matrix: Matrix, path: Path, title: str = "") -> Path:
-    """Heatmap of R (rows: after task i, columns: task j) with the values written in when small."""
+def write_matrix_png(matrix: Matrix, path: Path, title: str = "", measure: str = "accuracy",
+                     value_range: tuple[float, float] | None = (0.0, 1.0)) -> Path:
+    """Heatmap of a matrix (rows: after task i, columns: task j) with the values written in when small;
+    ``value_range`` None scales the colours to the values (FID, KID)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -49,20 +51,21 @@ def write_matrix_png(matrix: Matrix, path: Path, title: str = "") -> Path:
     figure = Figure(figsize=(1.2 + 0.55 * size, 0.9 + 0.5 * size), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    image = axes.imshow(np.ma.masked_invalid(values), vmin=0.0, vmax=1.0, cmap="viridis")
+    low, high = value_range if value_range is not None else (np.nanmin(values), np.nanmax(values))
+    image = axes.imshow(np.ma.masked_invalid(values), vmin=low, vmax=high, cmap="viridis")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     ticks = list(range(size))
     axes.set_xticks(ticks, [str(j + 1) for j in ticks])
     axes.set_yticks(ticks, [str(i + 1) for i in ticks])
-    axes.set_xlabel("accuracy on task j")
+    axes.set_xlabel(f"{measure} on task j")
     axes.set_ylabel("after training task i")
     if title:
         axes.set_title(title, fontsize=9)
     if size <= 12:
         for (i, j), value in np.ndenumerate(values):
             if not np.isnan(value):
-                axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                          color="black" if value > 0.5 else "white")
+                axes.text(j, i, f"{value:.3g}" if value_range is None else f"{value:.2f}", ha="center",
+                          va="center", fontsize=7, color="black" if value > (low + high) / 2 else "white")
     figure.tight_layout()
     figure.savefig(path)
     return path

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from mergan.callbacks import Callback
+from mergan.evaluation.metrics import LOWER_IS_BETTER
 from mergan.record import CONFIG_FILE, RECORD_FILE, Line, Record, read_record, run_folders
 from mergan.run_folder import MIRRORS
 from tracking.artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
@@ -214,7 +215,7 @@ def _send(client: Any, run: Any, record: Record, target: Target) -> MirrorResult
 
 
 def _log_task_files(client: Any, run_id: str, record: Record, line: Line) -> None:
-    """The task's accuracy matrix (CSV, JSON, heatmap) and sample grid, made in a temporary folder."""
+    """The task's accuracy and quality matrices (CSV, JSON, heatmap) and sample grid, made in a temporary folder."""
     task = line["task"]
     with tempfile.TemporaryDirectory() as folder:
         accuracy = Path(folder) / "accuracy"
@@ -227,6 +228,20 @@ def _log_task_files(client: Any, run_id: str, record: Record, line: Line) -> Non
         write_matrix_png(matrix, accuracy / "accuracy_matrix.png",
                          title=f"{record.config.get('method.method')}: accuracy after task {task}")
         client.log_artifacts(run_id, str(accuracy), "accuracy")
+        quality_matrices = line.get("quality_matrices") or {}
+        if quality_matrices:
+            quality = Path(folder) / "quality"
+            quality.mkdir()
+            for name, values in quality_matrices.items():
+                matrix = square_matrix(values, line["num_tasks"])
+                scaled = name.split("_")[0] in LOWER_IS_BETTER  # FID, KID: unbounded; the others are shares
+                write_matrix_csv(matrix, quality / f"{name}_matrix.csv")
+                write_matrix_json(matrix, quality / f"{name}_matrix.json", matrix_key=f"{name}_matrix",
+                                  after_task=task, num_tasks=line["num_tasks"])
+                write_matrix_png(matrix, quality / f"{name}_matrix.png", measure=name,
+                                 value_range=None if scaled else (0.0, 1.0),
+                                 title=f"{record.config.get('method.method')}: {name} after task {task}")
+            client.log_artifacts(run_id, str(quality), "quality")
         samples = record.path(line.get("samples_path"))
         if samples is not None and samples.is_file():
             copy = Path(folder) / f"task_{task}{samples.suffix or '.png'}"

@@ -21,7 +21,8 @@ from typing import Any
 
 from mergan.config import ConfigError, build_config, is_module_key, parse_assignment, resolve_key
 from mergan.data import planned_task_stream
-from mergan.evaluation.metrics import TASK_METRICS
+from mergan.evaluation.frechet import inception_weights_path
+from mergan.evaluation.metrics import QUALITY_METRICS, QUALITY_SUMMARIES, TASK_METRICS
 from mergan.methods import REGISTRY, build_method
 from mergan.methods.registry import module_spec
 from search_spaces import SearchSpace, SpaceError, load_space, sample_points
@@ -36,6 +37,8 @@ CONTROLLED_FIELDS = ("out_dir", "save_checkpoints")
 OBJECTIVES = {
     "acc": [("stream_avg_acc", "max")],
     "multi": [("stream_avg_acc", "max"), ("forgetting", "min"), ("train_seconds_total", "min")],
+    # accuracy against image quality (CLoG's average final FID in the evaluator's space), with NSGA-II
+    "quality": [("stream_avg_acc", "max"), ("afq_fid_classifier", "min")],
 }
 # What an objective may name: the evaluation's per-task metrics and the sweep's own (trainables/trainable.py).
 METRICS = ("stream_avg_acc", *TASK_METRICS, "train_seconds_total", "eval_seconds_total")
@@ -187,6 +190,24 @@ def parse_objective(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def check_objective_measured(pairs: list[tuple[str, str]], config: Any) -> None:
+    """Refuse an objective on a quality summary that the trials' ``eval.quality`` (or missing Inception weights)
+    would never report, so that no trial runs to an end without its objective."""
+    measured = QUALITY_METRICS[config.eval.quality]
+    for metric, _ in pairs:
+        if metric not in QUALITY_SUMMARIES:
+            continue
+        needs = "recall" if metric.startswith(("fr_recall", "fr_coverage")) else "fid"
+        if needs not in measured:
+            level = "full" if needs == "recall" else "fast or full"
+            raise PlanError(f"--objective: {metric} is measured with eval.quality {level}, and the trials have "
+                            f"{config.eval.quality!r}; remove --set quality=... or pick another objective")
+        if metric.endswith("_inception") and not inception_weights_path(config.eval):
+            raise PlanError(f"--objective: {metric} needs Inception weights (--set inception_weights=PATH or "
+                            f"$MERGAN_INCEPTION_WEIGHTS on every node); or use the {metric[:-len('inception')]}"
+                            f"classifier variant")
+
+
 def parse_sets(items: list[str]) -> dict[str, Any]:
     """``["lr_g=1e-4", "method=ra"]`` -> {"lr_g": "1e-4", ...}, field names checked (a method module's knobs
     once its module, which may come later in ``items``, is loaded)."""
@@ -303,6 +324,7 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
                         f"(forgetting needs a second task to exist); allowed: >= 2")
     points = check_space(loaded, preset, defaults, fixed, seed)
     config = build_config(preset, {**defaults, **fixed, **points[0]})
+    check_objective_measured(pairs, config)
     if (loaded.kind == "optuna" or scheduler) and config.eval.eval_when != "every":
         raise PlanError(f"eval_when={config.eval.eval_when!r}: the searcher and ASHA read the metrics after every "
                         f"task, so a searched or scheduled sweep evaluates every task; remove --set eval_when "

@@ -9,7 +9,8 @@ task backward transfer and forgetting are 0.0 (nothing earlier exists to forget)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 Matrix = Sequence[Sequence[float | None] | None]
 
@@ -79,16 +80,125 @@ def task_accuracy(class_accuracy: dict[int, float], classes: Sequence[int]) -> f
     return sum(class_accuracy[c] for c in classes) / len(classes)
 
 
+# -- CLoG's summaries (Zhang et al. 2024, "CLoG: Benchmarking Continual Learning of Image Generation Models",
+# arXiv 2406.04584, section "Evaluation metrics"). a[t][i] is a quality of task i measured after task t (FID,
+# or accuracy); T the tasks learned so far (1-based in the paper, 0-based rows here).
+def average_incremental_quality(matrix: Matrix, k: int | None = None) -> float | None:
+    """AIQ_k = 1/(k+1) sum_{t<=k} (1/(t+1) sum_{i<=t} a[t][i]) (CLoG, arXiv 2406.04584): the quality over the
+    tasks seen, averaged over every step of the stream so far (rows without a measurement are skipped)."""
+    k = _last(matrix, k)
+    return _mean([v for t in range(k + 1) if (v := average_accuracy(matrix, t)) is not None])
+
+
+def average_final_quality(matrix: Matrix, k: int | None = None) -> float | None:
+    """AFQ_k = 1/(k+1) sum_{i<=k} a[k][i] (CLoG, arXiv 2406.04584): the quality over every task seen, after task k."""
+    return average_accuracy(matrix, k)
+
+
+def forgetting_rate(matrix: Matrix, k: int | None = None, higher_is_better: bool = True) -> float | None:
+    """FR_k = 1/k sum_{i<k} (a[i][i] - a[k][i]) (CLoG, arXiv 2406.04584, after Ke & Liu's forgetting rate): how far
+    each earlier task fell from its value right after it was learned; for a quality where lower is better (FID,
+    KID) the sign is turned (a[k][i] - a[i][i]), so positive always means forgetting. 0.0 after the first task."""
+    k = _last(matrix, k)
+    if k == 0:
+        return 0.0
+    sign = 1.0 if higher_is_better else -1.0
+    return _mean([sign * (then - now) for i in range(k)
+                  if (then := _entry(matrix, i, i)) is not None and (now := _entry(matrix, k, i)) is not None])
+
+
 # Summaries by metric name (names as in mergan/callbacks.py).
 SUMMARIES: dict[str, Callable[[Matrix], float | None]] = {
     "avg_acc": average_accuracy,
     "bwt": backward_transfer,
     "forgetting": average_forgetting,
+    "aiq_acc": average_incremental_quality,
+    "afq_acc": average_final_quality,
+    "fr_acc": forgetting_rate,
 }
+
+# -- quality and diversity per task (mergan/evaluation/quality.py) ------------------------------------
+# ``eval.quality`` selects which are measured; each is a matrix like the accuracy matrix, in the evaluator's
+# feature space ("classifier") and, with Inception weights, in Inception's ("inception").
+QUALITY_METRICS = {"none": (), "fast": ("fid", "kid"),
+                   "full": ("fid", "kid", "precision", "recall", "density", "coverage")}
+LOWER_IS_BETTER = ("fid", "kid")
+FEATURE_SPACES = ("classifier", "inception")
+DRIFT_METRICS = ("recall", "coverage")  # the variety a replayed class keeps (eval.drift_alarm)
+
+
+def quality_key(metric: str, space: str) -> str:
+    """The name of a quality matrix and of its summaries' stem: ``fid_classifier``, ``recall_inception`` ..."""
+    return f"{metric}_{space}"
+
+
+def quality_summary_names(space: str) -> tuple[str, ...]:
+    """Names of the summaries ``quality_summaries`` gives for one feature space."""
+    return (f"aiq_fid_{space}", f"afq_fid_{space}", f"fr_fid_{space}", f"fr_recall_{space}", f"fr_coverage_{space}")
+
+
+def quality_summaries(matrices: dict[str, Matrix]) -> dict[str, float]:
+    """CLoG's AIQ, AFQ and FR of each FID matrix, and the forgetting rates of recall and of coverage (how much
+    variety each earlier task lost), for the quality matrices given (keys as ``quality_key``)."""
+    values: dict[str, float | None] = {}
+    for space in FEATURE_SPACES:
+        fid = matrices.get(quality_key("fid", space))
+        if fid:
+            values[f"aiq_fid_{space}"] = average_incremental_quality(fid)
+            values[f"afq_fid_{space}"] = average_final_quality(fid)
+            values[f"fr_fid_{space}"] = forgetting_rate(fid, higher_is_better=False)
+        for metric in DRIFT_METRICS:
+            matrix = matrices.get(quality_key(metric, space))
+            if matrix:
+                values[f"fr_{metric}_{space}"] = forgetting_rate(matrix)
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def drift_alarms(history: Sequence[Mapping[str, float] | None], tasks: Sequence[Sequence[int]],
+                 threshold: float) -> list[dict[str, Any]]:
+    """Replayed classes whose recall or coverage fell by more than ``threshold`` of its first value.
+
+    ``history[i]`` holds the metrics measured after task i (0-based; None: not evaluated), the last entry
+    the task just finished; a class of an earlier task j is compared on ``{metric}_{space}_class_{c}`` with
+    its value in ``history[j]``, right after it was learned. Each alarm: class, tasks (1-based), metric,
+    first and current value.
+    """
+    now_index = len(history) - 1
+    now = history[now_index] if history else None
+    alarms: list[dict[str, Any]] = []
+    if not now:
+        return alarms
+    for j in range(min(now_index, len(tasks))):
+        learned = history[j]
+        if not learned:
+            continue
+        for cls in tasks[j]:
+            for space in FEATURE_SPACES:
+                for metric in DRIFT_METRICS:
+                    key = f"{quality_key(metric, space)}_class_{cls}"
+                    first, current = learned.get(key), now.get(key)
+                    if first is None or current is None or first <= 0:
+                        continue
+                    if first - current > threshold * first:
+                        alarms.append({"class": int(cls), "learned_in_task": j + 1, "after_task": now_index + 1,
+                                       "metric": quality_key(metric, space), "first": float(first),
+                                       "now": float(current)})
+    return alarms
+
+
+def drift_alarm_message(alarm: Mapping[str, Any], threshold: float) -> str:
+    """One line naming the class and the tasks: what ``drift_alarms`` found."""
+    return (f"drift alarm after task {alarm['after_task']}: class {alarm['class']} (learned in task "
+            f"{alarm['learned_in_task']}) {alarm['metric']} fell from {alarm['first']:.3f} to {alarm['now']:.3f}, "
+            f"more than {threshold:.0%} below its value right after it was learned")
+
+
 # Every metric the evaluation reports once per task besides ``acc_task_{j}`` (TaskResult.metrics; MLflow
 # metrics at step = task): the summaries above, intransigence (given a JT run's matrix), and what
 # evaluate_after_task measures of the samples. Sweeps, tracking and analysis read the names from here.
-TASK_METRICS = (*SUMMARIES, "intransigence", "reverse_acc", "fid_classifier", "fid_inception", "coverage_acc")
+QUALITY_SUMMARIES = tuple(name for space in FEATURE_SPACES for name in quality_summary_names(space))
+TASK_METRICS = (*SUMMARIES, "intransigence", "reverse_acc", "fid_classifier", "fid_inception", "coverage_acc",
+                *QUALITY_SUMMARIES, "drift_alarms")
 
 
 def summarize(matrix: Matrix, jt_matrix: Matrix | None = None) -> dict[str, float]:

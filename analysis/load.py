@@ -370,12 +370,13 @@ def param_acts(param: str, method: Any, params: Mapping[str, Any]) -> bool:
     section, _, name = param.partition(".")
     if section != "method" or not isinstance(method, str):
         return True
-    from mergan.methods import METHODS, knob_condition  # imports torch: only when methods' knobs are asked
+    from mergan.methods import REGISTRY, knob_condition  # imports torch: only when methods' knobs are asked
 
-    parts = [part for part in method.split("+") if part in METHODS]
-    if not any(name in METHODS[part].knobs for part in parts):
-        return not parts  # a method this version does not know: keep what it logged
-    return all(params.get(field) == value for field, value in knob_condition(name).items())
+    known = REGISTRY.methods()
+    users = [part for part in method.split("+") if part in known and name in {k.name for k in known[part].knobs}]
+    if not users:
+        return not any(part in known for part in method.split("+"))  # an unknown method: keep what it logged
+    return all(params.get(field) == value for part in users for field, value in knob_condition(part, name).items())
 
 
 # -- per-task history -------------------------------------------------------------------

@@ -58,8 +58,8 @@ def test_the_main_job_prints_a_row_per_task_named_as_mlflow_names_the_trial_and_
     assert not [marker for marker in TUNE_AND_RAY if marker in out], out[-4000:]
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["time", "task", "method"])
-    assert lines[header].split() == ["time", "task", "method", "lambda_ra", "replay_mode", "replay_size_per_class",
-                                     "avg_acc", "forgetting", "stream_avg_acc", "name"]
+    assert lines[header].split() == ["time", "task", "method", "lambda_l2", "lambda_ra", "replay_mode",
+                                     "replay_size_per_class", "avg_acc", "forgetting", "stream_avg_acc", "name"]
     names = mlflow_names(plan)
     assert len(names) == 3
     rows = lines[header + 1: header + 1 + 2 * len(names)]  # every trial after each of its two tasks
@@ -67,10 +67,11 @@ def test_the_main_job_prints_a_row_per_task_named_as_mlflow_names_the_trial_and_
         mine = [row for row in rows if row.endswith(f"  {name}")]
         assert [row.split()[1] for row in mine] == ["1/2", "2/2"], (name, rows)
         method = name.split()[0]
-        knobs = mine[0].split()[3:6]
-        assert knobs[0] == ("-" if "ra" not in method.split("+") else name.split("lambda_ra=")[1].split()[0])
+        knobs = mine[0].split()[3:7]
+        assert knobs[0] == ("-" if method != "l2" else name.split("lambda_l2=")[1].split()[0])
+        assert knobs[1] == ("-" if "ra" not in method.split("+") else name.split("lambda_ra=")[1].split()[0])
         if method == "jtr":
-            assert knobs[1] == "fresh" and knobs[2] == "-"  # fresh replay: the replay set's size does not act
+            assert knobs[2] == "fresh" and knobs[3] == "-"  # fresh replay: the replay set's size does not act
     table = out[out.index("\ntrial  "):]
     for trial_id, name in names.items():
         assert any(line.startswith(trial_id) and line.endswith(name) for line in table.splitlines())

@@ -142,7 +142,8 @@ class ResultTable:
         if note:
             parts.append((note, self.separation_display(), "separation"))
         return "".join(f"<figure class='table'><figcaption>{html.escape(caption)}</figcaption>"
-                       f"{frame.to_html(classes=kind, border=0, escape=True)}</figure>" for caption, frame, kind in parts)
+                       f"{frame.to_html(classes=kind, border=0, escape=True)}</figure>"
+                       for caption, frame, kind in parts)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -215,7 +216,8 @@ def evaluator_caption(data: ExperimentData) -> str:
     for architecture, group in runs.groupby(_column(runs, "evaluator_architecture", "a small CNN"), sort=True):
         accuracy = pd.to_numeric(_column(group, "evaluator_test_accuracy", math.nan), errors="coerce").dropna()
         chance = pd.to_numeric(_column(group, "evaluator_chance_accuracy", math.nan), errors="coerce").dropna()
-        facts = [f"real test accuracy {_percent_range(accuracy)}" if len(accuracy) else "real test accuracy not recorded"]
+        facts = [f"real test accuracy {_percent_range(accuracy)}" if len(accuracy)
+                 else "real test accuracy not recorded"]
         if len(chance):
             facts.append(f"{round(1 / chance.iloc[0])} classes, chance {_percent_range(chance)}")
         parts.append(f"{architecture} ({', '.join(facts)})")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from mergan.config import build_config
 from mergan.evaluation import evaluate_after_task, get_evaluator
+from mergan.presets import build_config
 from mergan.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"

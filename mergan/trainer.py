@@ -31,7 +31,8 @@ from mergan.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from mergan.config import ConfigError, ExperimentConfig, config_from_dict, save_yaml, validate_config
+from mergan.config import ExperimentConfig
+from mergan.config_io import config_from_dict, save_yaml
 from mergan.data import ClassDataset, ImageSet, load_dataset, task_stream
 from mergan.losses import critic_loss, generator_loss
 from mergan.methods import REGISTRY, TaskContext, build_method
@@ -39,6 +40,8 @@ from mergan.methods.context import task_context
 from mergan.models import build_models
 from mergan.record import RunRecord
 from mergan.results import read_matrix, write_results
+from mergan.settings import ConfigError
+from mergan.validation import validate_config
 
 
 def resolve_device(name: str) -> torch.device:

@@ -354,7 +354,7 @@ def test_classifier_command_shows_the_cached_evaluator(mnist_evaluator, evaluato
 
 
 def test_eval_command_evaluates_a_checkpoint(mnist_evaluator, evaluator_cache, tmp_path, capsys):
-    from mergan.config import build_config
+    from mergan.presets import build_config
     from mergan.trainer import Trainer
     from mergan_cli.main import main
 

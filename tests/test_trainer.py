@@ -7,7 +7,8 @@ import torch
 
 from mergan.callbacks import Callback, DivergenceError
 from mergan.checkpoint import CheckpointError, load_checkpoint
-from mergan.config import ConfigError, build_config
+from mergan.presets import build_config
+from mergan.settings import ConfigError
 from mergan.trainer import Trainer
 from mergan_cli.main import main
 

@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from mergan.config import ConfigError
+from mergan.settings import ConfigError
 from search_spaces import SpaceError, preset_names
 from tracking.provenance import mergan_import_problem
 from trainables.local_ray import keep_local_ray_on_loopback
@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "installed plugin package needs no flag)")
     what.add_argument("--objective", default="acc",
                       help="acc: maximise stream_avg_acc (the final average accuracy) with TPE; multi: also "
-                           "minimise forgetting and training time, with NSGA-II; quality: accuracy against CLoG's average "
+                           "minimise forgetting and training time, with NSGA-II; quality: accuracy against CLoG's "
+                           "average "
                            "final FID (afq_fid_classifier), with NSGA-II; or metric:mode pairs (e.g. "
                            "fr_recall_classifier:min, aiq_fid_classifier:min)")
     what.add_argument("--seed", type=int, default=0, help="seeds the searcher on the driver and every trial's run.seed")
@@ -74,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="asha: stop weak trials early (in units of tasks); pbt: Population Based Training, after "
                           "each task the worst quarter of the population (--num-samples, default 4) copies a better "
                           "trial and perturbs its knobs (a schedule of e.g. lambda_RA over tasks)")
-    how.add_argument("--grace-period", type=int, default=2, help="tasks every trial runs before ASHA may stop it (>= 2)")
+    how.add_argument("--grace-period", type=int, default=2,
+                     help="tasks every trial runs before ASHA may stop it (>= 2)")
     how.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last checkpoint")
     where = parser.add_argument_group("where")
     where.add_argument("--address", help="Ray cluster to join: 'auto' (this node's cluster) or host:port "
@@ -148,7 +150,8 @@ def describe(plan: SweepPlan) -> str:
     from search_spaces import sample_points
 
     lines = [f"sweep {plan.name}: {plan.question}",
-             f"  space: {plan.space} ({space.kind}{', ' + str(space.grid_size()) + ' grid points' if space.grid else ''})",
+             (f"  space: {plan.space} ({space.kind}"
+              f"{', ' + str(space.grid_size()) + ' grid points' if space.grid else ''})"),
              (f"  trials: {plan.num_samples}{' per grid point' if space.grid else ''}, at most "
               f"{plan.max_concurrent or 'as many as fit'} at once, {plan.cpus_per_trial:g} CPU and "
               f"{plan.gpus_per_trial:g} GPU each, up to {plan.max_failures} retries from the last checkpoint"),
@@ -158,7 +161,8 @@ def describe(plan: SweepPlan) -> str:
              f"  scheduler: {scheduler_text(plan)}",
              (f"  every trial: preset {plan.preset}, {json.dumps({**plan.defaults, **plan.fixed})}, "
               f"{plan.num_tasks or '?'} tasks"),
-             f"  storage: {plan.experiment_path}" + (f"; Optuna study {plan.optuna_storage}" if plan.optuna_storage else ""),
+             f"  storage: {plan.experiment_path}"
+             + (f"; Optuna study {plan.optuna_storage}" if plan.optuna_storage else ""),
              f"  MLflow: {plan.tracking_uri}, experiment {plan.experiment!r}",
              "  first trial configurations:"]
     for point in sample_points(space, count=3, seed=plan.seed)[:6]:
@@ -178,7 +182,8 @@ def scheduler_text(plan: SweepPlan) -> str:
 
 
 def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
-    from trainables.sweeping import format_table, mlflow_hint, trial_labeller
+    from trainables.hints import mlflow_hint
+    from trainables.results import format_table, trial_labeller
 
     labeller = trial_labeller(plan)
 
@@ -246,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop:
             return stop(args, plan)
         check_tracking_server(plan.tracking_uri)  # before Ray starts: a server refusing the sweep stops it
+        from trainables.ray_connection import connect_ray
         from trainables.sweep_driver import end_leftovers, mark_driver
-        from trainables.sweeping import connect_ray
 
         if args.resume:
             for process in end_leftovers(plan):

@@ -310,7 +310,8 @@ def quality_forgetting_curves(data: ExperimentData, select: str = "best") -> Fig
             rows = stats[(stats["method"] == method) & (stats["config"] == config) & (stats["measure"] == measure)]
             if rows.empty:
                 continue
-            x, mean, std = rows["after_task"].to_numpy(), rows["mean"].to_numpy() * scale, rows["std"].to_numpy() * scale
+            x = rows["after_task"].to_numpy()
+            mean, std = rows["mean"].to_numpy() * scale, rows["std"].to_numpy() * scale
             axes.plot(x, mean, marker="o", label=label, **style)
             if np.isfinite(std).any():
                 axes.fill_between(x, mean - np.nan_to_num(std), mean + np.nan_to_num(std), color=style["color"],

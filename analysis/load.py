@@ -369,7 +369,8 @@ def stream_lengths(runs: pd.DataFrame) -> pd.Series:
 
 def task_orders(runs: pd.DataFrame) -> pd.Series:
     """Per run, the order its classes came in: "label", "random 3" (``data.order_seed`` 3) or "3,1,4,0,2"."""
-    given = (runs["data.task_order"] if "data.task_order" in runs else pd.Series(None, index=runs.index)).fillna("label")
+    given = runs["data.task_order"] if "data.task_order" in runs else pd.Series(None, index=runs.index)
+    given = given.fillna("label")
     seeds = runs["data.order_seed"] if "data.order_seed" in runs else pd.Series("0", index=runs.index)
     return given.where(given != "random", "random " + seeds.map(value_text))
 

@@ -5,8 +5,9 @@ Accuracies are percentages, as printed in the paper; FID is the raw distance.
 
 from __future__ import annotations
 
-# Paper column order and display names (the paper's own spelling).
-METHOD_ORDER = ("jt", "sft", "ewc", "dgr", "jtr", "ra")
+from mergan.config import PAPER_METHODS
+
+# Display names (the paper's own spelling).
 METHOD_LABELS = {"jt": "JT", "sft": "SFT", "ewc": "EWC", "dgr": "DGR", "jtr": "MeRGAN-JTR", "ra": "MeRGAN-RA",
                  "jt-stream": "JT (streamed)", "er": "ER", "l2": "L2"}
 NOT_IN_PAPER_MARK = "*"  # after the label of a row whose method the paper does not have
@@ -55,12 +56,12 @@ def method_label(method: str) -> str:
 def in_paper(method: str) -> bool:
     """True for the paper's six methods; False for this platform's additions (ER, L2, JT streamed),
     combinations (jtr+ra) and plugins."""
-    return method in METHOD_ORDER
+    return method in PAPER_METHODS
 
 
 def method_sort_key(method: str) -> tuple[int, str]:
     """Paper order first (JT, SFT, EWC, DGR, JTR, RA), then combinations and others by name."""
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+    return (PAPER_METHODS.index(method), "") if method in PAPER_METHODS else (len(PAPER_METHODS), method)
 
 
 def paper_accuracy(dataset: str, num_tasks: int, method: str) -> float | None:

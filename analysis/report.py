@@ -79,7 +79,8 @@ class Report:
 
 
 def build_report(experiment: str | None, tracking_uri: str | None, out_dir: str | Path, *,
-                 sweep_run: str | Sequence[str] | None = None, optuna_storage: str | None = None, study_name: str | None = None,
+                 sweep_run: str | Sequence[str] | None = None, optuna_storage: str | None = None,
+                 study_name: str | None = None,
                  select: str = "best", runs: list[str | Path] | None = None) -> Report:
     """Load (from MLflow, or from the run folders ``runs``), tabulate, plot and write everything into ``out_dir``."""
     out = Path(out_dir)
@@ -197,7 +198,7 @@ def _study_section(data: ExperimentData, out: Path, storage: str | None, study_n
         return None
     study_name = study_name or _setting(params, STUDY_PARAMS)
     try:
-        if study_name is None and sweep.get("name"):  # trainables/sweeping.py names the study after the sweep
+        if study_name is None and sweep.get("name"):  # trainables/tuner.py names the study after the sweep
             import optuna
 
             study_name = sweep["name"] if sweep["name"] in optuna.get_all_study_names(storage) else None
@@ -279,7 +280,8 @@ def render_html(data: ExperimentData, sections: list[Section], select: str = "be
             f"<title>mergan report: {html.escape(data.experiment)}</title><style>{CSS}</style></head><body>")
     meta = (f"<p class='meta'>{len(data.runs)} runs ({html.escape(methods)}) on "
             f"{html.escape(', '.join(data.datasets))}, up to {data.num_tasks} tasks; "
-            f"{'tracking store ' + html.escape(data.tracking_uri) if data.tracking_uri else 'read from run folders'}; generated {html.escape(now)}. Tables and figures show {chosen}; "
+            f"{'tracking store ' + html.escape(data.tracking_uri) if data.tracking_uri else 'read from run folders'}; "
+            f"generated {html.escape(now)}. Tables and figures show {chosen}; "
             f"spreads are standard deviations over seeds, intervals the {CONFIDENCE:.0%} t-interval of the mean over "
             f"seeds.</p>")
     parts = [head, f"<h1>MeRGAN report: {html.escape(data.experiment)}</h1>", meta, _sweep_block(data.sweep)]
@@ -288,7 +290,8 @@ def render_html(data: ExperimentData, sections: list[Section], select: str = "be
         if section.table is not None:
             parts.append(section.table.to_html())
         parts += [f"<figure class='table'><figcaption>{html.escape(caption)}</figcaption>"
-                  f"{frame.to_html(classes='orders', border=0, escape=True)}</figure>" for caption, frame in section.tables]
+                  f"{frame.to_html(classes='orders', border=0, escape=True)}</figure>"
+                  for caption, frame in section.tables]
         for name, paths in section.figures.items():
             parts.append(f"<figure><figcaption>{html.escape(section.captions[name])}</figcaption>"
                          f"{_image(paths['png'])}</figure>")

@@ -142,7 +142,8 @@ class ResultTable:
         if note:
             parts.append((note, self.separation_display(), "separation"))
         return "".join(f"<figure class='table'><figcaption>{html.escape(caption)}</figcaption>"
-                       f"{frame.to_html(classes=kind, border=0, escape=True)}</figure>" for caption, frame, kind in parts)
+                       f"{frame.to_html(classes=kind, border=0, escape=True)}</figure>"
+                       for caption, frame, kind in parts)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -209,7 +210,8 @@ def results_table(data: ExperimentData, select: str = "best") -> ResultTable:
 
 # CLoG's summaries (arXiv 2406.04584) of the accuracy and FID matrices, and forgetting of variety.
 QUALITY_TABLE_COLUMNS = {"aiq_acc": "AIQ acc (%)", "afq_acc": "AFQ acc (%)", "fr_acc": "FR acc (%)",
-                         "aiq_fid_classifier": "AIQ FID", "afq_fid_classifier": "AFQ FID", "fr_fid_classifier": "FR FID",
+                         "aiq_fid_classifier": "AIQ FID", "afq_fid_classifier": "AFQ FID",
+                         "fr_fid_classifier": "FR FID",
                          "fr_recall_classifier": "FR recall (%)", "fr_coverage_classifier": "FR coverage (%)"}
 QUALITY_CAPTION = ("CLoG's summaries (Zhang et al. 2024, arXiv 2406.04584) after the last task: AIQ (average "
                    "incremental quality), AFQ (average final quality), FR (forgetting rate: how far each earlier "
@@ -264,7 +266,8 @@ def evaluator_caption(data: ExperimentData) -> str:
     for architecture, group in runs.groupby(_column(runs, "evaluator_architecture", "a small CNN"), sort=True):
         accuracy = pd.to_numeric(_column(group, "evaluator_test_accuracy", math.nan), errors="coerce").dropna()
         chance = pd.to_numeric(_column(group, "evaluator_chance_accuracy", math.nan), errors="coerce").dropna()
-        facts = [f"real test accuracy {_percent_range(accuracy)}" if len(accuracy) else "real test accuracy not recorded"]
+        facts = [f"real test accuracy {_percent_range(accuracy)}" if len(accuracy)
+                 else "real test accuracy not recorded"]
         if len(chance):
             facts.append(f"{round(1 / chance.iloc[0])} classes, chance {_percent_range(chance)}")
         parts.append(f"{architecture} ({', '.join(facts)})")

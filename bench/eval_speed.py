@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from mergan.config import build_config
 from mergan.evaluation import evaluate_after_task, get_evaluator
+from mergan.presets import build_config
 from mergan.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -101,7 +101,8 @@ def main() -> None:
         # In CPU time (one thread: the cost on a quiet machine), and in wall time as measured.
         quality_overhead = {f"{level}{suffix}": round(evaluation[f"after_task_10_quality_{level}"][key]
                                                       / evaluation["after_task_10_quality_none"][key] - 1, 4)
-                            for level in ("fast", "full") for key, suffix in (("cpu_seconds", ""), ("seconds", "_wall"))}
+                            for level in ("fast", "full")
+                            for key, suffix in (("cpu_seconds", ""), ("seconds", "_wall"))}
 
         trainer.config.optim.iterations_per_task = args.train_iterations
         trainer.run_task(0)  # warm-up (first-call allocations), not timed

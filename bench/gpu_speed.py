@@ -37,8 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a copy of the repository where nothing is installed (the GPU machine)
 
-from mergan.config import build_config
 from mergan.graphs import WARMUP_ITERATIONS, GraphedIteration
+from mergan.presets import build_config
 from mergan.trainer import Trainer, make_cuda_deterministic
 
 RESULTS = ROOT / "bench" / "results"

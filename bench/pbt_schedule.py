@@ -30,7 +30,8 @@ def main() -> int:
     parser.add_argument("--stem", default="pbt_ra_schedule")
     parser.add_argument("--seconds", nargs=2, type=float, metavar=("PBT", "SEARCH"), help="wall time of each sweep")
     args = parser.parse_args()
-    plans = {role: SweepPlan.load(args.storage_path, name) for role, name in (("pbt", args.pbt), ("search", args.search))}
+    plans = {role: SweepPlan.load(args.storage_path, name)
+             for role, name in (("pbt", args.pbt), ("search", args.search))}
     data = {role: load_sweep(plan.parent_run_id, plan.tracking_uri) for role, plan in plans.items()}
     table = schedule_vs_constant(data["pbt"], data["search"])
     frame = schedules(data["pbt"])
@@ -59,9 +60,11 @@ def main() -> int:
              "## Every PBT trial's final weights: lambda_ra per task (trained by)", ""]
     for trial, info in per_trial.items():
         steps = ", ".join(f"{e['task']}: {e['value']:.3g} ({e['trained_by']})" for e in info["schedule"])
-        lines.append(f"- {trial} (final avg_acc {info['final_avg_acc']:.3f}; copied {info['copies'] or 'never'}): {steps}")
+        lines.append(f"- {trial} (final avg_acc {info['final_avg_acc']:.3f}; copied {info['copies'] or 'never'}): "
+                     f"{steps}")
     lines += ["", "## The search's constants", ""]
-    lines += [f"- {t}: lambda_ra {c['lambda_ra']:.3g}, final avg_acc {c['final_avg_acc']:.3f}" for t, c in constants.items()]
+    lines += [f"- {t}: lambda_ra {c['lambda_ra']:.3g}, final avg_acc {c['final_avg_acc']:.3f}"
+              for t, c in constants.items()]
     (out / f"{args.stem}.md").write_text("\n".join(lines) + "\n")
     for name, figure in ((f"{args.stem}_schedules", schedule_figure(data["pbt"])),
                          (f"{args.stem}_vs_constant", schedule_vs_constant_figure(data["pbt"], data["search"]))):

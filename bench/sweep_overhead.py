@@ -28,8 +28,10 @@ sys.path.insert(0, str(REPO))
 
 from mergan.trainer import Trainer
 from trainables.plan import make_plan
-from trainables.sweeping import connect_ray, run_sweep, trial_settings
+from trainables.ray_connection import connect_ray
+from trainables.sweeping import run_sweep
 from trainables.trainable import trial_config
+from trainables.tuner import trial_settings
 
 RESULTS = REPO / "bench" / "results" / "sweep_overhead.json"
 

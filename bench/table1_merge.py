@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = finished_runs(args.runs_csv)
     table = results_table(experiment_data(runs))
-    text = (f"{table.to_markdown()}\nPer method, over the seeds above (task 1 = the first class; wall minutes from each "
-            f"run's MLflow start and end times, so they include time the cores were shared):\n\n{per_seed_table(runs)}")
+    text = (f"{table.to_markdown()}\nPer method, over the seeds above (task 1 = the first class; wall minutes from "
+            f"each run's MLflow start and end times, so they include time the cores were shared):\n\n"
+            f"{per_seed_table(runs)}")
     if args.runs_out:
         runs.drop(columns="source").to_csv(args.runs_out, index=False)
     if args.out:

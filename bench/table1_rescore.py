@@ -81,7 +81,8 @@ def comparison_table(runs: pd.DataFrame, evaluators: list[str]) -> str:
     judges = runs.drop_duplicates("evaluator").set_index("evaluator")
     notes = [f"- {kind}: {judges.at[kind, 'evaluator_architecture']}, real test accuracy "
              f"{judges.at[kind, 'evaluator_test_accuracy'] * 100:.1f}%, chance "
-             f"{judges.at[kind, 'evaluator_chance_accuracy'] * 100:.1f}%" for kind in evaluators if kind in judges.index]
+             f"{judges.at[kind, 'evaluator_chance_accuracy'] * 100:.1f}%"
+             for kind in evaluators if kind in judges.index]
     return "\n".join(lines) + "\n\nEvaluators:\n" + "\n".join(notes) + "\n"
 
 

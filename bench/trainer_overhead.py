@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mergan.config import build_config
+from mergan.presets import build_config
 from mergan.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from mergan.config import ConfigError, EvalConfig, ExperimentConfig, resolve_key
-from mergan.settings import value_text
+from mergan.config import EvalConfig, ExperimentConfig, resolve_key
+from mergan.settings import ConfigError, value_text
 
 FORMAT = 2  # 2: generators normalise per class group (no running statistics); optional optimizer state
 REQUIRED_KEYS = ("format", "config", "task", "tasks", "global_step", "generator", "critic", "method", "rng",

@@ -1,4 +1,8 @@
-"""One typed experiment config, built from presets, YAML, CLI flags or a Tune trial, validated up front.
+"""The experiment config's schema: its sections, their fields (each with its meaning and allowed values)
+and how a field is addressed by name.
+
+A config is built from a preset, YAML, CLI flags or a Tune trial by ``mergan.presets.build_config``, read
+and written by ``mergan.config_io`` and refused before any compute by ``mergan.validation``.
 
 Every field name is unique across sections, so a field can be addressed either by its
 dotted name (``optim.lr_g``) or by its bare name (``lr_g``); flattened dotted names are what
@@ -13,12 +17,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
-import time
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from mergan.settings import ADAM_BETA, NON_NEGATIVE, POSITIVE, Allowed, ConfigError, Knob
 
@@ -36,8 +36,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 CUDA_GRAPH_MODES = ("off", "on", "auto")  # mergan.graphs
 PAPER_EVALUATOR_DATASETS = ("mnist5k", "mnist", "svhn", "lsun")  # datasets the authors trained an evaluator for
+# The paper's six methods in its order (Table 1's columns): the order of tables, spaces and `mergan reproduce`.
+PAPER_METHODS = ("jt", "sft", "ewc", "dgr", "jtr", "ra")
 RUNS_FOLDER = "runs"  # where a run without run.out_dir gets its own folder
-TASK_ORDERS = ("label", "random")  # or an explicit order of the stream's classes
 
 
 def setting(default: Any, meaning: str, allowed: Allowed | None = None) -> Any:
@@ -208,6 +209,7 @@ class ExperimentConfig:
 
     # -- addressing -------------------------------------------------------------------
     def sections(self) -> dict[str, Any]:
+        """Section name -> section (run, data, model, optim, method, eval)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,11 +242,13 @@ class ExperimentConfig:
         setattr(section, field_name, value)
 
     def copy(self) -> ExperimentConfig:
+        """A deep copy."""
         return copy.deepcopy(self)
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return parse_method(self.method.method, self.method.modules)
+        """The run's methods, ``"jtr+ra"`` -> ("jtr", "ra"); unknown or contradictory combinations are refused."""
+        return method_registry().parse(self.method.method, self.method.modules)
 
 
 def field_knob(f: dataclasses.Field) -> Knob:
@@ -282,14 +286,6 @@ def _field_index() -> dict[str, tuple[str, Knob]]:
 FIELDS = _field_index()
 
 
-def parse_assignment(item: str, example: str) -> tuple[str, str]:
-    """A ``--set`` item ``"FIELD=VALUE"`` -> (FIELD, VALUE as written); a ConfigError showing ``example`` otherwise."""
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. --set {example}")
-    return key.strip(), value
-
-
 def resolve_key(key: str, modules: tuple[str, ...] | None = None) -> tuple[str | None, str]:
     """``optim.lr_g`` / ``lr_g`` / ``lr-g`` -> ("optim", "lr_g"); ``lambda_ra`` -> ("method", "lambda_ra");
     ``preset`` -> (None, "preset").
@@ -312,216 +308,6 @@ def resolve_key(key: str, modules: tuple[str, ...] | None = None) -> tuple[str |
                       + (f" (not loaded: {'; '.join(broken)})" if broken else ""))
 
 
-# -- presets -----------------------------------------------------------------------------
-# Model presets and paper presets. Each maps bare field
-# names to values applied over the dataclass defaults; a user's overrides come after.
-PAPER_OPTIM = dict(batch_size=64, critic_steps=5, lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9,
-                   lambda_gp=10.0, lambda_cls=1.0)
-PRESETS: dict[str, dict[str, Any]] = {
-    # Fast CPU preset: 0.3M-parameter nets, 2 critic steps, lr 2e-4. At 400 iterations per task the
-    # paper's lambda_RA = 1e-3 is too weak (README, "A first look"), so 1e-2. lambda_EWC is the paper's
-    # 1e9: the EWC penalty is a mean over the weights (mergan/methods/ewc.py), which makes one lambda
-    # act alike on these nets and on the paper's.
-    "small": dict(arch="small", image_size=32, z_dim=64, g_width=64, d_width=32,
-                  iterations_per_task=400, critic_steps=2, lr_g=2e-4, lr_d=2e-4,
-                  lambda_ra=1e-2, lambda_ewc=1e9, eval_samples_per_class=500),
-    # The paper's 32x32 DCGAN pair with conditional batch norm (digits).
-    "dcgan32": dict(arch="dcgan", image_size=32, z_dim=128, g_width=32, d_width=32,
-                    iterations_per_task=4000, **PAPER_OPTIM),
-    # The paper's 64x64 ResNet pair (LSUN-sized images).
-    "resnet64": dict(arch="resnet", image_size=64, z_dim=128, g_width=64, d_width=64,
-                     iterations_per_task=20000, **PAPER_OPTIM),
-}
-# The paper presets judge with the authors' evaluators (eval.evaluator: paper); LSUN is read as their
-# loader reads it: at most 100,000 images per category, balanced, each whole image squashed to 64x64.
-PRESETS["paper-mnist"] = dict(PRESETS["dcgan32"], dataset="mnist", iterations_per_task=4000,
-                              lambda_ra=1e-3, lambda_ewc=1e9, eval_samples_per_class=6400, evaluator="paper")
-PRESETS["paper-svhn"] = dict(PRESETS["dcgan32"], dataset="svhn", iterations_per_task=8000,
-                             lambda_ra=1e-2, lambda_ewc=1e9, eval_samples_per_class=6400, evaluator="paper")
-PRESETS["paper-lsun"] = dict(PRESETS["resnet64"], dataset="lsun", iterations_per_task=20000,
-                             lambda_ra=1e-3, lambda_ewc=1e9, eval_samples_per_class=6400,
-                             tasks="0|1|2|3", evaluator="paper", lsun_max_per_class=100000, lsun_balance=True,
-                             lsun_resize="squash")
-# The paper's stated iterations per task, by dataset (``--paper-iterations``).
-PAPER_ITERATIONS = {"mnist": 4000, "mnist5k": 4000, "svhn": 8000, "lsun": 20000, "folder": 4000}
-
-
-def build_config(preset: str = "small", overrides: dict[str, Any] | None = None,
-                 yaml_path: str | os.PathLike | None = None, validate: bool = True) -> ExperimentConfig:
-    """Defaults <- preset <- YAML file <- overrides (dotted or bare names); then validated.
-
-    A YAML file may itself name a ``preset``; an explicit ``preset`` in ``overrides`` wins.
-    """
-    file_values: dict[str, Any] = load_yaml(yaml_path) if yaml_path is not None else {}
-    overrides = dict(overrides or {})
-    for given in (file_values.pop("preset", None), overrides.pop("preset", None)):  # the later one wins
-        preset = preset if given is None else given
-    if preset not in PRESETS:
-        raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
-    config = ExperimentConfig(preset=preset)
-    for key, value in PRESETS[preset].items():
-        config.set(key, value)
-    given = {**file_values, **overrides}
-    for key in sorted(given, key=lambda k: not is_module_key(k)):  # the module first: its knobs may follow
-        config.set(key, given[key])
-    if config.run.out_dir is None:
-        config.run.out_dir = default_out_dir(config.method.method)
-    if validate:
-        validate_config(config)
-    return config
-
-
 def is_module_key(key: str) -> bool:
     """True for the keys that name the method module (``module``, ``method.module``, ``method-module``)."""
     return key.replace("-", "_") in ("module", "method.module", "method_module")
-
-
-def default_out_dir(method: str) -> str:
-    """``runs/<method>-<YYYYmmdd-HHMMSS>``: the folder of a run that names none (``mergan train`` makes
-    it unique and points ``runs/latest`` at it)."""
-    return f"{RUNS_FOLDER}/{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML config: flat (``lr_g: 1e-4``), dotted, or nested by section."""
-    try:
-        with open(path) as handle:
-            raw = yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a folder; name a YAML file of config fields") from None
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not text"
-        raise ConfigError(f"config file {path} cannot be read ({reason}); name a YAML file of config fields") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of field: value")
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict) and key in ExperimentConfig().sections():
-            for sub_key, sub_value in value.items():
-                flat[f"{key}.{sub_key}"] = sub_value
-        else:
-            flat[key] = value
-    return flat
-
-
-def save_yaml(config: ExperimentConfig, path: str | os.PathLike) -> None:
-    with open(path, "w") as handle:
-        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
-
-
-def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
-    """Inverse of ``ExperimentConfig.to_dict`` (nested) or ``flat`` (dotted), e.g. from a checkpoint.
-
-    The method module is loaded first. A knob that no method here declares is left out when none of the
-    run's own methods declares it (a knob of an installed plugin the run did not use, uninstalled since)."""
-    config = ExperimentConfig(preset=values.get("preset", "small"))
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{sub_key}": sub_value for sub_key, sub_value in value.items()})
-        elif key != "preset":
-            flat[key] = value
-    for key in sorted(flat, key=lambda k: not is_module_key(k)):
-        try:
-            config.set(key, flat[key])
-        except ConfigError:
-            if not _foreign_knob(config, key):
-                raise
-    return config
-
-
-def _foreign_knob(config: ExperimentConfig, key: str) -> bool:
-    """True for ``method.<knob>`` that neither this process's methods nor the config's own methods know."""
-    section, _, name = key.replace("-", "_").rpartition(".")
-    if section != "method" or name in FIELDS or name in config.method.knobs():
-        return False
-    own = config.methods  # raises for a method that is not available here: that is the error to show
-    registry = method_registry()
-    return all(name not in {k.name for k in registry.method_class(m, config.method.modules).knobs} for m in own)
-
-
-# -- methods ---------------------------------------------------------------------------
-def parse_method(text: str, modules: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """``"jtr+ra"`` -> ("jtr", "ra"), refusing unknown or contradictory combinations (``mergan.methods.registry``)."""
-    return method_registry().parse(text, modules)
-
-
-# -- validation --------------------------------------------------------------------------
-def check_fields(config: ExperimentConfig) -> None:
-    """Each field against its own definition: a finite number where a number is meant, and its ``Allowed``."""
-    for section_name, section in config.sections().items():
-        for name, knob in section_knobs(section).items():
-            knob.check(getattr(section, name), f"{section_name}.{name}")
-
-
-def validate_config(config: ExperimentConfig) -> ExperimentConfig:
-    """Refuse any value that cannot run; data-dependent checks (classes) live in the data layer."""
-    data, model, method, ev = config.data, config.model, config.method, config.eval
-    check_fields(config)
-    parse_method(method.method, method.modules)
-    if data.dataset in ("mnist", "svhn", "lsun", "folder") and not data.data_root:
-        raise ConfigError(f"data.data_root: dataset {data.dataset!r} reads its standard files from a folder; "
-                          f"give it with --data-root (only mnist5k is embedded)")
-    sizes = {"small": (32,), "dcgan": (32,), "resnet": (64,)}[model.arch]
-    if model.image_size not in sizes:
-        raise ConfigError(f"model.image_size: the {model.arch} architecture makes "
-                          f"{' or '.join(map(str, sizes))}x{sizes[0]} images, not {model.image_size}; "
-                          f"allowed: {', '.join(map(str, sizes))}")
-    if data.tasks is not None:
-        parse_tasks(data.tasks)
-    parse_task_order(data.task_order)
-    if ev.evaluator == "paper" and data.dataset not in PAPER_EVALUATOR_DATASETS:
-        raise ConfigError(f"eval.evaluator: 'paper' means the authors' evaluator of the dataset, and they published "
-                          f"one for {', '.join(PAPER_EVALUATOR_DATASETS)} only, not {data.dataset!r}; use 'cnn'")
-    if ev.drift_alarm > 1:
-        raise ConfigError(f"eval.drift_alarm: {ev.drift_alarm} is not allowed; allowed: in (0, 1], the share of a "
-                          f"class's first recall or coverage it may lose before the alarm (1: never)")
-    wanted = {"fast": 2, "full": NEAREST_K + 1}.get(ev.quality, 0)
-    if ev.eval_when != "none" and ev.eval_samples_per_class < wanted:
-        raise ConfigError(f"eval.eval_samples_per_class: eval.quality {ev.quality} needs at least {wanted} generated "
-                          f"images per class (a covariance{', and k=5 nearest neighbours' if ev.quality == 'full' else ''})"
-                          f", not {ev.eval_samples_per_class}; raise it or set eval.quality to "
-                          f"{'fast or ' if ev.quality == 'full' else ''}none")
-    for name in ("inception_weights", "evaluator_weights", "jt_results"):
-        path = getattr(ev, name)
-        if path and not os.path.isfile(path):
-            raise ConfigError(f"eval.{name}: {path} is not a file")
-    return config
-
-
-def parse_task_order(text: str) -> list[int] | None:
-    """``"label"`` / ``"random"`` -> None; ``"3,1,4"`` -> [3, 1, 4] (which classes it must hold is the data's check)."""
-    if text in TASK_ORDERS:
-        return None
-    try:
-        order = [int(c) for c in str(text).split(",") if c.strip()]
-    except ValueError:
-        order = []
-    if not order or len(set(order)) != len(order):
-        raise ConfigError(f"data.task_order: {text!r} is not allowed; allowed: {', '.join(TASK_ORDERS)}, or every "
-                          f"class of the stream once, in the order wanted, e.g. 3,1,4,0,2")
-    return order
-
-
-def parse_tasks(text: str) -> list[list[int]]:
-    """``"0,1|2,3|4"`` -> [[0, 1], [2, 3], [4]]; a class may appear in one task only."""
-    tasks: list[list[int]] = []
-    for chunk in str(text).split("|"):
-        try:
-            classes = [int(c) for c in chunk.split(",") if c.strip()]
-        except ValueError:
-            raise ConfigError(f"data.tasks: {text!r} is not a task split; write class indices, "
-                              f"',' within a task and '|' between tasks, e.g. '0,1|2,3|4'") from None
-        if not classes:
-            raise ConfigError(f"data.tasks: {text!r} has an empty task")
-        tasks.append(classes)
-    seen = [c for task in tasks for c in task]
-    if len(seen) != len(set(seen)):
-        raise ConfigError(f"data.tasks: {text!r} puts a class in more than one task")
-    if min(seen) < 0:
-        raise ConfigError(f"data.tasks: {text!r} names a negative class")
-    return tasks

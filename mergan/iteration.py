@@ -97,7 +97,8 @@ class TaskIteration:
         self.autocast = autocast
         self.sums = LossSums()
         optim = training.config.optim
-        self.critic_steps, self.batch_size, self.z_dim = optim.critic_steps, optim.batch_size, training.config.model.z_dim
+        self.critic_steps, self.batch_size = optim.critic_steps, optim.batch_size
+        self.z_dim = training.config.model.z_dim
         self.lambda_gp, self.lambda_cls = optim.lambda_gp, optim.lambda_cls
 
     def __call__(self) -> None:

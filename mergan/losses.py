@@ -36,7 +36,8 @@ def critic_loss(critic: nn.Module, real: torch.Tensor, real_labels: torch.Tensor
     real_score, fake_score = score[: real.shape[0]], score[real.shape[0]:]
     wasserstein = real_score.mean() - fake_score.mean()
     cls_real = F.cross_entropy(logits[: real.shape[0]], real_labels) if lambda_cls else real.new_zeros(())
-    gp = gradient_penalty(critic, penalty_real, fake[: penalty_real.shape[0]], alpha) if lambda_gp else real.new_zeros(())
+    gp = (gradient_penalty(critic, penalty_real, fake[: penalty_real.shape[0]], alpha) if lambda_gp
+          else real.new_zeros(()))
     loss = -wasserstein + lambda_gp * gp + lambda_cls * cls_real
     return loss, {"wasserstein": wasserstein.detach(), "gp": gp.detach(), "cls_real": cls_real.detach()}
 

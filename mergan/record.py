@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import load_yaml
+from mergan.config_io import load_yaml
 from mergan.results import RESULTS_FILE
+from mergan.settings import is_number
 
 RECORD_FILE = "record.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -42,11 +43,6 @@ Line = dict[str, Any]
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def is_number(value: Any) -> bool:
-    """An int or float that is not a bool: a value a tracker plots."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # -- writing ------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Self
 
-from mergan.config import ConfigError
 from mergan.record import CONFIG_FILE, RECORD_FILE
 from mergan.results import RESULTS_FILE
+from mergan.settings import ConfigError
 
 LATEST = "latest"  # runs/latest: a link to the newest run that got a default folder
 LOCK_FILE = ".mergan.lock"  # in the run folder while a run holds it

@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A config value that is not allowed; the message names the field and what is allowed."""
 
 
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool: a value a tracker plots and a table compares."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def value_text(value: Any) -> str:
     """A value as short text, the same in ``--help``, run names and report labels: None (or NaN, a param a
     run lacks) -> 'empty', True -> 'true', 0.003 -> '3e-3', 0.01 -> '0.01', 10.0 -> '10', 1e9 -> '1e9'."""

@@ -34,7 +34,8 @@ from mergan.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from mergan.config import ConfigError, ExperimentConfig, config_from_dict, save_yaml, validate_config
+from mergan.config import ExperimentConfig
+from mergan.config_io import config_from_dict, save_yaml
 from mergan.data import ClassDataset, ImageSet, load_dataset, task_stream
 from mergan.graphs import GraphedIteration, check_graph_mode, graph_blocker, uses_graphs
 from mergan.iteration import Draws, TaskIteration
@@ -43,6 +44,8 @@ from mergan.methods.context import task_context
 from mergan.models import build_models
 from mergan.record import RunRecord
 from mergan.results import read_matrix, write_results
+from mergan.settings import ConfigError
+from mergan.validation import validate_config
 
 drift_log = logging.getLogger("mergan.drift")
 
@@ -410,7 +413,8 @@ class Trainer:
             self.quality_matrices = self._pad_quality(t)
             result.samples_path = self.save_samples(t)
         result.accuracy_matrix = [list(row) for row in self.accuracy_matrix]
-        result.quality_matrices = {name: [list(row) for row in matrix] for name, matrix in self.quality_matrices.items()}
+        result.quality_matrices = {name: [list(row) for row in matrix]
+                                   for name, matrix in self.quality_matrices.items()}
         self.results.append(result)
         if self.config.run.save_checkpoints:
             result.checkpoint_path = str(self.save_checkpoint())

@@ -110,10 +110,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier(args: argparse.Namespace) -> int:
-    from mergan.config import ExperimentConfig, validate_config
+    from mergan.config import ExperimentConfig
     from mergan.data import load_dataset
     from mergan.evaluation.classifier import get_evaluator
     from mergan.trainer import resolve_device
+    from mergan.validation import validate_config
 
     image_size = args.image_size or (64 if args.dataset == "lsun" else 32)
     data_config = DataConfig(dataset=args.dataset, data_root=args.data_root, lsun_max_per_class=args.lsun_max_per_class,

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from mergan.callbacks import DivergenceError
-from mergan.config import ConfigError
+from mergan.settings import ConfigError
 from mergan_cli import evaluate, report, reproduce, sync, train
 from mergan_cli.train import EXIT_INTERRUPTED
 

@@ -12,7 +12,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "report", help="write an HTML report (tables beside the paper, forgetting curves, matrices) of an experiment",
         description="One self-contained HTML page (figures embedded) from an MLflow experiment or sweep, or from "
                     "run folders (their records; no tracking store needed).")
-    parser.add_argument("--experiment", metavar="NAME", help="MLflow experiment name (may be left out with --sweep-run)")
+    parser.add_argument("--experiment", metavar="NAME",
+                        help="MLflow experiment name (may be left out with --sweep-run)")
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     parser.add_argument("--runs", nargs="+", metavar="FOLDER",

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.paper import TABLE1_TASKS
+from mergan.config import PAPER_METHODS
 
 DATASETS = ("mnist5k", "mnist", "svhn")
 FIRST_COLUMN = TABLE1_TASKS[0]  # Table 1's earlier column: average accuracy after 5 tasks
@@ -53,8 +54,6 @@ def table1_space(seeds: int, first_seed: int = 0, methods: tuple[str, ...] | Non
     """The grid of ``methods`` (every paper method when None) x seeds first_seed.., as a YAML space (kept with
     the sweep for --resume)."""
     if methods is None:
-        from search_spaces.presets import PAPER_METHODS  # Optuna: only when the command runs
-
         methods = PAPER_METHODS
     values = ", ".join(str(s) for s in range(first_seed, first_seed + seeds))
     return (f"question: {question}\n"
@@ -70,7 +69,7 @@ def needs_jt_reference(args: argparse.Namespace) -> bool:
 def table1_plan(args: argparse.Namespace, jt_reference: bool = False):
     """The sweep plan of ``mergan reproduce table1`` (validated; nothing runs); ``jt_reference``: the plan of
     its JT runs on the first 5 tasks (Table 1's 5-task JT)."""
-    from trainables.plan import PlanError, make_plan
+    from trainables.plan import PlanError, make_plan, parse_sets
 
     if args.seeds < 1:
         raise PlanError(f"--seeds {args.seeds}: allowed: >= 1 (3 gives mean ± std as the paper's tables need)")
@@ -82,11 +81,7 @@ def table1_plan(args: argparse.Namespace, jt_reference: bool = False):
         sets["iterations_per_task"] = args.iterations
     if args.data_root:
         sets["data_root"] = args.data_root
-    for item in args.sets:  # the user's own values win over the scale's
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise PlanError(f"--set {item!r}: write FIELD=VALUE, e.g. --set lambda_ra=1e-2")
-        sets[key.strip()] = value
+    sets.update(parse_sets(args.sets))  # the user's own values win over the scale's
     name = args.name or f"table1-{args.dataset}-{args.scale}-{args.started}"
     space = table1_space(args.seeds, args.first_seed)
     if jt_reference:
@@ -112,9 +107,9 @@ def reproduce_command(args: argparse.Namespace) -> int:
 
     keep_local_ray_on_loopback(args.address)  # before anything imports Ray
     from analysis.report import build_report
-    from search_spaces.presets import PAPER_METHODS
     from trainables.plan import PlanError
-    from trainables.sweeping import connect_ray, run_sweep
+    from trainables.ray_connection import connect_ray
+    from trainables.sweeping import run_sweep
 
     args.started = time.strftime("%Y%m%d-%H%M%S")  # one stamp for both sweeps' default names
     try:
@@ -122,9 +117,9 @@ def reproduce_command(args: argparse.Namespace) -> int:
         plan = plans[0]
         if args.dry_run:
             seeds = ", ".join(str(s) for s in range(args.first_seed, args.first_seed + args.seeds))
-            print(f"mergan reproduce table1: {len(PAPER_METHODS) * args.seeds} trials (seeds {seeds}), preset {plan.preset}, "
-                  f"{plan.num_tasks} tasks, {plan.fixed}; sweep {plan.name} in {plan.storage_path}; MLflow "
-                  f"{plan.tracking_uri}, experiment {plan.experiment!r}")
+            print(f"mergan reproduce table1: {len(PAPER_METHODS) * args.seeds} trials (seeds {seeds}), "
+                  f"preset {plan.preset}, {plan.num_tasks} tasks, {plan.fixed}; sweep {plan.name} in "
+                  f"{plan.storage_path}; MLflow {plan.tracking_uri}, experiment {plan.experiment!r}")
             for extra in plans[1:]:
                 print(f"then {args.seeds} JT trials on the first {FIRST_COLUMN} tasks (Table 1's {FIRST_COLUMN}-task "
                       f"JT); sweep {extra.name}")

@@ -16,21 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import (
-    PAPER_ITERATIONS,
-    PRESETS,
-    ConfigError,
-    ExperimentConfig,
-    MethodConfig,
-    build_config,
-    load_yaml,
-    parse_assignment,
-    resolve_key,
-    section_knobs,
-)
+from mergan.config import ExperimentConfig, MethodConfig, resolve_key, section_knobs
+from mergan.config_io import load_yaml, parse_assignment
+from mergan.presets import PAPER_ITERATIONS, PRESETS, build_config
 from mergan.record import CONFIG_FILE, RECORD_FILE
 from mergan.run_folder import MIRRORS
-from mergan.settings import Knob, value_text
+from mergan.settings import ConfigError, Knob, value_text
 from tracking.store import DEFAULT_EXPERIMENT
 
 if TYPE_CHECKING:

@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mergan.config import PAPER_METHODS
 from search_spaces.space import DefineByRun, SearchSpace, SpaceError, docstring_question
 
-# Ranges wide enough for both the small CPU nets and the paper's nets (see mergan/config.py PRESETS:
+# Ranges wide enough for both the small CPU nets and the paper's nets (see mergan/presets.py PRESETS:
 # small uses lambda_RA 1e-2, the paper 1e-3; both lambda_EWC 1e9, the penalty a mean over the weights).
 LAMBDA_RA = (1e-4, 1.0)
 LAMBDA_EWC = (1e6, 1e12)
 LAMBDA_L2 = (1e3, 1e9)  # the L2 penalty is a mean over the weights, like EWC's (mergan/methods/weight_anchoring.py)
 REPLAY_SIZE_PER_CLASS = (16, 2048)
-PAPER_METHODS = ["jt", "sft", "ewc", "dgr", "jtr", "ra"]
 REFERENCE_METHODS = ["er", "l2"]  # this platform's reference baselines, not in the paper
 ABLATION_SEEDS = [0, 1, 2]
 REPLAY_SIZES = [16, 64, 256, 1024]  # per earlier class: the replay-size comparison's memory sizes

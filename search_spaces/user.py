@@ -41,7 +41,6 @@ SPEC_KEYS = {
     "categorical": {"type", "choices", "condition"},
     "grid": {"type", "values"},
 }
-RESERVED = ("question", "points_to_evaluate")
 
 
 def load_space_file(path: str | Path, text: str | None = None) -> SearchSpace:

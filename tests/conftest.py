@@ -35,7 +35,7 @@ def mnist5k():
 @pytest.fixture
 def tiny_config(tmp_path, monkeypatch):
     """``tiny_config(method="ra", tasks="0|1")`` -> a validated tiny ExperimentConfig writing under tmp_path."""
-    from mergan.config import build_config
+    from mergan.presets import build_config
 
     monkeypatch.setenv("MERGAN_CACHE_DIR", str(tmp_path / "cache"))
 

@@ -120,7 +120,8 @@ def store(tmp_path_factory) -> Store:
     main = experiment("cl")
     for method in ("sft", "ewc", "jtr"):
         for seed in (0, 1):
-            write_run(client, main, make_config(method, seed, 3, out("cl", method, seed)), method_accuracy(method, seed))
+            write_run(client, main, make_config(method, seed, 3, out("cl", method, seed)),
+                      method_accuracy(method, seed))
     for lambda_ra in RA_LAMBDAS:
         for seed in (0, 1):
             config = make_config("ra", seed, 3, out("cl", "ra", lambda_ra, seed), lambda_ra=lambda_ra)
@@ -170,7 +171,7 @@ def store(tmp_path_factory) -> Store:
     optuna_storage = f"sqlite:///{root / 'optuna.db'}"
     build_multi_objective_study(optuna_storage)
     sweep = experiment("sweep")
-    # As trainables/sweeping.py records it: the storage in the settings, the study named after the sweep.
+    # As trainables/sweep_mlflow.py records it: the storage in the settings, the study named after the sweep.
     parent = start_sweep_run(uri, "sweep", "ra-sweep", space={"lambda_ra": "loguniform(1e-4, 1e-1)"},
                              settings={"objective": "avg_acc:max,fid_classifier:min", "optuna_storage": optuna_storage,
                                        "scheduler": None})
@@ -210,7 +211,8 @@ def test_the_spread_over_task_orders_is_shown_beside_the_spread_over_seeds(store
     assert table.loc["MeRGAN-RA", "Std over orders"] == f"{spread.loc['ra', 'std_orders'] * 100:.2f}"
     report = build_report("orders", store.uri, tmp_path / "report")
     assert "Std over orders" in (tmp_path / "report" / "tables" / "orders.md").read_text()
-    assert html.escape(ORDERS_CAPTION) in report.html_path.read_text() and "Std over orders" in report.html_path.read_text()
+    page = report.html_path.read_text()
+    assert html.escape(ORDERS_CAPTION) in page and "Std over orders" in page
     assert orders_table(load_experiment("cl", store.uri)) is None  # one order: nothing to show
 
 
@@ -306,7 +308,8 @@ def test_table1_numbers_equal_mlflow_and_sit_beside_the_papers(store):
         paper = TABLE1["MNIST"][5][method]
         assert cells.at[(label, "Paper (5 tasks)"), "mean"] == paper
         line = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
-        assert f"{mean:.2f} ± {std:.2f}" in line and f"{paper:.2f}" in line and f"{TABLE1['MNIST'][10][method]:.2f}" in line
+        assert f"{mean:.2f} ± {std:.2f}" in line and f"{paper:.2f}" in line
+        assert f"{TABLE1['MNIST'][10][method]:.2f}" in line
         assert f"{mean:.2f} $\\pm$ {std:.2f}" in latex
     assert "MNIST rows" in table.caption and "\\begin{tabular}{lrrrr}" in latex and "lambda\\_ra" in latex
     assert "| JT" not in markdown, "only methods that ran get rows"
@@ -407,13 +410,15 @@ def test_table1_jt_after_5_tasks_is_a_jt_model_of_the_first_5_tasks(tmp_path):
             write_run(client, experiment, make_config(method, seed, 6, tmp_path / method / str(seed), dataset="svhn"),
                       method_accuracy(method, seed), artifacts=False)
         config = make_config("jt", seed, 6, tmp_path / "jt5" / str(seed), dataset="svhn", **{"data.num_tasks": 5})
-        references.append(write_run(client, experiment, config, lambda i, j, s=seed: round(0.97 - 0.01 * j + 0.004 * s, 6),
+        references.append(write_run(client, experiment, config,
+                                    lambda i, j, s=seed: round(0.97 - 0.01 * j + 0.004 * s, 6),
                                     num_tasks=5, artifacts=False))
     data = load_experiment("t1", uri)
     store = Store(tmp_path, uri, client, "", "")
     table = results_table(data)
     cells = table.cells.set_index(["row", "header"])
-    assert sorted(set(table.cells["row"])) == ["JT", "MeRGAN-RA"], "the 5-task JT runs are no configuration of their own"
+    assert sorted(set(table.cells["row"])) == ["JT", "MeRGAN-RA"], \
+        "the 5-task JT runs are no configuration of their own"
     mean, std = expected_cell(store, references, "avg_acc", 5)
     assert cells.at[("JT", "Ours (5 tasks)"), "mean"] == pytest.approx(mean)
     assert cells.at[("JT", "Ours (5 tasks)"), "std"] == pytest.approx(std)
@@ -571,7 +576,7 @@ def long_names(tmp_path_factory):
     return load_experiment("long-names", uri)
 
 
-def test_report_figures_keep_long_configuration_names_and_log_axis_labels_apart(long_names, tmp_path):
+def test_report_figures_keep_long_configuration_names_and_log_axis_labels_apart(long_names):
     made = {"heatmaps": figures.accuracy_heatmaps(long_names, select="all"),
             "curves": figures.forgetting_curves(long_names, select="all"),
             "response": figures.hyperparameter_response(long_names)}

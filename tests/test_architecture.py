@@ -189,7 +189,8 @@ def test_methods_never_import_the_trainer_not_even_for_type_hints():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):  # every import, TYPE_CHECKING ones too
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            found += [f"{path.name} imports {n}" for n in names if n == "mergan.trainer" or n.startswith("mergan.trainer.")]
+            found += [f"{path.name} imports {n}" for n in names
+                      if n == "mergan.trainer" or n.startswith("mergan.trainer.")]
     assert not found, "\n".join(found)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mergan.checkpoint import load_checkpoint
-from mergan.config import load_yaml
+from mergan.config_io import load_yaml
 from mergan.trainer import Trainer
 from mergan_cli.main import main
 from tests.support.runs import TINY_RUN
@@ -51,7 +51,7 @@ def test_resume_refuses_a_change_of_what_the_run_trains_naming_the_field_and_bot
     assert (finished_run / "config.yaml").read_text() == config_before  # nothing rewritten
 
 
-def test_resume_may_change_where_and_how_long_it_goes_on_and_how_it_is_measured(finished_run, capsys):
+def test_resume_may_change_where_and_how_long_it_goes_on_and_how_it_is_measured(finished_run):
     assert main(["train", "--resume", str(finished_run / "task_1"), "--device", "cpu", "--iterations", "3",
                  "--log-every", "2", "--eval-when", "final", "--eval-samples-per-class", "5", "--no-mlflow"]) == 0
     config = load_yaml(finished_run / "config.yaml")

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mergan.config import PRESETS, ExperimentConfig, section_knobs
+from mergan.config import ExperimentConfig, section_knobs
 from mergan.methods import REGISTRY
+from mergan.presets import PRESETS
 from mergan_cli.main import build_parser, main
 from tests.support.blocked_imports import attempted, without_packages
 from tests.support.fake_runs import empty_folders

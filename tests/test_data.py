@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from mergan.config import ConfigError, DataConfig, build_config
+from mergan.config import DataConfig
 from mergan.data import ClassDataset, DatasetError, ImageSet, load_dataset, task_stream
+from mergan.presets import build_config
+from mergan.settings import ConfigError
 from tests.support import data_fixtures as fx
 
 
@@ -88,14 +90,13 @@ def test_in_memory_set_to_and_get(mnist5k):
     assert picked.shape == (3, 1, 32, 32)
     assert torch.equal(picked, train.get([0, 5, 3999]))
     assert torch.equal(train.indices_of([3]), torch.nonzero(train.labels == 3).flatten())
-    assert torch.equal(train.device_labels, train.labels)
     assert mnist5k.to("cpu").fingerprint == mnist5k.fingerprint
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_sets_move_to_cuda(mnist5k, lsun_root):
     train = mnist5k.train.to("cuda")
-    assert train.images.is_cuda and train.labels.device.type == "cpu" and train.device_labels.is_cuda
+    assert train.images.is_cuda and train.labels.device.type == "cpu"
     assert train.get(torch.arange(4, device="cuda")).is_cuda
     lazy = load("lsun", lsun_root, image_size=64).train.to("cuda")
     assert not lazy.in_memory and lazy.get(torch.arange(3)).is_cuda
@@ -312,7 +313,7 @@ def test_lsun_squash_keeps_the_whole_image_and_center_crop_cuts_its_sides(tmp_pa
 
 
 def test_paper_lsun_reads_lsun_as_the_authors_loader():
-    from mergan.config import build_config
+    from mergan.presets import build_config
 
     data = build_config("paper-lsun", overrides={"data_root": "/data/lsun"}, validate=False).data
     assert (data.lsun_max_per_class, data.lsun_balance, data.lsun_resize) == (100000, True, "squash")

@@ -306,8 +306,8 @@ def test_inception_fid_comes_with_weights_from_the_environment(tmp_path, monkeyp
     assert torch.isfinite(torch.tensor(result.metrics["fid_inception"]))
     assert "fid_classifier" in result.metrics
     # the quality matrices in Inception's space too, from the same pass
-    assert set(result.quality_matrices) == {f"{m}_{space}" for m in ("fid", "kid", "precision", "recall", "density",
-                                                                     "coverage") for space in ("classifier", "inception")}
+    measures = ("fid", "kid", "precision", "recall", "density", "coverage")
+    assert set(result.quality_matrices) == {f"{m}_{space}" for m in measures for space in ("classifier", "inception")}
     assert {"recall_inception_task_1", "fid_inception_class_1", "afq_fid_inception"} <= set(result.metrics)
     monkeypatch.setenv(frechet.INCEPTION_ENV, str(tmp_path / "absent.pth"))
     with pytest.raises(frechet.InceptionWeightsError, match="no such file"):
@@ -325,7 +325,7 @@ def test_classifier_command_shows_the_cached_evaluator(mnist_evaluator, evaluato
 
 
 def test_eval_command_evaluates_a_checkpoint(mnist_evaluator, evaluator_cache, tmp_path, capsys):
-    from mergan.config import build_config
+    from mergan.presets import build_config
     from mergan.trainer import Trainer
     from mergan_cli.main import main
 

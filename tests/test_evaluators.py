@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mergan.config import ConfigError, DataConfig, EvalConfig, build_config
+from mergan.config import DataConfig, EvalConfig
 from mergan.data import load_dataset
 from mergan.evaluation.classifier import (
     PAPER_ARCHITECTURES,
@@ -26,6 +26,8 @@ from mergan.evaluation.classifier import (
     get_evaluator,
 )
 from mergan.evaluation.paper_nets import VGG_MEAN_BGR, build_paper_net
+from mergan.presets import build_config
+from mergan.settings import ConfigError
 from tests.support import data_fixtures as fx
 
 

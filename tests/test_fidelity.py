@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mergan.config import build_config, parse_tasks
 from mergan.methods.context import task_context
+from mergan.presets import build_config
+from mergan.task_parsing import parse_tasks
 from mergan.trainer import Trainer
 
 TEN_TASKS = "0|1|2|3|4|5|6|7|8|9"
@@ -130,7 +131,7 @@ def test_each_method_draws_the_authors_count_per_earlier_class(tiny_config, mnis
     assert labels.tolist() == [c for c in range(task) for _ in range(expected)]
 
 
-def test_ra_scale_follows_the_authors_reduction(tiny_config, mnist5k, mnist64):
+def test_ra_scale_follows_the_authors_reduction():
     """Digits: summed over earlier classes and divided by their number; LSUN (no reduced batch): not divided."""
     from mergan.methods.replay_alignment import replay_alignment_loss
 

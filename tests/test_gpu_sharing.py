@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from trainables.plan import make_plan
-from trainables.sweeping import connect_ray
+from trainables.ray_connection import connect_ray
 
 
 @pytest.fixture(scope="module")

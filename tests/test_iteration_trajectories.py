@@ -63,7 +63,7 @@ def weights(module: torch.nn.Module) -> dict[str, object]:
 
 
 def run_case(case: str, out_dir: Path, dataset) -> dict[str, object]:
-    from mergan.config import build_config
+    from mergan.presets import build_config
     from mergan.trainer import Trainer
 
     steps = StepLosses()

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from mergan.config import ConfigError, build_config, parse_method
-from mergan.methods import build_method
+from mergan.methods import REGISTRY, build_method
 from mergan.methods.base import CompositeMethod, frozen_copy
 from mergan.methods.ewc import ElasticWeightConsolidation, ewc_penalty
 from mergan.methods.replay_alignment import replay_alignment_loss
+from mergan.presets import build_config
+from mergan.settings import ConfigError
 from mergan.trainer import Trainer
 from tests.support.methods import term_before_and_after_one_step
 
@@ -156,8 +157,8 @@ def test_er_terms_are_a_gan_game_per_earlier_class_with_its_real_images(tiny_con
 
 def test_er_changes_replay_as_jtr_does_so_they_do_not_combine():
     with pytest.raises(ConfigError, match="jtr and er both change replay"):
-        parse_method("er+jtr")
-    assert parse_method("ra+er") == ("ra", "er")
+        REGISTRY.parse("er+jtr")
+    assert REGISTRY.parse("ra+er") == ("ra", "er")
 
 
 # -- L2: EWC's penalty with the Fisher replaced by 1 ------------------------------------------------
@@ -176,7 +177,7 @@ def test_l2_is_the_mean_squared_distance_to_the_last_tasks_weights(tiny_config, 
 
 def test_l2_and_ewc_both_penalise_the_weights_so_they_do_not_combine():
     with pytest.raises(ConfigError, match="ewc and l2 both change the generator's weight penalty"):
-        parse_method("l2+ewc")
+        REGISTRY.parse("l2+ewc")
 
 
 # -- DGR --------------------------------------------------------------------------------------
@@ -186,8 +187,16 @@ def test_dgr_is_unconditional_and_its_replay_is_labelled_by_the_previous_solver(
     method = trainer.method
     assert method.previous_solver is not None
     torch.manual_seed(5)
-    images, labels = method.replay_for_solver(trainer, 32)
-    assert torch.equal(labels, method.previous_solver(images).argmax(1))
+    images = method._draw_previous(trainer, 32)
+    previous_labels = method.previous_solver(images).argmax(1)
+    # The solver being trained on this task has moved on: it now calls every image one other class.
+    other_class = int(previous_labels[0] + 1) % mnist5k.num_classes
+    with torch.no_grad():
+        method.solver.net[-1].weight.zero_()
+        method.solver.net[-1].bias.copy_(torch.nn.functional.one_hot(torch.tensor(other_class), mnist5k.num_classes))
+    torch.manual_seed(5)
+    replayed, labels = method.replay_for_solver(trainer, 32)
+    assert torch.equal(replayed, images) and torch.equal(labels, previous_labels)
     # the GAN's replayed batch is unlabelled (one class)
     _, gan_labels = method.replay(trainer, task)
     assert set(gan_labels.tolist()) == {0}
@@ -232,14 +241,14 @@ def test_dgr_sampler_keeps_only_samples_the_solver_labels_c():
 def test_methods_that_act_on_different_parts_combine():
     method = build_method("ra+jtr")
     assert isinstance(method, CompositeMethod) and method.name == "jtr+ra"
-    assert parse_method("ewc+ra") == ("ewc", "ra")
+    assert REGISTRY.parse("ewc+ra") == ("ewc", "ra")
 
 
 @pytest.mark.parametrize("text,reason", [("ra+dgr", "unconditional"), ("sft+ra", "baseline"),
                                          ("jt+jtr", "jointly"), ("ra+ra", "twice"), ("ra+magic", "unknown")])
 def test_combinations_that_make_no_sense_are_refused(text, reason):
     with pytest.raises(ConfigError, match=reason):
-        parse_method(text)
+        REGISTRY.parse(text)
 
 
 def test_composite_adds_both_terms(tiny_config, mnist5k):

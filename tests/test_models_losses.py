@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mergan.config import PRESETS, build_config
 from mergan.losses import critic_loss, generator_loss, gradient_penalty
 from mergan.models import build_models, count_parameters
+from mergan.presets import PRESETS, build_config
 
 
 @pytest.mark.parametrize("preset,channels,size", [("small", 1, 32), ("dcgan32", 1, 32), ("dcgan32", 3, 32),
@@ -84,7 +84,8 @@ def test_critic_and_generator_losses_on_known_inputs():
     g_loss, g_parts = generator_loss(critic, fake, labels, lambda_cls=2.0)
     assert g_loss.item() == pytest.approx(0.5 + 2 * ce)
     assert g_parts["cls_fake"].item() == pytest.approx(ce)
-    assert math.isclose(ce, (-math.log(math.exp(2) / (math.exp(2) + 2)) - math.log(1 / (math.exp(2) + 2))) / 2, rel_tol=1e-6)
+    expected = (-math.log(math.exp(2) / (math.exp(2) + 2)) - math.log(1 / (math.exp(2) + 2))) / 2
+    assert math.isclose(ce, expected, rel_tol=1e-6)
 
 
 def test_presets_are_all_buildable():

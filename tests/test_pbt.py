@@ -55,7 +55,8 @@ def test_the_schedule_spaces_perturb_their_lambda_on_a_log_scale(tmp_path, capsy
         knobs, constants = pbt.space_knobs(load_space(name))
         assert [(k.name, k.kind, k.log) for k in knobs] == [(knob, "float", True)]
         assert constants == {"method": name.split("-")[0]}
-    assert sweep.main(["--space", "ra-schedule", "--scheduler", "pbt", "--dry-run", "--storage-path", str(tmp_path)]) == 0
+    assert sweep.main(["--space", "ra-schedule", "--scheduler", "pbt", "--dry-run",
+                       "--storage-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "objective: avg_acc (max)" in out and "trials: 4" in out and "perturb lambda_ra" in out
 

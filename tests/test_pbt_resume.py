@@ -23,8 +23,8 @@ def test_a_killed_pbt_sweep_resumes_to_the_end(tmp_path, sweep_env):
     storage = tmp_path / "sweeps"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = [arg for item in SETS for arg in ("--set", item.replace("iterations_per_task=60", "iterations_per_task=5"))]
-    command = [sys.executable, str(REPO / "sweep.py"), "--space", "ra-schedule", "--scheduler", "pbt", "--tasks", "0|1|2",
-               "--num-samples", "2", "--max-concurrent", "2", *sets, "--storage-path", str(storage),
+    command = [sys.executable, str(REPO / "sweep.py"), "--space", "ra-schedule", "--scheduler", "pbt",
+               "--tasks", "0|1|2", "--num-samples", "2", "--max-concurrent", "2", *sets, "--storage-path", str(storage),
                "--tracking-uri", uri, "--name", "killed", "--verbose", "0"]
     kill_after_first_checkpoint(command, storage / "killed", sweep_env, tmp_path / "first.log")
 

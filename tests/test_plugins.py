@@ -18,9 +18,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from mergan.config import ConfigError, build_config, config_from_dict
+from mergan.config_io import config_from_dict
 from mergan.methods import REGISTRY, build_method
 from mergan.methods.registry import BUILT_IN, MethodRegistry
+from mergan.presets import build_config
+from mergan.settings import ConfigError
 from mergan.trainer import Trainer
 from tests.support.methods import term_before_and_after_one_step
 from tests.support.sweeps import TINY_SETS

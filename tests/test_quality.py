@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from mergan.callbacks import TaskResult
-from mergan.config import ConfigError, EvalConfig, build_config
+from mergan.config import EvalConfig
 from mergan.evaluation.evaluate import RealReference, evaluate_after_task, quality_rows
 from mergan.evaluation.frechet import FeatureStats, frechet_distance
 from mergan.evaluation.metrics import (
@@ -35,7 +35,9 @@ from mergan.evaluation.quality import (
     kernel_within,
     precision_recall_density_coverage,
 )
+from mergan.presets import build_config
 from mergan.record import RunRecord, read_record
+from mergan.settings import ConfigError
 from tests.support.evaluation_fixtures import LinearGenerator, toy_config, toy_dataset
 
 

@@ -43,7 +43,8 @@ def test_a_run_records_its_start_steps_tasks_and_end_in_order_and_each_checkpoin
     record = read_record(out)
     assert kinds(out) == ["start", "step", "step", "step", "task", "step", "step", "step", "task", "end"]
     (start,) = record.starts
-    assert start["config"] == config.flat() and start["name"] == "sft seed=0" and (start["task"], start["step"]) == (0, 0)
+    assert start["config"] == config.flat() and start["name"] == "sft seed=0"
+    assert (start["task"], start["step"]) == (0, 0)
     assert [line["step"] for line in record.steps] == [1, 2, 3, 4, 5, 6]
     assert {"loss_d", "loss_g", "wasserstein", "gp", "steps_per_second"} <= set(record.steps[0]["values"])
     assert [(line["task"], line["step"], line["checkpoint_path"]) for line in record.tasks] == \
@@ -92,7 +93,7 @@ def test_an_unfinished_last_line_is_not_read_and_a_resume_drops_it(tiny_config, 
 
 
 def test_an_error_or_ctrl_c_ends_the_record_failed_or_killed(tmp_path):
-    from mergan.config import build_config
+    from mergan.presets import build_config
 
     for error, status in ((RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")):
         config = build_config("small", {"out_dir": str(tmp_path / status), "tasks": "0|1"})
@@ -106,7 +107,7 @@ def test_an_error_or_ctrl_c_ends_the_record_failed_or_killed(tmp_path):
 
 
 def test_a_folder_from_before_records_is_read_from_its_results(tmp_path):
-    from mergan.config import build_config
+    from mergan.presets import build_config
 
     config = build_config("small", {"out_dir": str(tmp_path / "old" / "run"), "tasks": "0|1"})
     fake_run([], config, num_tasks=2)
@@ -124,7 +125,7 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     import torch
     from mergan.callbacks import Callback
-    from mergan.config import build_config
+    from mergan.presets import build_config
     from mergan.trainer import Trainer
     from tracking.mirror import MLflowMirror, Target
 

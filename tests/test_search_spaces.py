@@ -170,16 +170,18 @@ def test_example_yaml_space_has_conditions_constants_and_points():
     assert found["lambda_ra"] == optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)  # "1e-4" read as text
     assert found["replay_size_per_class"] == optuna.distributions.IntDistribution(16, 2048, log=True)
     fixed = optuna.trial.FixedTrial({"method": "jtr", "replay_mode": "fresh"})
-    assert pickle.loads(pickle.dumps(space.define))(fixed) == {} and fixed.params == {"method": "jtr", "replay_mode": "fresh"}
+    assert pickle.loads(pickle.dumps(space.define))(fixed) == {}
+    assert fixed.params == {"method": "jtr", "replay_mode": "fresh"}
 
 
 def test_yaml_constants_go_into_every_configuration(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("lr_g: {type: float, low: 1e-5, high: 1e-3, log: true}\niterations_per_task: 300\n")
-    assert all(p["iterations_per_task"] == 300 and 1e-5 <= p["lr_g"] <= 1e-3 for p in sample_points(load_space(str(path)), 5))
+    points = sample_points(load_space(str(path)), 5)
+    assert all(p["iterations_per_task"] == 300 and 1e-5 <= p["lr_g"] <= 1e-3 for p in points)
 
 
-def test_yaml_grid_is_every_combination(tmp_path):
+def test_yaml_grid_is_every_combination():
     space = load_space(str(EXAMPLES / "ablation_grid.yaml"))
     assert space.kind == "grid" and space.grid == {"method": ["sft", "ra"], "seed": [0, 1, 2]}
     assert len(sample_points(space)) == 6

@@ -125,7 +125,8 @@ def test_ray_starts_on_every_node_of_the_allocation_then_the_sweep_joins_it(tmp_
     assert sorted(w[3] for w in workers) == ["gpu02", "gpu03"]  # started together, in the background
     for args in (head, *workers):
         assert "--block" in args and option(args, "--num-cpus") == "8" and option(args, "--num-gpus") == "2"
-        assert (option(args, "--min-worker-port"), option(args, "--max-worker-port")) == (str(port + 10), str(port + 99))
+        ports = (option(args, "--min-worker-port"), option(args, "--max-worker-port"))
+        assert ports == (str(port + 10), str(port + 99))
         assert option(args, "--temp-dir") == "/tmp/ray-4242"
     for args in workers:
         assert option(args, "--address") == address and "--head" not in args

@@ -15,7 +15,7 @@ import sweep
 from tests.support.sweeps import TINY_SETS
 from tracking.sweep_run import trial_runs
 from trainables.plan import SweepPlan, make_plan
-from trainables.sweeping import build_searcher, optuna_sampler
+from trainables.tuner import build_searcher, optuna_sampler
 
 DIVERGING_SPACE = '''
 def space(trial):

@@ -44,7 +44,8 @@ def cluster(tmp_path_factory):
     temp = Path("/tmp") / f"rc{os.getpid()}"  # short: Ray's socket paths must stay under 108 bytes
     token = root / "auth_token"
     token.write_text(uuid.uuid4().hex)
-    env = {**os.environ, "RAY_TMPDIR": str(temp), "MERGAN_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "sweep-evaluator-cache"),
+    env = {**os.environ, "RAY_TMPDIR": str(temp),
+           "MERGAN_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "sweep-evaluator-cache"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            # Token authentication, as Ray 2.5x+ does by default; the token file is this cluster's own.
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}

@@ -19,9 +19,9 @@ import pytest
 from mlflow import MlflowClient
 
 import sweep
-from mergan.config import build_config
 from mergan.methods import REGISTRY, acting_knobs
 from mergan.naming import name_values, run_name
+from mergan.presets import build_config
 from tests.support.mlflow_process import Server, start_mlflow_server
 from tests.support.sweeps import TINY_SETS
 from trainables.plan import SweepPlan
@@ -136,7 +136,8 @@ def test_the_closing_lines_print_the_chart_view_and_the_sweep_run_page(finished_
                                          f"&viewStateShareKey={key}")
     view = json.loads(finished_sweep.client.get_experiment(experiment_id).tags[f"mlflow.sharedViewState.{key}"])
     assert view["searchFilter"] == f"tags.sweep_id = '{key}'"
-    assert page_url(finished_sweep) == f"{ui}/#/experiments/{experiment_id}/runs/{parent}/artifacts/forgetting_curves.png"
+    expected = f"{ui}/#/experiments/{experiment_id}/runs/{parent}/artifacts/forgetting_curves.png"
+    assert page_url(finished_sweep) == expected
 
 
 def chart_url(finished: FinishedSweep) -> str:

@@ -59,7 +59,8 @@ def test_plan_resolves_defaults_under_the_users_values(tmp_path):
 
 
 def test_objectives_by_name_or_metric_mode_pairs():
-    assert parse_objective("multi") == [("stream_avg_acc", "max"), ("forgetting", "min"), ("train_seconds_total", "min")]
+    assert parse_objective("multi") == [("stream_avg_acc", "max"), ("forgetting", "min"),
+                                        ("train_seconds_total", "min")]
     assert parse_objective("avg_acc:max,acc_task_1:max") == [("avg_acc", "max"), ("acc_task_1", "max")]
     with pytest.raises(PlanError, match="unknown metric 'accuracy'"):
         parse_objective("accuracy:max")
@@ -128,7 +129,8 @@ def test_resource_requests_no_node_can_hold_are_refused():
     (["--cpus-per-trial", "999"], "--cpus-per-trial 999: this machine has no node with that many CPUs"),
     (["--gpus-per-trial", str(torch.cuda.device_count() + 1)], "this machine has no node with that many GPUs"),
     # The dataset's classes are known without reading an image (an image folder's: its sub-folders).
-    (["--tasks", "0|11", "--dry-run"], "--tasks/--set: data.tasks: class 11 is not in dataset 'mnist5k'; allowed: 0..9 "),
+    (["--tasks", "0|11", "--dry-run"],
+     "--tasks/--set: data.tasks: class 11 is not in dataset 'mnist5k'; allowed: 0..9 "),
     (["--dataset", "lsun", "--set", "data_root=.", "--tasks", "0|4", "--dry-run"],
      "data.tasks: class 4 is not in dataset 'lsun'; allowed: 0..3 (0=bedroom, 1=kitchen, 2=church_outdoor, 3=tower)"),
     (["--dataset", "folder", "--set", "data_root=classes", "--tasks", "0|2"],
@@ -206,7 +208,7 @@ def test_a_second_sweep_of_the_same_name_is_refused_and_resume_names_what_exists
 
 
 def test_the_table_and_the_best_trial_by_one_objective_or_a_pareto_front(tmp_path):
-    from trainables.sweeping import TrialRow, best_rows, format_table
+    from trainables.results import TrialRow, best_rows, format_table
 
     rows = [TrialRow("a", "finished", {"method": "sft"}, {"avg_acc": 0.4, "forgetting": 0.6, "stream_avg_acc": 0.4,
                                                          "train_seconds_total": 50.0, "tasks_done": 3, "num_tasks": 3}),

@@ -24,7 +24,8 @@ from tracking.sweep_run import trial_runs
 from trainables.plan import SweepPlan
 
 
-def start_sweep(tmp_path: Path, env: dict[str, str], name: str, iterations: int = 60) -> tuple[subprocess.Popen, Path, str]:
+def start_sweep(tmp_path: Path, env: dict[str, str], name: str,
+                iterations: int = 60) -> tuple[subprocess.Popen, Path, str]:
     """A two-trial sweep in its own process group (as a terminal runs it), started; returned once a
     checkpoint is saved (short tasks) or, for long tasks, once its trials run."""
     storage = tmp_path / "sweeps"

@@ -205,11 +205,13 @@ def test_mergan_train_without_the_login_of_an_auth_server_stops_before_training(
     uri = f"http://localhost:{server.port}"
     tiny = ["--tasks", "0|1", "--iterations", "1", "--batch-size", "8", "--critic-steps", "1", "--eval-when", "none",
             "--device", "cpu"]
-    done = subprocess.run([sys.executable, "-m", "mergan_cli.main", "train", *tiny, "--tracking-uri", uri, "--out-dir",
-                           str(tmp_path / "run")], cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True,
-                          timeout=300, check=False)  # a HOME without ~/.mlflow/credentials
+    # A HOME without ~/.mlflow/credentials.
+    done = subprocess.run([sys.executable, "-m", "mergan_cli.main", "train", *tiny, "--tracking-uri", uri,
+                           "--out-dir", str(tmp_path / "run")], cwd=tmp_path, env=clean_env(tmp_path),
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()  # one line, no traceback
-    assert line.startswith(f"mergan train: error: --tracking-uri: the MLflow server at {uri} asks for credentials (401)")
+    assert line.startswith(f"mergan train: error: --tracking-uri: the MLflow server at {uri} asks for credentials "
+                           f"(401)")
     assert "MLFLOW_TRACKING_USERNAME" in line and "--no-mlflow" in line
     assert not (tmp_path / "run").exists()  # refused before a folder was made, so nothing waits unsent

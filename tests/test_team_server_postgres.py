@@ -36,7 +36,8 @@ def test_a_team_server_on_postgresql_keeps_every_record_of_16_concurrent_runs(po
     try:
         # Its connection pool holds every concurrent run (MLflow's default, 5 + 10, is fewer than 16).
         pid = json.loads((server.root / "mlflow.pid").read_text())["pid"]
-        environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+        variables = Path(f"/proc/{pid}/environ").read_text().split("\0")
+        environ = dict(item.split("=", 1) for item in variables if "=" in item)
         assert int(environ["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]) >= RUNS
         load = log_concurrently(server.uri, "load", runs=RUNS, batches=BATCHES, metrics=METRICS)
         assert check_records(server.uri, load) == []

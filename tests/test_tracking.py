@@ -22,8 +22,8 @@ from PIL import Image
 
 import mergan
 from mergan.callbacks import Callback
-from mergan.config import build_config
 from mergan.naming import run_name
+from mergan.presets import build_config
 from mergan.record import RunRecord, read_record
 from mergan.settings import value_text
 from mergan_cli.sync import add_subcommands

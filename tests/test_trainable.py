@@ -3,6 +3,7 @@ from its checkpoint (not from zero) with the same result as an uninterrupted run
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from mlflow import MlflowClient
 from ray import tune
 
-from mergan.callbacks import TaskResult
+from mergan.callbacks import Callback, TaskResult
 from mergan.trainer import Trainer
 from trainables.trainable import (
     TrialSettings,
@@ -39,6 +40,20 @@ def test_stream_accuracy_counts_tasks_not_learned_yet_as_zero():
     assert (report["avg_acc"], report["resumed_from_task"], report["diverged"]) == (0.7, 1, 0)
 
 
+class CrashOnFirstAttempt(Callback):
+    """A trial's process dies after ``after_task`` is reported, unless the trial resumed from a checkpoint."""
+
+    def __init__(self, after_task: int):
+        self.after_task, self.resumed = after_task, False
+
+    def on_run_start(self, trainer) -> None:
+        self.resumed = trainer.tasks_done > 0
+
+    def on_task_end(self, trainer, result: TaskResult) -> None:
+        if result.task == self.after_task and not self.resumed:
+            raise RuntimeError(f"crash after task {result.task}; Ray restarts the trial from its checkpoint")
+
+
 def run_trials(root, name: str, params: dict, settings: TrialSettings, max_failures: int = 0) -> tune.ResultGrid:
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(train_trial, settings=settings), {"cpu": 1}),
@@ -52,7 +67,7 @@ def run_trials(root, name: str, params: dict, settings: TrialSettings, max_failu
 def test_a_crashed_trial_resumes_from_its_checkpoint_and_ends_as_if_never_interrupted(local_ray):
     uri = f"sqlite:///{local_ray / 'mlflow.db'}"
     settings = TrialSettings(preset="small", fixed=TINY, tracking_uri=uri, experiment="trainable",
-                             crash_after_task=1)
+                             callbacks=(functools.partial(CrashOnFirstAttempt, after_task=1),))
     results = run_trials(local_ray, "crash", {"method": "ra", "lambda_ra": 1e-2}, settings, max_failures=1)
     result = results[0]
     assert result.error is None

@@ -7,7 +7,9 @@ import torch
 
 from mergan.callbacks import Callback, DivergenceError
 from mergan.checkpoint import CheckpointError, load_checkpoint
-from mergan.config import ConfigError, build_config
+from mergan.losses import critic_loss
+from mergan.presets import build_config
+from mergan.settings import ConfigError
 from mergan.trainer import Trainer
 from mergan_cli.main import main
 
@@ -98,6 +100,44 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_config, mnist
         assert torch.equal(value, resumed.critic.state_dict()[name]), name
     assert resumed.global_step == full.global_step
     assert [r.task for r in resumed.results] == [1, 2, 3]
+
+
+def test_run_seed_decides_the_weights_and_the_same_seed_repeats_them(tiny_config, mnist5k, tmp_path):
+    def trained_generator(seed: int, name: str) -> dict[str, torch.Tensor]:
+        trainer = Trainer(tiny_config(tasks="0", seed=seed, iterations_per_task=2, save_checkpoints=False,
+                                      out_dir=str(tmp_path / name)), dataset=mnist5k)
+        trainer.fit()
+        return trainer.generator.state_dict()
+
+    first, again, other = trained_generator(7, "a"), trained_generator(7, "b"), trained_generator(8, "c")
+    assert all(torch.equal(value, again[name]) for name, value in first.items())
+    assert not all(torch.equal(value, other[name]) for name, value in first.items())
+
+
+def test_the_critic_penalises_gradients_at_real_and_fake_images_only_never_at_replayed_ones(
+        tiny_config, mnist5k, monkeypatch):
+    """WGAN-GP's penalty interpolates the task's real images with fakes; replay is scored as real but not
+    penalised (the authors' code: the penalty's real batch is the task's own data)."""
+    import mergan.trainer
+
+    calls = []
+
+    def spy(critic, real, real_labels, fake, *args, penalty_real=None, **kwargs):
+        calls.append((real.detach().clone(), real_labels.tolist(), penalty_real))
+        return critic_loss(critic, real, real_labels, fake, *args, penalty_real=penalty_real, **kwargs)
+
+    monkeypatch.setattr(mergan.trainer, "critic_loss", spy)
+    # Concatenated JTR: the replay of class 0 joins each real batch of class 1, scored and classified as real.
+    trainer = Trainer(tiny_config(method="jtr", jtr_loss="concatenated", tasks="0|1", iterations_per_task=1),
+                      dataset=mnist5k)
+    trainer.finish_task(0, train_seconds=trainer.run_task(0))
+    calls.clear()
+    trainer.run_task(1)
+    scored, labels, penalised = calls[0]
+    assert penalised is not None
+    count = penalised.shape[0]
+    assert set(labels[:count]) == {1} and set(labels[count:]) == {0}  # the real images, then the replay
+    assert torch.equal(penalised, scored[:count])
 
 
 @CUDA

@@ -153,7 +153,8 @@ def _find_or_create_run(client: Any, record: Record, target: Target) -> Any:
     if found:
         logger.info("continuing MLflow run %s", found[0].info.run_id)
         return found[0]
-    tags = {TAG_RUN_KEY: record.run_key, **({"mlflow.parentRunId": target.parent_run_id} if target.parent_run_id else {})}
+    parent = {"mlflow.parentRunId": target.parent_run_id} if target.parent_run_id else {}
+    tags = {TAG_RUN_KEY: record.run_key, **parent}
     return client.create_run(experiment_id, start_time=record.start_time, tags=tags, run_name=record.name)
 
 
@@ -208,7 +209,8 @@ def _send(client: Any, run: Any, record: Record, target: Target) -> MirrorResult
             client.update_run(run_id, status="RUNNING")
     elif run.info.status != result.status:
         checkpoint = record.path(record.tasks[-1].get("checkpoint_path")) if record.tasks else None
-        if result.status == "FINISHED" and target.log_checkpoint and checkpoint and (checkpoint / "checkpoint.pt").is_file():
+        if (result.status == "FINISHED" and target.log_checkpoint and checkpoint
+                and (checkpoint / "checkpoint.pt").is_file()):
             client.log_artifact(run_id, str(checkpoint / "checkpoint.pt"), "checkpoint")
         client.set_terminated(run_id, result.status, end_time=record.end_time)
     return result

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mergan.provenance import git_commit
-from mergan.record import is_number, now_ms
+from mergan.record import now_ms
+from mergan.settings import is_number
 from tracking.provenance import mergan_version
 from tracking.store import (
     configure_http_client,
@@ -229,7 +230,8 @@ def chart_view_url(ui_url: str, experiment_id: str, share_key: str | None) -> st
 
 def run_page_url(ui_url: str, experiment_id: str, run_id: str, artifact: str | None = None) -> str:
     """A run's artifacts in the MLflow UI, ``artifact`` opened (a sweep run's page lists its figures)."""
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts" + (f"/{artifact}" if artifact else "")
+    page = f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts"
+    return page + (f"/{artifact}" if artifact else "")
 
 
 def chart_view_target(tracking_uri: str, parent_run_id: str | None, sweep_id: str) -> tuple[str | None, str | None]:

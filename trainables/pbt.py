@@ -35,8 +35,8 @@ from typing import Any
 import optuna
 
 from mergan.callbacks import Callback
-from mergan.config import ConfigError, resolve_key
-from mergan.settings import value_text
+from mergan.config import resolve_key
+from mergan.settings import ConfigError, is_number, value_text
 from search_spaces import SearchSpace
 from search_spaces.sampling import draw, random_study
 from tracking.sweep_run import trial_tags
@@ -295,7 +295,8 @@ class ScheduleRecorder(Callback):
         task = trainer.tasks_done
         copy = {"after_task": task, "from_trial": info.get("trial_id"), "into_trial": self.trial_id,
                 "knobs_before": (self.schedule[-1]["knobs"] if self.schedule else {}),
-                "knobs_after": self.knob_values(trainer), "generator_sha256": weights_digest(trainer.generator.state_dict())}
+                "knobs_after": self.knob_values(trainer),
+                "generator_sha256": weights_digest(trainer.generator.state_dict())}
         self.lineage.append(copy)
         self.copied_after_task = task
         return {f"pbt.copied_after_task_{task}": str(copy["from_trial"]), "pbt.copied_from": str(copy["from_trial"]),
@@ -309,7 +310,7 @@ class ScheduleRecorder(Callback):
         self.schedule = [e for e in self.schedule if e["task"] < result.task]
         self.schedule.append({"task": result.task, "trial_id": self.trial_id, "knobs": values})
         for name, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if is_number(value):
                 result.metrics[f"knob/{name}"] = float(value)
         result.metrics["pbt/copied"] = 1.0 if self.copied_after_task == result.task - 1 else 0.0
         if result.checkpoint_path:

@@ -19,12 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergan.config import ConfigError, build_config, is_module_key, parse_assignment, resolve_key
+from mergan.config import is_module_key, resolve_key
+from mergan.config_io import parse_assignment
 from mergan.data import planned_task_stream
 from mergan.evaluation.frechet import inception_weights_path
 from mergan.evaluation.metrics import QUALITY_METRICS, QUALITY_SUMMARIES, TASK_METRICS
 from mergan.methods import REGISTRY, build_method
 from mergan.methods.registry import module_spec
+from mergan.presets import build_config
+from mergan.settings import ConfigError
 from search_spaces import SearchSpace, SpaceError, load_space, sample_points
 from tracking.store import DEFAULT_EXPERIMENT, resolve_tracking_uri
 from trainables import pbt
@@ -365,7 +368,7 @@ def make_plan(*, space: str, preset: str = "small", dataset: str | None = None, 
 
 
 def _presets() -> list[str]:
-    from mergan.config import PRESETS
+    from mergan.presets import PRESETS
 
     return list(PRESETS)
 

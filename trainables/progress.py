@@ -22,10 +22,11 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from mergan.config import ConfigError, ExperimentConfig, build_config, resolve_key
+from mergan.config import ExperimentConfig, resolve_key
 from mergan.methods import acting_knobs
 from mergan.naming import config_run_name
-from mergan.settings import value_text
+from mergan.presets import build_config
+from mergan.settings import ConfigError, value_text
 
 NOT_ACTING = "-"  # a knob the trial's method does not read
 NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"  # "0": Tune's older output, silent at verbose=0 (no start banner)
@@ -104,7 +105,8 @@ def aligned(lines: Sequence[Sequence[str]], widths: Sequence[int] | None = None)
 
 def shown_metrics(objective: Sequence[str]) -> list[str]:
     """avg_acc and forgetting, then the objective's other metrics (training time has its own column)."""
-    return ["avg_acc", "forgetting", *[m for m in objective if m not in ("avg_acc", "forgetting", "train_seconds_total")]]
+    shown = ("avg_acc", "forgetting")
+    return [*shown, *[m for m in objective if m not in (*shown, "train_seconds_total")]]
 
 
 def format_table(rows: Sequence[Any], labeller: TrialLabeller, objective: Sequence[str]) -> str:

@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,12 @@ from ray import tune
 
 from mergan.callbacks import Callback, DivergenceError, TaskResult
 from mergan.checkpoint import CheckpointError
-from mergan.config import ConfigError, ExperimentConfig, build_config
+from mergan.config import ExperimentConfig
 from mergan.data import DatasetError
 from mergan.naming import config_run_name
+from mergan.presets import build_config
 from mergan.record import RunRecord
+from mergan.settings import ConfigError, is_number
 from mergan.trainer import Trainer
 from tracking.mirror import MLflowMirror, Target
 from tracking.store import DEFAULT_EXPERIMENT, resolve_tracking_uri
@@ -59,8 +62,8 @@ class TrialSettings:
     """What every trial of one sweep shares (handed to trials with ``tune.with_parameters``).
 
     ``defaults`` are the sweep's implicit values, ``fixed`` the user's ``--set`` values; a trial's
-    own parameters (from the search space) go over both. ``crash_after_task`` is test-only: a
-    trial on its first attempt raises right after reporting that task, to exercise retries.
+    own parameters (from the search space) go over both. ``callbacks``: factories of further trainer
+    callbacks, one of each made per attempt of every trial, run after the trial has reported each task.
     """
 
     preset: str
@@ -72,13 +75,9 @@ class TrialSettings:
     parent_run_id: str | None = None
     sweep_id: str | None = None
     name_keys: tuple[str, ...] | None = None
-    crash_after_task: int | None = None
+    callbacks: tuple[Callable[[], Callback], ...] = ()
     pbt_knobs: tuple[str, ...] = ()  # --scheduler pbt: the knobs a restored trial takes from Tune, not its checkpoint
     objective: tuple[str, ...] = ("stream_avg_acc",)  # the metrics the searcher and scheduler read
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised by the test-only ``crash_after_task`` hook."""
 
 
 def trial_config(settings: TrialSettings, params: dict[str, Any], out_dir: str | Path) -> ExperimentConfig:
@@ -94,8 +93,7 @@ def stream_average_accuracy(row: list[float | None], num_tasks: int) -> float:
 
 def task_report(result: TaskResult, results: list[TaskResult], resumed_from_task: int) -> dict[str, Any]:
     """What ``tune.report`` gets after one task: numeric evaluation metrics plus the sweep's own."""
-    report: dict[str, Any] = {k: float(v) for k, v in result.metrics.items()
-                              if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    report: dict[str, Any] = {k: float(v) for k, v in result.metrics.items() if is_number(v)}
     row = result.accuracy_matrix[-1] if result.accuracy_matrix else []
     if any(v is not None for v in row):
         report["stream_avg_acc"] = stream_average_accuracy(row, result.num_tasks)
@@ -117,9 +115,8 @@ class TuneReporter(Callback):
     """Reports each finished task to Tune with its checkpoint, moved out of the run folder first (Tune's
     artifact sync copies that folder to storage; the checkpoint goes there once, as Tune's own)."""
 
-    def __init__(self, crash_after_task: int | None = None):
+    def __init__(self) -> None:
         self.resumed_from_task = 0  # set to the checkpoint's task when the trial resumes
-        self.crash_after_task = crash_after_task
         self.last_report: dict[str, Any] = {}
         self.checkpoints = Path(tempfile.mkdtemp(prefix="mergan-checkpoints-"))
 
@@ -133,9 +130,6 @@ class TuneReporter(Callback):
             checkpoint = tune.Checkpoint.from_directory(str(moved))
         tune.report(self.last_report, checkpoint=checkpoint)  # Tune copies the checkpoint to its storage
         shutil.rmtree(self.checkpoints / f"task_{result.task}", ignore_errors=True)
-        if self.crash_after_task == result.task and self.resumed_from_task == 0:
-            raise SimulatedCrash(f"test-only crash after task {result.task} (crash_after_task); Ray should "
-                                 f"restart this trial from its task {result.task} checkpoint")
 
     def close(self) -> None:
         shutil.rmtree(self.checkpoints, ignore_errors=True)
@@ -182,7 +176,7 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
     out_dir = scratch_dir(trial_id)
     checkpoint = tune.get_checkpoint()
     knobs = settings.pbt_knobs
-    reporter = TuneReporter(settings.crash_after_task)
+    reporter = TuneReporter()
     try:
         config = trial_config(settings, params, out_dir)
     except CONFIGURATION_ERRORS as error:  # nothing was started: the report says why, once
@@ -196,7 +190,8 @@ def train_trial(params: dict[str, Any], settings: TrialSettings) -> None:
     recorder = pbt.ScheduleRecorder(trial_id, knobs, record.set_labels) if knobs else None
     # The recorder adds knob values to each task's result before the record writes it; Tune gets the
     # checkpoint after the record has put its copy in.
-    callbacks = [*([recorder] if recorder else []), record, mirror, reporter]
+    callbacks = [*([recorder] if recorder else []), record, mirror, reporter,
+                 *(make() for make in settings.callbacks)]
     with mirror, record.ending(), contextlib.closing(reporter):
         trainer = None
         try:

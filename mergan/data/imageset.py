@@ -26,15 +26,6 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.numel())
 
-    @property
-    def device_labels(self) -> torch.Tensor:
-        """The labels on ``device`` (cached), for sampling batches without a host sync."""
-        cached = getattr(self, "_device_labels", None)
-        if cached is None or cached.device != self.device:
-            cached = self.labels.to(self.device)
-            self._device_labels = cached
-        return cached
-
     def indices_of(self, classes: Iterable[int]) -> torch.Tensor:
         """CPU LongTensor of the positions whose label is in ``classes``."""
         wanted = torch.as_tensor(list(classes), dtype=torch.long)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from mergan.config import DATASETS, ConfigError, DataConfig
+from mergan.config import DATASETS, DataConfig
 from mergan.data.dataset import ClassDataset
 from mergan.data.errors import DatasetError
 from mergan.data.folder import class_folders, load_folder
@@ -13,6 +13,7 @@ from mergan.data.lsun import CATEGORIES, load_lsun
 from mergan.data.mnist import DIGITS, load_mnist, load_mnist5k
 from mergan.data.svhn import load_svhn
 from mergan.data.tasks import tasks_of
+from mergan.settings import ConfigError
 
 LOADERS: dict[str, Callable[[DataConfig, int], ClassDataset]] = {
     "mnist5k": load_mnist5k,

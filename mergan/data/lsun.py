@@ -107,7 +107,6 @@ class LMDBImageSet(ImageSet):
     def to(self, device: torch.device | str) -> LMDBImageSet:
         moved = copy.copy(self)
         moved.device = torch.device(device)
-        moved.__dict__.pop("_device_labels", None)
         return moved
 
     def materialize(self, batch: int = 256) -> TensorImageSet:
@@ -116,11 +115,6 @@ class LMDBImageSet(ImageSet):
         images = torch.cat(parts) if parts else torch.empty((0, 3, self.image_size, self.image_size),
                                                             dtype=torch.uint8)
         return TensorImageSet(images.to(self.device), self.labels)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_device_labels", None)
-        return state
 
     def __repr__(self) -> str:
         return f"LMDBImageSet(n={len(self)}, size={self.image_size}, device={self.device})"

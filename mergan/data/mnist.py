@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mergan.config import ConfigError, DataConfig
+from mergan.config import DataConfig
 from mergan.data.dataset import ClassDataset, in_memory_dataset, split_per_class
 from mergan.data.errors import dataset_error
 from mergan.data.transforms import fit_digits
+from mergan.settings import ConfigError
 
 DIGITS = [str(d) for d in range(10)]
 IDX_FILES = {  # role -> (standard file name, magic number)

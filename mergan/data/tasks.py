@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mergan.config import ConfigError, DataConfig, parse_task_order, parse_tasks
+from mergan.config import DataConfig
 from mergan.data.dataset import ClassDataset
+from mergan.settings import ConfigError
+from mergan.task_parsing import parse_task_order, parse_tasks
 
 
 def ordered_tasks(tasks: list[list[int]], task_order: str, order_seed: int = 0) -> list[list[int]]:

@@ -1,4 +1,5 @@
-"""``evaluate_after_task``: the accuracy row, quality matrices, summaries, FID, reverse accuracy and grid after one task."""
+"""``evaluate_after_task``: the accuracy row, quality matrices, summaries, FID, reverse accuracy and grid after a
+task."""
 
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 # Knobs that several methods read: one definition each, listed in every method's ``knobs`` that uses it.
 REPLAY_SHARE = Knob("replay_share", None, "share of each step replayed (empty: the authors' batch // number of "
-                                          "earlier classes, per earlier class)", Allowed(above=0, below=1), type="float")
+                                          "earlier classes, per earlier class)", Allowed(above=0, below=1),
+                    type="float")
 REDUCE_BATCH = Knob("reduce_batch", None, "the authors' REDUCE_BATCH: split one batch over the earlier classes and "
                                           "sum their terms (empty: yes, except for lsun, which replays a batch per "
                                           "earlier class and divides)", type="bool")

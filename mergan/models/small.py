@@ -1,4 +1,5 @@
-"""The fast CPU preset (its speed: bench/trainer_overhead.py): one-hot class concatenated to z, no normalisation, ~0.3M + 0.07M weights."""
+"""The fast CPU preset (its speed: bench/trainer_overhead.py): one-hot class concatenated to z, no normalisation,
+~0.3M + 0.07M weights."""
 
 from __future__ import annotations
 

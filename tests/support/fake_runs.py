@@ -14,7 +14,8 @@ from pathlib import Path
 from PIL import Image
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
-from mergan.config import ExperimentConfig, save_yaml
+from mergan.config import ExperimentConfig
+from mergan.config_io import save_yaml
 
 STEPS = 3  # steps per task
 

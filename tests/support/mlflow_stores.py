@@ -20,8 +20,10 @@ from PIL import Image
 
 import mergan
 from mergan.callbacks import StepInfo, TaskResult
-from mergan.config import ExperimentConfig, build_config, save_yaml
+from mergan.config import ExperimentConfig
+from mergan.config_io import save_yaml
 from mergan.evaluation.metrics import summarize
+from mergan.presets import build_config
 
 STEP_KEYS = ("loss_d", "loss_g", "wasserstein", "steps_per_second")
 Accuracy = Callable[[int, int], float]  # (after task i, task j), 1-based -> accuracy in [0, 1]
@@ -172,7 +174,8 @@ def log_with_real_logger(tracking_uri: str, experiment: str, config: ExperimentC
             g = trainer.global_step = (t - 1) * steps_per_task + s
             losses = {k: float(g % 7) - 3.0 for k in STEP_KEYS if k != "steps_per_second"}
             for callback in callbacks:
-                callback.on_step(trainer, StepInfo(t, s, steps_per_task, g, losses, steps_per_second=float(g % 7) - 3.0))
+                callback.on_step(trainer, StepInfo(t, s, steps_per_task, g, losses,
+                                                   steps_per_second=float(g % 7) - 3.0))
         result = TaskResult(task=t, num_tasks=num_tasks, classes=[t - 1], seen_classes=list(range(t)),
                             metrics=task["metrics"], accuracy_matrix=task["matrix"],
                             class_accuracy=task["class_accuracy"], samples_path=str(sample_grid(out / f"s{t}.png", t)),

@@ -58,7 +58,8 @@ def kill_ray_of(temp_dir: Path) -> None:
 def sweep_env(tmp_path, tmp_path_factory):
     temp_dir = Path("/tmp") / f"rs{os.getpid()}"  # short: Ray's socket paths must stay under 108 bytes
     temp_dir.mkdir(exist_ok=True)
-    env = {**os.environ, "RAY_TMPDIR": str(temp_dir), "MERGAN_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "sweep-evaluator-cache")}
+    env = {**os.environ, "RAY_TMPDIR": str(temp_dir),
+           "MERGAN_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "sweep-evaluator-cache")}
     env.pop("RAY_ADDRESS", None)
     yield env
     kill_ray_of(temp_dir)

@@ -53,7 +53,7 @@ def test_resume_refuses_a_change_of_what_the_run_trains_naming_the_field_and_bot
 
 def test_resume_may_change_where_and_how_long_it_goes_on_and_how_it_is_measured(finished_run):
     assert main(["train", "--resume", str(finished_run / "task_1"), "--device", "cpu", "--iterations", "3",
-                 "--log-every", "2", "--eval-when", "final", "--eval-samples-per-class", "5", "--no-mlflow"]) == 0
+                 "--log-every", "2", "--eval-when", "final", "--eval-samples-per-class", "6", "--no-mlflow"]) == 0
     config = load_yaml(finished_run / "config.yaml")
     assert config["optim.iterations_per_task"] == 3 and config["eval.eval_when"] == "final"
     results = load_checkpoint(finished_run / "task_2" / "checkpoint.pt")["results_json"]

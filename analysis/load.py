@@ -411,10 +411,10 @@ def param_acts(param: str, method: Any, params: Mapping[str, Any]) -> bool:
         return True
     from mergan.methods import REGISTRY, knob_condition  # imports torch: only when methods' knobs are asked
 
-    known = REGISTRY.methods()
-    users = [part for part in method.split("+") if part in known and name in {k.name for k in known[part].knobs}]
+    parts = method.split("+")
+    users = [part for part in parts if part in REGISTRY.knob_users().get(name, [])]
     if not users:
-        return not any(part in known for part in method.split("+"))  # an unknown method: keep what it logged
+        return not any(part in REGISTRY.methods() for part in parts)  # an unknown method: keep what it logged
     return all(params.get(field) == value for part in users for field, value in knob_condition(part, name).items())
 
 

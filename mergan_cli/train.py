@@ -328,16 +328,12 @@ def _forget_unsaved_run(trainer: Any, mirror: Any) -> None:
     if trainer.tasks_done > 0:
         return
     folder = Path(trainer.out_dir)
-    if mirror is not None:
+    keep_record = False  # the record stays while MLflow lacks part of it; without a mirror nothing waits
+    if mirror is not None:  # only a tracked run imports tracking
         from tracking.mirror import unsent
 
-        if unsent(folder):
-            names = [CONFIG_FILE]
-        else:
-            names = [CONFIG_FILE, RECORD_FILE, RECORD_FILE + ".tmp", MIRRORS]
-    else:
-        names = [CONFIG_FILE, RECORD_FILE, RECORD_FILE + ".tmp"]
-    for name in names:
+        keep_record = unsent(folder)
+    for name in [CONFIG_FILE] if keep_record else [CONFIG_FILE, RECORD_FILE, RECORD_FILE + ".tmp", MIRRORS]:
         with contextlib.suppress(OSError):
             path = folder / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -5,7 +5,8 @@
 final checkpoint again with each evaluator asked for (``eval.evaluator``: ``cnn``, the small CNN; ``paper``,
 the authors' evaluator of the dataset), with the run's own samples per class, fixed z and normalisation
 groups, and writes the average accuracy after the final task per method and evaluator, mean ± std over
-seeds, beside the paper's numbers::
+seeds, beside the paper's numbers; and, in the first evaluator's feature space, the image quality and variety
+after the final task (``eval.quality`` full: FID, and recall and coverage of the earlier tasks and the newest)::
 
     python bench/table1_rescore.py runs/sweeps/NAME --evaluator cnn --evaluator paper \
         --out bench/results/table1_small_evaluators.md --runs-out bench/results/table1_small_evaluators.csv
@@ -57,10 +58,49 @@ def rescore(checkpoints: list[Path], evaluators: list[str], device: str) -> pd.D
                          "evaluator_test_accuracy": judge["test_accuracy"],
                          "evaluator_chance_accuracy": judge["chance_accuracy"],
                          "samples_per_class": report["samples_per_class"],
+                         **final_quality(report["quality_matrices"]),
                          "seconds": round(time.perf_counter() - started, 2)})
             print(f"{report['method']} seed {report['seed']} after {report['task']} tasks, {kind}: "
                   f"avg_acc {report['metrics']['avg_acc']:.4f}", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
+
+
+def final_quality(matrices: dict[str, list[list[float | None]]]) -> dict[str, float]:
+    """From the final row of each quality matrix (in the evaluator's feature space): FID averaged over every task,
+    recall and coverage averaged over the earlier tasks (what replay must keep) and of the newest task."""
+    row = {name.removesuffix("_classifier"): matrix[-1] for name, matrix in matrices.items()
+           if name.endswith("_classifier") and matrix and None not in matrix[-1]}
+    if not {"fid", "recall", "coverage"} <= set(row) or len(row["fid"]) < 2:
+        return {}
+    old, new = slice(0, -1), -1
+    return {"fid_mean": statistics.mean(row["fid"]),
+            "recall_earlier": statistics.mean(row["recall"][old]), "recall_newest": row["recall"][new],
+            "coverage_earlier": statistics.mean(row["coverage"][old]), "coverage_newest": row["coverage"][new],
+            "recall_min": min(row["recall"])}
+
+
+# column -> (header, scale, decimals)
+QUALITY_COLUMNS = {"avg_acc": ("Accuracy (%)", 100, 1), "fid_mean": ("FID, mean over tasks", 1, 1),
+                   "recall_earlier": ("Recall, earlier tasks", 1, 2),
+                   "coverage_earlier": ("Coverage, earlier tasks", 1, 2),
+                   "recall_newest": ("Recall, newest task", 1, 2), "coverage_newest": ("Coverage, newest task", 1, 2),
+                   "recall_min": ("Recall, worst task", 1, 2)}
+
+
+def quality_table(runs: pd.DataFrame, evaluator: str) -> str:
+    """Per method and number of tasks, after the final task, judged in ``evaluator``'s feature space: accuracy,
+    FID and the variety (recall, coverage) of the earlier tasks' images beside the newest task's; mean over seeds."""
+    judged = runs[(runs["evaluator"] == evaluator) & runs.get("fid_mean", pd.Series(dtype=float)).notna()]
+    if judged.empty:
+        return ""
+    lines = ["| Method | Tasks | Seeds | " + " | ".join(header for header, _, _ in QUALITY_COLUMNS.values()) + " |",
+             "|:---|---:|---:|" + "---:|" * len(QUALITY_COLUMNS)]
+    groups = sorted(judged.groupby(["method", "tasks"]), key=lambda item: (method_sort_key(item[0][0]), item[0][1]))
+    for (method, tasks), group in groups:
+        cells = [f"{group[column].mean() * scale:.{decimals}f}"
+                 for column, (_, scale, decimals) in QUALITY_COLUMNS.items()]
+        lines.append(f"| {method_label(method)} | {tasks} | {group['seed'].nunique()} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
 
 
 def comparison_table(runs: pd.DataFrame, evaluators: list[str]) -> str:
@@ -107,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = rescore(checkpoints, evaluators, args.device)
     text = comparison_table(runs, evaluators)
+    quality = quality_table(runs, evaluators[0])
+    if quality:
+        text += (f"\nImage quality and variety after the final task, in the {evaluators[0]} evaluator's feature space "
+                 f"(eval.quality full: FID lower is better; recall and coverage in [0, 1], higher keeps more "
+                 f"variety):\n\n{quality}")
     if args.runs_out:
         runs.to_csv(args.runs_out, index=False)
     if args.out:

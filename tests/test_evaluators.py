@@ -295,3 +295,13 @@ def test_rescore_script_scores_every_trial_of_a_sweep_with_each_evaluator(traine
     row = next(line for line in table.splitlines() if line.startswith("| SFT | 2 | 0 |"))
     assert f"{runs.loc[0, 'avg_acc'] * 100:.2f}" in row and f"{runs.loc[1, 'avg_acc'] * 100:.2f}" in row
     assert "- paper: the authors' MNIST MLP 16-8-4-2-10 on 0-255 pixels" in table
+    # quality and variety after the final task, from the run's own evaluator's features: its stored final row
+    final = {name: matrix[-1] for name, matrix in stored["quality_matrices"].items()}
+    assert runs.loc[0, "fid_mean"] == pytest.approx(sum(final["fid_classifier"]) / 2)
+    assert runs.loc[0, "recall_earlier"] == pytest.approx(final["recall_classifier"][0])
+    assert runs.loc[0, "coverage_earlier"] == pytest.approx(final["coverage_classifier"][0])
+    assert runs.loc[0, "coverage_newest"] == pytest.approx(final["coverage_classifier"][1])
+    assert runs.loc[0, "recall_min"] == pytest.approx(min(final["recall_classifier"]))
+    quality_row = table.split("Image quality and variety")[1].splitlines()
+    assert any(line.startswith(f"| SFT | 2 | 1 | {runs.loc[0, 'avg_acc'] * 100:.1f} | {runs.loc[0, 'fid_mean']:.1f} |")
+               for line in quality_row)

@@ -31,8 +31,8 @@ from typing import Any
 from mergan.settings import ConfigError
 from search_spaces import SpaceError, preset_names
 from tracking.provenance import mergan_import_problem
-from trainables.local_ray import keep_local_ray_on_loopback
 from trainables.plan import PlanError, SweepPlan, list_sweeps, make_plan
+from trainables.ray_connection import keep_local_ray_on_loopback
 
 # The main job's values where they differ from make_plan's (see the module docstring).
 MAIN_JOB = {"space": "methods", "num_samples": 6, "max_concurrent": 2}

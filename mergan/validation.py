@@ -10,17 +10,12 @@ from mergan.settings import ConfigError
 from mergan.task_parsing import parse_task_order, parse_tasks
 
 
-def check_fields(config: ExperimentConfig) -> None:
-    """Each field against its own definition: a finite number where a number is meant, and its ``Allowed``."""
-    for section_name, section in config.sections().items():
-        for name, knob in section_knobs(section).items():
-            knob.check(getattr(section, name), f"{section_name}.{name}")
-
-
 def validate_config(config: ExperimentConfig) -> ExperimentConfig:
     """Refuse any value that cannot run; data-dependent checks (classes) live in the data layer."""
     data, model, method, ev = config.data, config.model, config.method, config.eval
-    check_fields(config)
+    for section_name, section in config.sections().items():  # each field against its own definition
+        for name, knob in section_knobs(section).items():
+            knob.check(getattr(section, name), f"{section_name}.{name}")
     method_registry().parse(method.method, method.modules)  # unknown or contradictory combinations
     if data.dataset in ("mnist", "svhn", "lsun", "folder") and not data.data_root:
         raise ConfigError(f"data.data_root: dataset {data.dataset!r} reads its standard files from a folder; "

@@ -25,17 +25,13 @@ RAY_CONNECT_TIMEOUT_S = 5.0  # ray.init retries an address where nothing answers
 RAY_DEFAULT_PORT = 6379
 
 
-def starts_its_own_ray(address: str | None) -> bool:
-    """Whether a sweep given ``--address`` (or none) starts a Ray of its own on this machine."""
-    return not address and not os.environ.get("RAY_ADDRESS")
-
-
 def keep_local_ray_on_loopback(address: str | None) -> None:
     """Call before Ray is imported: a Ray this process starts for itself listens on 127.0.0.1 only.
 
     A user's own setting of the switch is kept; once Ray is imported it is too late (Ray read it then).
     """
-    if starts_its_own_ray(address) and "ray" not in sys.modules:
+    starts_its_own_ray = not address and not os.environ.get("RAY_ADDRESS")
+    if starts_its_own_ray and "ray" not in sys.modules:
         os.environ.setdefault(LOOPBACK_SWITCH, "0")
 
 

@@ -28,9 +28,9 @@ import sys
 import time
 from typing import Any
 
+from mergan.provenance import mergan_import_problem
 from mergan.settings import ConfigError
 from search_spaces import SpaceError, preset_names
-from tracking.provenance import mergan_import_problem
 from trainables.plan import PlanError, SweepPlan, list_sweeps, make_plan
 from trainables.ray_connection import keep_local_ray_on_loopback
 

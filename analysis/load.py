@@ -528,8 +528,7 @@ def load_optuna_study(storage: str, study_name: str | None = None) -> Any:
     if study_name is None:
         names = optuna.get_all_study_names(storage)
         if len(names) != 1:
-            raise ExperimentNotFoundError(f"{storage} holds {len(names)} studies ({', '.join(names)}); "
-                                          f"name one")
+            raise ExperimentNotFoundError(f"{storage} holds {len(names)} studies ({', '.join(names)}); name one")
         study_name = names[0]
     try:
         return optuna.load_study(study_name=study_name, storage=storage)

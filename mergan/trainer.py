@@ -353,8 +353,7 @@ class Trainer:
         if bad:
             raise DivergenceError(f"training diverged: {', '.join(bad)} became {losses[bad[0]]} in task {t + 1} "
                                   f"before step {step} (lr_g={self.config.optim.lr_g}, "
-                                  f"lr_d={self.config.optim.lr_d}); lower the learning rates or the method's "
-                                  f"lambda")
+                                  f"lr_d={self.config.optim.lr_d}); lower the learning rates or the method's lambda")
         return losses
 
     # -- after each task ----------------------------------------------------------------------

@@ -28,11 +28,11 @@ import sys
 import time
 from typing import Any
 
+from mergan.provenance import mergan_import_problem
 from mergan.settings import ConfigError
 from search_spaces import SpaceError, preset_names
-from tracking.provenance import mergan_import_problem
-from trainables.local_ray import keep_local_ray_on_loopback
 from trainables.plan import PlanError, SweepPlan, list_sweeps, make_plan
+from trainables.ray_connection import keep_local_ray_on_loopback
 
 # The main job's values where they differ from make_plan's (see the module docstring).
 MAIN_JOB = {"space": "methods", "num_samples": 6, "max_concurrent": 2}
@@ -58,8 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--objective", default="acc",
                       help="acc: maximise stream_avg_acc (the final average accuracy) with TPE; multi: also "
                            "minimise forgetting and training time, with NSGA-II; quality: accuracy against CLoG's "
-                           "average "
-                           "final FID (afq_fid_classifier), with NSGA-II; or metric:mode pairs (e.g. "
+                           "average final FID (afq_fid_classifier), with NSGA-II; or metric:mode pairs (e.g. "
                            "fr_recall_classifier:min, aiq_fid_classifier:min)")
     what.add_argument("--seed", type=int, default=0, help="seeds the searcher on the driver and every trial's run.seed")
     how = parser.add_argument_group("how to run")

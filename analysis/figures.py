@@ -154,6 +154,20 @@ def _task_axis(axes: Any, num_tasks: int) -> None:
     axes.set_xticks(range(1, num_tasks + 1, step))
 
 
+def _band_curves(axes: Any, stats: pd.DataFrame, configurations: list[tuple[str, str, str, dict[str, Any]]],
+                 measure: str, scale: float) -> None:
+    """Each configuration's mean curve of ``measure`` (times ``scale``) and its ±std band over seeds."""
+    for method, config, label, style in configurations:
+        rows = stats[(stats["method"] == method) & (stats["config"] == config) & (stats["measure"] == measure)]
+        if rows.empty:
+            continue
+        x, mean, std = rows["after_task"].to_numpy(), rows["mean"].to_numpy() * scale, rows["std"].to_numpy() * scale
+        axes.plot(x, mean, marker="o", label=label, **style)
+        if np.isfinite(std).any():
+            axes.fill_between(x, mean - np.nan_to_num(std), mean + np.nan_to_num(std), color=style["color"],
+                              alpha=0.15, linewidth=0)
+
+
 # -- runs figures ---------------------------------------------------------------------------
 @styled
 def forgetting_curves(data: ExperimentData, select: str = "best") -> Figure:
@@ -171,15 +185,7 @@ def forgetting_curves(data: ExperimentData, select: str = "best") -> Figure:
     panels = figure.subplots(1, 2, sharey=True)
     titles = {"task_1": "Accuracy on task 1's classes", "avg_acc": "Average accuracy over tasks seen"}
     for axes, measure in zip(panels, titles):
-        for method, config, label, style in configurations:
-            rows = stats[(stats["method"] == method) & (stats["config"] == config) & (stats["measure"] == measure)]
-            if rows.empty:
-                continue
-            x, mean, std = rows["after_task"].to_numpy(), rows["mean"].to_numpy() * 100, rows["std"].to_numpy() * 100
-            axes.plot(x, mean, marker="o", label=label, **style)
-            if np.isfinite(std).any():
-                axes.fill_between(x, mean - np.nan_to_num(std), mean + np.nan_to_num(std), color=style["color"],
-                                  alpha=0.15, linewidth=0)
+        _band_curves(axes, stats, configurations, measure, scale=100)
         axes.set_title(titles[measure])
         axes.set_xlabel("tasks trained")
         _task_axis(axes, data.num_tasks)
@@ -305,17 +311,7 @@ def quality_forgetting_curves(data: ExperimentData, select: str = "best") -> Fig
     figure = Figure(figsize=(width_inches, 2.6 + legend_inches), layout="constrained")
     panels = np.atleast_1d(figure.subplots(1, len(measures)))
     for axes, measure in zip(panels, measures):
-        scale = 1.0 if measure == "fr_fid_classifier" else 100.0
-        for method, config, label, style in configurations:
-            rows = stats[(stats["method"] == method) & (stats["config"] == config) & (stats["measure"] == measure)]
-            if rows.empty:
-                continue
-            x = rows["after_task"].to_numpy()
-            mean, std = rows["mean"].to_numpy() * scale, rows["std"].to_numpy() * scale
-            axes.plot(x, mean, marker="o", label=label, **style)
-            if np.isfinite(std).any():
-                axes.fill_between(x, mean - np.nan_to_num(std), mean + np.nan_to_num(std), color=style["color"],
-                                  alpha=0.15, linewidth=0)
+        _band_curves(axes, stats, configurations, measure, scale=1.0 if measure == "fr_fid_classifier" else 100.0)
         axes.axhline(0.0, color="#bbbbbb", linewidth=0.6)
         axes.set_title(QUALITY_FORGETTING[measure])
         axes.set_xlabel("tasks trained")

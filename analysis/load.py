@@ -132,7 +132,8 @@ class ExperimentData:
         tasks_done`` array (row: after task i, column: task j)."""
         if measure == "accuracy":
             return accuracy_matrix(self.accuracy, run_id)
-        return accuracy_matrix(quality_rows_of(self.quality, measure), run_id)
+        rows = self.quality[self.quality["measure"] == measure]
+        return accuracy_matrix(rows.rename(columns={"value": "accuracy"}), run_id)
 
     @property
     def quality_measures(self) -> list[str]:
@@ -141,11 +142,6 @@ class ExperimentData:
 
 
 QUALITY_COLUMNS = ["run_id", "measure", "after_task", "task", "value"]
-
-
-def quality_rows_of(quality: pd.DataFrame, measure: str) -> pd.DataFrame:
-    """The rows of one quality matrix in the accuracy frame's shape (``accuracy`` holds the value)."""
-    return quality[quality["measure"] == measure].rename(columns={"value": "accuracy"})
 
 
 def quality_frame(history: pd.DataFrame) -> pd.DataFrame:
@@ -532,8 +528,7 @@ def load_optuna_study(storage: str, study_name: str | None = None) -> Any:
     if study_name is None:
         names = optuna.get_all_study_names(storage)
         if len(names) != 1:
-            raise ExperimentNotFoundError(f"{storage} holds {len(names)} studies ({', '.join(names)}); "
-                                          f"name one")
+            raise ExperimentNotFoundError(f"{storage} holds {len(names)} studies ({', '.join(names)}); name one")
         study_name = names[0]
     try:
         return optuna.load_study(study_name=study_name, storage=storage)

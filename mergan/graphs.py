@@ -40,16 +40,12 @@ def check_graph_mode(mode: str, device: torch.device) -> None:
                           f"{device.type}; use 'auto' (graphs on CUDA, eager elsewhere) or 'off'")
 
 
-def method_parts(method: Method) -> list[Method]:
-    """The methods a (possibly combined) method is made of."""
-    return list(getattr(method, "methods", [method]))
-
-
 def graph_blocker(method: Method, train_set: ImageSet, dataset: str) -> str | None:
     """Why this run's iteration cannot be captured in a CUDA graph; None when it can."""
     if not train_set.in_memory:
         return f"data.dataset {dataset!r} streams its images from disk, so each batch is read on the host"
-    eager = [m.name for m in method_parts(method) if not getattr(m, "capturable", True)]
+    parts = getattr(method, "methods", [method])  # a combined method's parts
+    eager = [m.name for m in parts if not getattr(m, "capturable", True)]
     if eager:
         return f"method {', '.join(eager)} is not capturable (its class sets capturable = False)"
     return None

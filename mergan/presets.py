@@ -62,15 +62,8 @@ def build_config(preset: str = "small", overrides: dict[str, Any] | None = None,
     given = {**file_values, **overrides}
     for key in sorted(given, key=lambda k: not is_module_key(k)):  # the module first: its knobs may follow
         config.set(key, given[key])
-    if config.run.out_dir is None:
-        config.run.out_dir = default_out_dir(config.method.method)
+    if config.run.out_dir is None:  # `mergan train` makes the folder unique and points runs/latest at it
+        config.run.out_dir = f"{RUNS_FOLDER}/{config.method.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     if validate:
         validate_config(config)
     return config
-
-
-def default_out_dir(method: str) -> str:
-    """``runs/<method>-<YYYYmmdd-HHMMSS>``: the folder of a run that names none (``mergan train`` makes
-    it unique and points ``runs/latest`` at it)."""
-    return f"{RUNS_FOLDER}/{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-

@@ -100,6 +100,7 @@ class RunRecord(Callback):
 
     # -- hooks ---------------------------------------------------------------------------
     def on_run_start(self, trainer: Any) -> None:
+        from mergan import __version__
         from mergan.naming import config_run_name
         from mergan.provenance import git_commit
 
@@ -120,7 +121,7 @@ class RunRecord(Callback):
         self.path, self.ended = path, False
         self._append({"kind": "start", "run_key": self.run_key, "name": self.name or config_run_name(config),
                       "task": task, "step": step, "config": config.flat(), "labels": self.labels,
-                      "device": str(trainer.device), "mergan_version": _version(), "git_commit": git_commit()},
+                      "device": str(trainer.device), "mergan_version": __version__, "git_commit": git_commit()},
                      sync=True)
 
     def on_step(self, trainer: Any, info: StepInfo) -> None:
@@ -177,12 +178,6 @@ def _rewrite(path: Path, lines: list[Line]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-
-
-def _version() -> str:
-    import mergan
-
-    return mergan.__version__
 
 
 # -- reading ------------------------------------------------------------------------------

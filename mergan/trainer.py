@@ -353,8 +353,7 @@ class Trainer:
         if bad:
             raise DivergenceError(f"training diverged: {', '.join(bad)} became {losses[bad[0]]} in task {t + 1} "
                                   f"before step {step} (lr_g={self.config.optim.lr_g}, "
-                                  f"lr_d={self.config.optim.lr_d}); lower the learning rates or the method's "
-                                  f"lambda")
+                                  f"lr_d={self.config.optim.lr_d}); lower the learning rates or the method's lambda")
         return losses
 
     # -- after each task ----------------------------------------------------------------------
@@ -418,7 +417,7 @@ class Trainer:
         self.results.append(result)
         if self.config.run.save_checkpoints:
             result.checkpoint_path = str(self.save_checkpoint())
-        self._write_results()
+        write_results(self.out_dir, self.tasks, self.accuracy_matrix, self.results, self.quality_matrices)
         self.callbacks.on_task_end(self, result)
         return result
 
@@ -472,6 +471,3 @@ class Trainer:
         save_checkpoint(self.checkpoint_state(), directory / "checkpoint.pt")
         save_yaml(self.config, directory / "config.yaml")
         return directory
-
-    def _write_results(self) -> None:
-        write_results(self.out_dir, self.tasks, self.accuracy_matrix, self.results, self.quality_matrices)

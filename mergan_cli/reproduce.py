@@ -103,7 +103,7 @@ def table1_plan(args: argparse.Namespace, jt_reference: bool = False):
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
-    from trainables.local_ray import keep_local_ray_on_loopback
+    from trainables.ray_connection import keep_local_ray_on_loopback
 
     keep_local_ray_on_loopback(args.address)  # before anything imports Ray
     from analysis.report import build_report

@@ -58,8 +58,7 @@ def _control(root: Path, command: str | None = None, daemon: bool = False) -> su
     binary = shutil.which(CONTROL)
     if binary is None:
         raise SystemExit(f"mps: {CONTROL} is not on PATH: MPS comes with the NVIDIA driver on Linux "
-                         f"(package nvidia-utils or the CUDA toolkit); without it trials share the GPU by time "
-                         f"slicing")
+                         f"(package nvidia-utils or the CUDA toolkit); without it trials share the GPU by time slicing")
     env = {**os.environ, **environment(root)}
     if daemon:  # its output goes to a file: a daemon may keep a pipe open for as long as it runs
         with open(folders(root)[LOG_ENV] / "start.log", "w+") as output:

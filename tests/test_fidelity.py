@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from mergan.methods.context import task_context
 from mergan.presets import build_config
-from mergan.task_parsing import parse_tasks
 from mergan.trainer import Trainer
+from mergan.validation import parse_tasks
 
 TEN_TASKS = "0|1|2|3|4|5|6|7|8|9"
 # The paper's nets, narrowed so that a CPU test runs in a second; the normalisation is what matters.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 import time
@@ -10,7 +11,13 @@ import psutil
 import pytest
 
 from tests.support.sweeps import REPO, TINY_SETS
-from trainables.local_ray import is_loopback
+
+
+def is_loopback(ip: str) -> bool:
+    """127.x.x.x, ::1, or an IPv4 loopback address written as IPv6 (::ffff:127.0.0.1)."""
+    parsed = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return (mapped or parsed).is_loopback
 
 
 def listening_sockets(root: psutil.Process) -> set[tuple[str, str, int]]:

@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mergan.provenance import git_commit
+from mergan.provenance import git_commit, mergan_version
 from mergan.record import now_ms
 from mergan.settings import is_number
-from tracking.provenance import mergan_version
 from tracking.store import (
     configure_http_client,
     default_artifact_location,
@@ -99,10 +98,9 @@ def finish_sweep_run(tracking_uri: str | None, run_id: str, best: Mapping[str, A
     it also goes to ``sweep/best.json``.
     """
     configure_http_client()
-    from mlflow import MlflowClient
     from mlflow.entities import Metric, RunTag
 
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    client = open_client(resolve_tracking_uri(tracking_uri))
     if best:
         stamp = now_ms()
         metrics = [Metric(f"best.{k}", float(v), stamp, 0) for k, v in (best.get("metrics") or {}).items()
@@ -141,9 +139,7 @@ def trial_runs(client: Any, parent_run_id: str, trial_id: str | None = None) -> 
 
 def trial_tags(tracking_uri: str, parent_run_id: str, trial_id: str) -> dict[str, str]:
     """The tags of one trial's MLflow run in a sweep ({} when it has none)."""
-    from mlflow import MlflowClient
-
-    runs = trial_runs(MlflowClient(tracking_uri), parent_run_id, trial_id)
+    runs = trial_runs(open_client(tracking_uri), parent_run_id, trial_id)
     return dict(runs[0].data.tags) if runs else {}
 
 

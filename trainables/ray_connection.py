@@ -1,5 +1,14 @@
 """Starting or joining Ray for a sweep: a cluster address checked before Ray waits on it, the plan's
-resources checked against the nodes, and how many trials run at once."""
+resources checked against the nodes, and how many trials run at once.
+
+A sweep's own Ray serves this machine only: its processes listen on the loopback interface. Ray chooses
+its node's address when it is first imported: on Linux the machine's external address (so that other
+machines could join the cluster), on macOS and Windows the loopback. Its servers (GCS, raylet, workers,
+agents, the metrics port) then listen on all interfaces, or on that address, unless the node's address
+is the loopback. A sweep that starts its own Ray needs no other machine, so before Ray is imported it
+asks for the loopback with Ray's own switch (the macOS default on Linux too), which every process Ray
+starts inherits. A sweep that joins a cluster (``--address``, ``RAY_ADDRESS``) is left as the cluster runs.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +20,19 @@ import sys
 from trainables.gpu_sharing import sharing_warning
 from trainables.plan import PlanError, SweepPlan, check_resources, concurrent_trials
 
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
 RAY_CONNECT_TIMEOUT_S = 5.0  # ray.init retries an address where nothing answers for minutes
 RAY_DEFAULT_PORT = 6379
+
+
+def keep_local_ray_on_loopback(address: str | None) -> None:
+    """Call before Ray is imported: a Ray this process starts for itself listens on 127.0.0.1 only.
+
+    A user's own setting of the switch is kept; once Ray is imported it is too late (Ray read it then).
+    """
+    starts_its_own_ray = not address and not os.environ.get("RAY_ADDRESS")
+    if starts_its_own_ray and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_SWITCH, "0")
 
 
 def check_ray_answers(address: str, flag: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:

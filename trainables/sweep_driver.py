@@ -90,16 +90,12 @@ def _end(processes: list[psutil.Process], grace_s: float) -> list[str]:
     """SIGTERM, then SIGKILL for what is still alive after ``grace_s``; returns the processes' descriptions."""
     described = [_describe(p) for p in processes]
     for process in processes:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(processes, timeout=grace_s)
     for process in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-        except psutil.NoSuchProcess:
-            pass
     return described
 
 
@@ -128,11 +124,6 @@ def _ended(process: psutil.Process, timeout_s: float) -> bool:
         time.sleep(0.2)
 
 
-def _same_host(record: DriverRecord, plan: SweepPlan) -> None:
-    if record.host != socket.gethostname():
-        raise PlanError(f"--stop: sweep {plan.name!r} is driven from host {record.host}; run this there")
-
-
 def end_leftovers(plan: SweepPlan, grace_s: float = 5.0) -> list[str]:
     """Before a resume: end what a killed driver of this sweep left running (refused while it still runs)."""
     record = DriverRecord.load(plan)
@@ -154,7 +145,8 @@ def stop_sweep(plan: SweepPlan, wait_s: float = 120.0, grace_s: float = 5.0) -> 
     if record is None:
         raise PlanError(f"--stop: sweep {plan.name!r} has no {DRIVER_FILE} in {plan.experiment_path}; it never "
                         f"started a trial")
-    _same_host(record, plan)
+    if record.host != socket.gethostname():
+        raise PlanError(f"--stop: sweep {plan.name!r} is driven from host {record.host}; run this there")
     report = StopReport()
     driver = _running_driver(record)
     if driver is not None:

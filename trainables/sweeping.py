@@ -1,7 +1,8 @@
 """Running a planned sweep with Ray Tune to its end (or to Ctrl-C), and resuming one.
 
 ``run_sweep(plan)`` starts (or continues) the sweep's MLflow run, fits the Tuner (``trainables/tuner.py``)
-under the sweep's Ctrl-C handling, and returns one :class:`TrialRow` per trial with the best.
+under the sweep's Ctrl-C handling (:class:`StopOnCtrlC`: the first stops the trials with Tune's state saved
+to resume from, a second at once), and returns one :class:`TrialRow` per trial with the best.
 ``resume=True`` restores the Tuner, searcher state included, from the sweep's storage.
 """
 
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass
+from typing import Any, Self
 
 import optuna
 
 from tracking.sweep_run import retire_orphan_runs
-from trainables.ctrl_c import StopOnCtrlC
 from trainables.plan import SweepPlan, is_uri
 from trainables.progress import quiet_tune
 from trainables.results import TrialRow, best_rows, summarize
@@ -28,6 +32,7 @@ from trainables.sweep_mlflow import (
 from trainables.tuner import new_tuner, restored_tuner
 
 logger = logging.getLogger("trainables.sweeping")
+TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"  # Ray's switch: 1 leaves SIGINT to us (see StopOnCtrlC)
 
 
 @dataclass
@@ -92,3 +97,42 @@ def reconcile(plan: SweepPlan, trial_ids: set[str]) -> None:
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             logger.warning("marked Optuna trial %d FAILED: no Tune trial finished it", trial.number)
+
+
+class StopOnCtrlC:
+    """Ctrl-C while Tune runs: the first asks Tune for the stop its own SIGINT handler makes (running
+    trials stop, the experiment state is saved, so the sweep can resume); a second stops at once.
+
+    Tune's handler is switched off (``TUNE_DISABLE_SIGINT_HANDLER``) so that the sweep knows it was
+    interrupted: a stopped ``Tuner.fit()`` returns like a finished one. Tune's stop is asked for with
+    SIGUSR1, which Tune always handles that way.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: Any = None
+        self._previous_env: str | None = None
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous_env = os.environ.get(TUNE_SIGINT_ENV)
+            os.environ[TUNE_SIGINT_ENV] = "1"
+        return self
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nCtrl-C: stopping the trials and saving the sweep's state to resume from (Ctrl-C again to stop "
+              "at once)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is None:
+            return
+        signal.signal(signal.SIGINT, self._previous)
+        if self._previous_env is None:
+            os.environ.pop(TUNE_SIGINT_ENV, None)
+        else:
+            os.environ[TUNE_SIGINT_ENV] = self._previous_env

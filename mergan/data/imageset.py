@@ -37,10 +37,6 @@ class ImageSet:
     def to(self, device: torch.device | str) -> ImageSet:
         raise NotImplementedError
 
-    def materialize(self) -> ImageSet:
-        """An in-memory copy (itself when already in memory)."""
-        raise NotImplementedError
-
 
 class TensorImageSet(ImageSet):
     """All images in one uint8 tensor [N, C, S, S]; moves whole between devices."""
@@ -64,9 +60,6 @@ class TensorImageSet(ImageSet):
         if device == self.device:
             return self
         return TensorImageSet(self.images.to(device), self.labels)
-
-    def materialize(self) -> TensorImageSet:
-        return self
 
     def __repr__(self) -> str:
         return f"TensorImageSet(n={len(self)}, shape={tuple(self.images.shape[1:])}, device={self.device})"

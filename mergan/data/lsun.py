@@ -20,7 +20,7 @@ from PIL import Image
 from mergan.config import DataConfig
 from mergan.data.dataset import ClassDataset, fingerprint
 from mergan.data.errors import dataset_error
-from mergan.data.imageset import ImageSet, TensorImageSet, as_index, to_unit_range
+from mergan.data.imageset import ImageSet, as_index, to_unit_range
 from mergan.data.transforms import PHOTO_RESIZES
 
 CATEGORIES = ["bedroom", "kitchen", "church_outdoor", "tower"]  # class 0, 1, 2, 3
@@ -108,13 +108,6 @@ class LMDBImageSet(ImageSet):
         moved = copy.copy(self)
         moved.device = torch.device(device)
         return moved
-
-    def materialize(self, batch: int = 256) -> TensorImageSet:
-        """Decode every image once into an in-memory set on ``device``."""
-        parts = [self.get_uint8(torch.arange(s, min(s + batch, len(self)))) for s in range(0, len(self), batch)]
-        images = torch.cat(parts) if parts else torch.empty((0, 3, self.image_size, self.image_size),
-                                                            dtype=torch.uint8)
-        return TensorImageSet(images.to(self.device), self.labels)
 
     def __repr__(self) -> str:
         return f"LMDBImageSet(n={len(self)}, size={self.image_size}, device={self.device})"

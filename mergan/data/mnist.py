@@ -93,8 +93,7 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
     found = int.from_bytes(data[:4], "big")
     if found != magic:
         kind = "image" if magic == 2051 else "label"
-        raise dataset_error("mnist", path, f"{path.name} has magic number {found}, not {magic} "
-                                           f"(an IDX {kind} file)")
+        raise dataset_error("mnist", path, f"{path.name} has magic number {found}, not {magic} (an IDX {kind} file)")
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(data) < header:

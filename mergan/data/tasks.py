@@ -7,7 +7,7 @@ import numpy as np
 from mergan.config import DataConfig
 from mergan.data.dataset import ClassDataset
 from mergan.settings import ConfigError
-from mergan.task_parsing import parse_task_order, parse_tasks
+from mergan.validation import parse_task_order, parse_tasks
 
 
 def ordered_tasks(tasks: list[list[int]], task_order: str, order_seed: int = 0) -> list[list[int]]:

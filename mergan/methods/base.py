@@ -86,7 +86,7 @@ class Method:
 
     def __init__(self, config: MethodConfig | Any = None):
         # The run's method section, shared; any object with the knobs as attributes will do.
-        self.config = config if config is not None else default_knob_values(type(self))
+        self.config = config if config is not None else KnobValues(type(self).knobs)
 
     def setup(self, training: Training) -> None:
         pass
@@ -134,10 +134,6 @@ class KnobValues:
     def __init__(self, knobs: tuple[Knob, ...]):
         for knob in knobs:
             setattr(self, knob.name, knob.default)
-
-
-def default_knob_values(method: type[Method]) -> KnobValues:
-    return KnobValues(method.knobs)
 
 
 class PreviousGeneratorMethod(Method):

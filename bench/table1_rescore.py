@@ -99,7 +99,8 @@ def quality_table(runs: pd.DataFrame, evaluator: str) -> str:
     for (method, tasks), group in groups:
         cells = [f"{group[column].mean() * scale:.{decimals}f}"
                  for column, (_, scale, decimals) in QUALITY_COLUMNS.items()]
-        lines.append(f"| {method_label(method)} | {tasks} | {group['seed'].nunique()} | {' | '.join(cells)} |")
+        seeds = ", ".join(str(seed) for seed in sorted(group["seed"].unique()))
+        lines.append(f"| {method_label(method)} | {tasks} | {seeds} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 

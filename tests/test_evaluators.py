@@ -303,5 +303,5 @@ def test_rescore_script_scores_every_trial_of_a_sweep_with_each_evaluator(traine
     assert runs.loc[0, "coverage_newest"] == pytest.approx(final["coverage_classifier"][1])
     assert runs.loc[0, "recall_min"] == pytest.approx(min(final["recall_classifier"]))
     quality_row = table.split("Image quality and variety")[1].splitlines()
-    assert any(line.startswith(f"| SFT | 2 | 1 | {runs.loc[0, 'avg_acc'] * 100:.1f} | {runs.loc[0, 'fid_mean']:.1f} |")
+    assert any(line.startswith(f"| SFT | 2 | 0 | {runs.loc[0, 'avg_acc'] * 100:.1f} | {runs.loc[0, 'fid_mean']:.1f} |")
                for line in quality_row)

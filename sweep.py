@@ -181,8 +181,8 @@ def scheduler_text(plan: SweepPlan) -> str:
 
 
 def print_outcome(outcome: Any, plan: SweepPlan, seconds: float) -> None:
-    from trainables.hints import mlflow_hint
     from trainables.results import format_table, trial_labeller
+    from trainables.sweep_mlflow import mlflow_hint
 
     labeller = trial_labeller(plan)
 

@@ -21,17 +21,17 @@ need no store and no MLflow: their records (``mergan.record``) are read as the r
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -486,25 +486,11 @@ def download_sample_grids(data: ExperimentData, run_ids: Iterable[str], dest: st
                 found[run_id] = grids[-1]
         return found
     client = client or tracking_client(data.tracking_uri)
-    with _quiet_downloads():
+    # No MLflow progress bar per downloaded file (it would fill the terminal of `mergan report`).
+    with mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
         for run_id in run_ids:
             _download_last_grid(client, run_id, Path(dest), found)
     return found
-
-
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """No MLflow progress bar per downloaded file (it would fill the terminal of `mergan report`)."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _download_last_grid(client: Any, run_id: str, dest: Path, found: dict[str, Path]) -> None:

@@ -3,7 +3,6 @@ and what a run resumed from one may change."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import zipfile
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 from mergan.config import EvalConfig, ExperimentConfig, resolve_key
+from mergan.results import atomic_path
 from mergan.settings import ConfigError, value_text
 
 FORMAT = 2  # 2: generators normalise per class group (no running statistics); optional optimizer state
@@ -41,20 +41,9 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     failed write (a full disk) removes its temporary file rather than keep the disk full."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        # Through a Python file: a failed write is then an OSError (ENOSPC ...), not torch's opaque RuntimeError.
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-        os.replace(tmp, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OSError(error.errno, error.strerror, str(error.filename or tmp)) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    # Through a Python file: a failed write is then an OSError (ENOSPC ...), not torch's opaque RuntimeError.
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        torch.save(state, handle)
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:

@@ -33,7 +33,7 @@ from typing import Any
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config_io import load_yaml
-from mergan.results import RESULTS_FILE
+from mergan.results import RESULTS_FILE, atomic_path
 from mergan.settings import is_number
 
 RECORD_FILE = "record.jsonl"
@@ -172,12 +172,10 @@ def cut(lines: list[Line], task: int, step: int) -> list[Line]:
 
 
 def _rewrite(path: Path, lines: list[Line]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
         handle.writelines(json.dumps(line) + "\n" for line in lines)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 # -- reading ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any, Self
 from mergan.callbacks import Callback
 from mergan.evaluation.metrics import LOWER_IS_BETTER
 from mergan.record import CONFIG_FILE, RECORD_FILE, Line, Record, read_record, run_folders
+from mergan.results import atomic_path
 from mergan.run_folder import MIRRORS
 from tracking.artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
 from tracking.store import (
@@ -82,9 +83,8 @@ class Target:
     def save(self, folder: str | os.PathLike) -> None:
         path = Path(folder) / MIRRORS / STATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            temporary.write_text(json.dumps(asdict(self), indent=1))
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A sweep's MLflow parent run: started (or continued on resume) with the sweep's settings, its trials'
 runs closed when a scheduler or Ctrl-C stops them, and at the end the best trial and the sweep's
-tables and figures as its artifacts."""
+tables and figures as its artifacts; and where to look once the sweep is done."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from typing import Any
 from ray import tune
 
 from search_spaces import SearchSpace
+from tracking.store import resolve_tracking_uri
 from tracking.sweep_run import (
+    chart_view_target,
+    chart_view_url,
     close_stopped_trial,
     finish_sweep_run,
     log_sweep_files,
     mark_sweep_killed,
+    run_page_url,
     save_chart_view,
     start_sweep_run,
     trial_run_id,
@@ -31,6 +35,7 @@ logger = logging.getLogger("trainables.sweep_mlflow")
 
 ReportBuilder = Callable[..., Any]  # analysis.report.build_report(experiment, tracking_uri, out, sweep_run=...)
 SUMMARY_FOLDER = "sweep"  # the parent run's artifact folder for the sweep's own files (settings, best, trials)
+LOCAL_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves an SQLite store by default
 
 
 class CloseStoppedRuns(tune.Callback):
@@ -141,3 +146,25 @@ def record_summary(plan: SweepPlan, rows: list[TrialRow], build_report: ReportBu
         logger.warning("could not add the sweep's figures and tables to its MLflow run %s (%s: %s); "
                        "`mergan report --sweep-run %s` draws them", plan.parent_run_id, type(error).__name__,
                        error, plan.parent_run_id)
+
+
+def mlflow_hint(plan: SweepPlan) -> str:
+    """Where to look in MLflow (and at the Optuna study) once the sweep is done."""
+    uri = resolve_tracking_uri(plan.tracking_uri)
+    lines = [(f"MLflow: tracking URI {uri}, experiment {plan.experiment!r}, sweep run {plan.parent_run_id} "
+              f"({plan.name}; trials are its child runs)")]
+    served = uri.startswith(("http://", "https://"))
+    ui_url = uri if served else LOCAL_UI_URL
+    if not served:
+        lines.append(f"  mlflow ui --backend-store-uri {uri}    # serves {LOCAL_UI_URL}")
+    experiment_id, share_key = chart_view_target(plan.tracking_uri, plan.parent_run_id, plan.sweep_id)
+    if experiment_id and plan.parent_run_id:
+        lines.append(f"  every trial's forgetting curves: {chart_view_url(ui_url, experiment_id, share_key)}")
+        lines.append(f"  the sweep's figures and tables:  "
+                     f"{run_page_url(ui_url, experiment_id, plan.parent_run_id, 'forgetting_curves.png')}")
+    else:
+        lines.append(f"  open {ui_url} in a browser")
+    if plan.optuna_storage:
+        lines.append(f"Optuna study {plan.name!r}: optuna-dashboard {plan.optuna_storage}")
+    lines.append(f"Tune results: {plan.experiment_path}")
+    return "\n".join(lines)

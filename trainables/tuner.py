@@ -86,25 +86,20 @@ def optuna_sampler(plan: SweepPlan) -> optuna.samplers.BaseSampler:
     return PicklableNSGAIISampler(seed=plan.seed, population_size=population)
 
 
-def open_study_storage(plan: SweepPlan) -> optuna.storages.BaseStorage:
-    """The plan's Optuna RDB storage (an SQLite file by default), its folder created."""
-    url = plan.optuna_storage
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url)
-
-
 def build_searcher(plan: SweepPlan, space: SearchSpace) -> OptunaSearch | None:
     """An OptunaSearch over the space's define-by-run function, or None for a grid (Tune's own generator)."""
     if space.kind == "grid":
         return None
     if plan.scheduler == pbt.SCHEDULER:  # PBT refuses a searcher: Tune draws the initial population
         return pbt.initial_population(space, plan.seed)
+    url = plan.optuna_storage
+    if url.startswith("sqlite:///"):  # the default: an SQLite file, in a folder that may not exist yet
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     single = len(plan.objective) == 1
     return SweepOptunaSearch(
         space=space.define, metric=plan.metrics[0] if single else plan.metrics,
         mode=plan.modes[0] if single else plan.modes, points_to_evaluate=space.points_to_evaluate or None,
-        sampler=optuna_sampler(plan), study_name=plan.name, storage=open_study_storage(plan))
+        sampler=optuna_sampler(plan), study_name=plan.name, storage=optuna.storages.RDBStorage(url))
 
 
 def build_scheduler(plan: SweepPlan) -> ASHAScheduler | None:

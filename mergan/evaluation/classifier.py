@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -36,6 +35,7 @@ from filelock import FileLock
 from torch import nn
 
 from mergan.evaluation.paper_nets import build_paper_net
+from mergan.results import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -320,17 +320,6 @@ def cache_key(ds: Any, settings: ClassifierSettings, shape: dict[str, int]) -> s
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-
-
 def _read_weights(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -352,16 +341,6 @@ def _net_from_state(state: dict[str, Any], shape: dict[str, Any], path: str | os
         what = {k: v for k, v in shape.items() if k != "dropout"}
         raise EvaluatorError(f"evaluator weights {path}: do not fit the evaluator {what}: {error}") from None
     return net
-
-
-def _width_of(arch: str, state: dict[str, Any], default: int) -> int:
-    """A bare state_dict's first-layer width (its first weight's output size)."""
-    first = state.get("body.1.weight" if arch == "mlp" else "body.0.weight")
-    return int(first.shape[0]) if isinstance(first, torch.Tensor) else default
-
-
-def _test_split(ds: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
-    return ds.test.get, ds.test.labels
 
 
 def evaluator_dataset(ds: Any, arch: str, data_config: Any = None) -> tuple[Any, str | None]:
@@ -412,13 +391,13 @@ def load_evaluator_weights(path: str | os.PathLike, ds: Any, device: torch.devic
                                              feature_dim=int(saved.get("feature_dim", 128))))
     else:
         state = payload
-        width = _width_of(settings.arch, state, settings.width)
+        first = state.get("body.1.weight" if settings.arch == "mlp" else "body.0.weight")  # its width: output size
+        width = int(first.shape[0]) if isinstance(first, torch.Tensor) else settings.width
         linear = state.get("head.weight")
         feature_dim = int(linear.shape[1]) if isinstance(linear, torch.Tensor) else settings.feature_dim
         shape = net_shape_for(shape, replace(settings, width=width, feature_dim=feature_dim))
     net = _net_from_state(state, shape, path).to(device)
-    get_images, labels = _test_split(ds)
-    accuracy = accuracy_on(net, get_images, labels, device)
+    accuracy = accuracy_on(net, ds.test.get, ds.test.labels, device)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:20]
     return Evaluator(net, device, accuracy, cache_key=f"file:{digest}", path=str(path),
                      info={"source": "evaluator_weights"})
@@ -487,16 +466,16 @@ def _train_and_store(ds: Any, path: Path, key: str, shape: dict[str, int], setti
              len(ds.train), settings.epochs, path)
     net = train_classifier(ds.train.get, ds.train.labels, shape, settings, device)
     seconds = time.perf_counter() - start
-    get_images, labels = _test_split(ds)
-    accuracy = accuracy_on(net, get_images, labels, device)
+    accuracy = accuracy_on(net, ds.test.get, ds.test.labels, device)
     meta = {"cache_key": key, "dataset": ds.name, "class_names": list(ds.class_names), "fingerprint": ds.fingerprint,
                 "shape": shape, "settings": asdict(settings), "architecture": net.description(),
                 "test_accuracy": accuracy, "train_seconds": round(seconds, 2),
                 "train_images": len(ds.train), "test_images": len(ds.test), "format": CACHE_FORMAT,
                 "torch": str(torch.__version__), "device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     state = {name: tensor.detach().cpu() for name, tensor in net.state_dict().items()}
-    _atomic_write(path, lambda temp: torch.save({"state_dict": state, "meta": meta}, temp))
-    _atomic_write(path.with_suffix(".json"),
-                  lambda temp: Path(temp).write_text(json.dumps(meta, indent=2) + "\n"))
+    with atomic_path(path) as temporary:
+        torch.save({"state_dict": state, "meta": meta}, temporary)
+    with atomic_path(path.with_suffix(".json")) as temporary:
+        temporary.write_text(json.dumps(meta, indent=2) + "\n")
     log.info("evaluator %s: real test accuracy %.4f, %.1f s", path, accuracy, seconds)
     return Evaluator(net, device, accuracy, key, str(path), info=_info(meta, cached=False))

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from mergan.evaluation import evaluate_after_task, get_evaluator
+from mergan.files import atomic_path
 from mergan.presets import build_config
 from mergan.trainer import Trainer
 
@@ -132,9 +133,8 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "eval_speed.json"
-    temp = path.with_suffix(".json.tmp")
-    temp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temp, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from mergan.config import EvalConfig, ExperimentConfig, resolve_key
-from mergan.results import atomic_path
+from mergan.files import atomic_path
 from mergan.settings import ConfigError, value_text
 
 FORMAT = 2  # 2: generators normalise per class group (no running statistics); optional optimizer state

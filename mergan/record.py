@@ -33,7 +33,8 @@ from typing import Any
 
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config_io import load_yaml
-from mergan.results import RESULTS_FILE, atomic_path
+from mergan.files import atomic_path
+from mergan.results import RESULTS_FILE
 from mergan.settings import is_number
 
 RECORD_FILE = "record.jsonl"

@@ -1,33 +1,17 @@
 """A run's ``results.json``: written after every task, read back for its accuracy matrix (e.g. a JT
-run's, for intransigence); and :func:`atomic_path`, how mergan replaces a file whole."""
+run's, for intransigence)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mergan.files import atomic_path
+
 RESULTS_FILE = "results.json"
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write, renamed onto it when the block ends: a crash never leaves half a
-    file, a failure (a full disk) removes the temporary file, and an OSError names the file it failed on.
-    Writers of one file in several processes at once must hold a lock (they share the temporary file)."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    except OSError as error:
-        raise OSError(error.errno, error.strerror, str(error.filename or temporary)) from None
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
 
 
 def write_results(out_dir: Path, tasks: list[list[int]], accuracy_matrix: list[list[float | None]],

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Self
 
+from mergan.files import temporary_name
 from mergan.record import CONFIG_FILE, RECORD_FILE
 from mergan.results import RESULTS_FILE
 from mergan.settings import ConfigError
@@ -34,7 +35,8 @@ LATEST = "latest"  # runs/latest: a link to the newest run that got a default fo
 LOCK_FILE = ".mergan.lock"  # in the run folder while a run holds it
 MIRRORS = "mirrors"  # where trackers that mirror the run's record (MLflow: tracking.mirror) keep their own state
 # What a run writes in its folder; task_<t>/ folders besides.
-RUN_FILES = (CONFIG_FILE, RESULTS_FILE, RESULTS_FILE + ".tmp", RECORD_FILE, RECORD_FILE + ".tmp", "samples", MIRRORS)
+RUN_FILES = (CONFIG_FILE, RESULTS_FILE, temporary_name(RESULTS_FILE), RECORD_FILE, temporary_name(RECORD_FILE),
+             "samples", MIRRORS)
 _TASK_FOLDER = re.compile(r"task_\d+")
 
 

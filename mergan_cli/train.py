@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mergan.callbacks import Callback, StepInfo, TaskResult
 from mergan.config import ExperimentConfig, MethodConfig, resolve_key, section_knobs
 from mergan.config_io import load_yaml, parse_assignment
+from mergan.files import temporary_name
 from mergan.presets import PAPER_ITERATIONS, PRESETS, build_config
 from mergan.record import CONFIG_FILE, RECORD_FILE
 from mergan.run_folder import MIRRORS
@@ -333,7 +334,7 @@ def _forget_unsaved_run(trainer: Any, mirror: Any) -> None:
         from tracking.mirror import unsent
 
         keep_record = unsent(folder)
-    for name in [CONFIG_FILE] if keep_record else [CONFIG_FILE, RECORD_FILE, RECORD_FILE + ".tmp", MIRRORS]:
+    for name in [CONFIG_FILE] if keep_record else [CONFIG_FILE, RECORD_FILE, temporary_name(RECORD_FILE), MIRRORS]:
         with contextlib.suppress(OSError):
             path = folder / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -33,8 +33,8 @@ from typing import Any, Self
 
 from mergan.callbacks import Callback
 from mergan.evaluation.metrics import LOWER_IS_BETTER
+from mergan.files import atomic_path
 from mergan.record import CONFIG_FILE, RECORD_FILE, Line, Record, read_record, run_folders
-from mergan.results import atomic_path
 from mergan.run_folder import MIRRORS
 from tracking.artifacts import square_matrix, write_matrix_csv, write_matrix_json, write_matrix_png
 from tracking.store import (

@@ -35,7 +35,7 @@ from filelock import FileLock
 from torch import nn
 
 from mergan.evaluation.paper_nets import build_paper_net
-from mergan.results import atomic_path
+from mergan.files import atomic_path
 
 log = logging.getLogger(__name__)
 
